@@ -1,0 +1,223 @@
+package schemas
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/bindsync/bindsync/twilio"
+)
+
+// RowMeta holds the columns that bindsync adds to every binding it reads.
+type RowMeta struct {
+	// SnapshotDate is the UTC date of the snapshot (midnight UTC); only its
+	// UTC calendar day is stored.
+	SnapshotDate time.Time
+	// SyncedAt is when the binding was read from Twilio; it is stored in
+	// microseconds, UTC.
+	SyncedAt time.Time
+}
+
+// Row is one binding row as stored: the API record plus the columns that
+// bindsync adds. It is what readers of the Parquet parts get back.
+type Row struct {
+	twilio.Binding
+	// SnapshotDate is midnight UTC of the snapshot date.
+	SnapshotDate time.Time
+	// SyncedAt is when bindsync read the row from Twilio, in UTC.
+	SyncedAt time.Time
+}
+
+// AppendBinding appends one row to b, which must have been made for the
+// Binding schema. Timestamps are stored in microseconds, so a finer instant
+// (Twilio sends whole seconds) is truncated. A nil MessageTypes is stored as a
+// null list and an empty one as an empty list, so the two stay distinct.
+func AppendBinding(b *array.RecordBuilder, meta RowMeta, bd *twilio.Binding) {
+	appendString(b.Field(idxSID), bd.SID)
+	appendString(b.Field(idxAccountSID), bd.AccountSID)
+	appendString(b.Field(idxServiceSID), bd.ServiceSID)
+	appendTimestamp(b.Field(idxDateCreated), bd.DateCreated)
+	appendTimestamp(b.Field(idxDateUpdated), bd.DateUpdated)
+	appendString(b.Field(idxEndpoint), bd.Endpoint)
+	appendString(b.Field(idxIdentity), bd.Identity)
+	appendString(b.Field(idxUserSID), bd.UserSID)
+	appendString(b.Field(idxCredentialSID), bd.CredentialSID)
+	b.Field(idxBindingType).(*array.StringBuilder).Append(bd.BindingType)
+
+	lb := b.Field(idxMessageTypes).(*array.ListBuilder)
+	if bd.MessageTypes == nil {
+		lb.AppendNull()
+	} else {
+		lb.Append(true)
+		vb := lb.ValueBuilder().(*array.StringBuilder)
+		for _, mt := range bd.MessageTypes {
+			vb.Append(mt)
+		}
+	}
+
+	appendString(b.Field(idxURL), bd.URL)
+	b.Field(idxSnapshotDate).(*array.Date32Builder).Append(arrow.Date32FromTime(meta.SnapshotDate.UTC()))
+	b.Field(idxSyncedAt).(*array.TimestampBuilder).Append(arrow.Timestamp(meta.SyncedAt.UnixMicro()))
+}
+
+func appendString(b array.Builder, s *string) {
+	sb := b.(*array.StringBuilder)
+	if s == nil {
+		sb.AppendNull()
+		return
+	}
+	sb.Append(*s)
+}
+
+func appendTimestamp(b array.Builder, t *time.Time) {
+	tb := b.(*array.TimestampBuilder)
+	if t == nil {
+		tb.AppendNull()
+		return
+	}
+	tb.Append(arrow.Timestamp(t.UnixMicro()))
+}
+
+// BindingsFromRecord decodes every row of rec, which must hold the columns of
+// the Binding schema (found by name, so extra columns or another order are
+// fine). It is the exact inverse of AppendBinding: nulls stay nil, a null
+// list stays nil and an empty list stays empty, and times are in UTC. The
+// returned rows do not reference rec's memory, so rec may be released.
+func BindingsFromRecord(rec arrow.RecordBatch) ([]Row, error) {
+	c, err := columnsOf(rec)
+	if err != nil {
+		return nil, err
+	}
+	n := int(rec.NumRows())
+	rows := make([]Row, n)
+	for i := range rows {
+		r := &rows[i]
+		r.SID = stringAt(c.sid, i)
+		r.AccountSID = stringAt(c.accountSID, i)
+		r.ServiceSID = stringAt(c.serviceSID, i)
+		r.DateCreated = timeAt(c.dateCreated, i)
+		r.DateUpdated = timeAt(c.dateUpdated, i)
+		r.Endpoint = stringAt(c.endpoint, i)
+		r.Identity = stringAt(c.identity, i)
+		r.UserSID = stringAt(c.userSID, i)
+		r.CredentialSID = stringAt(c.credentialSID, i)
+		r.URL = stringAt(c.url, i)
+
+		if c.bindingType.IsNull(i) {
+			return nil, fmt.Errorf("row %d: %w", i, nullError(ColBindingType))
+		}
+		r.BindingType = strings.Clone(c.bindingType.Value(i))
+
+		if c.messageTypes.IsValid(i) {
+			start, end := c.messageTypes.ValueOffsets(i)
+			r.MessageTypes = make([]string, 0, end-start)
+			for j := int(start); j < int(end); j++ {
+				if c.messageValues.IsNull(j) {
+					return nil, fmt.Errorf("row %d: null element in %s", i, ColMessageTypes)
+				}
+				r.MessageTypes = append(r.MessageTypes, strings.Clone(c.messageValues.Value(j)))
+			}
+		}
+
+		if c.snapshotDate.IsNull(i) {
+			return nil, fmt.Errorf("row %d: %w", i, nullError(ColSnapshotDate))
+		}
+		r.SnapshotDate = c.snapshotDate.Value(i).ToTime()
+		if c.syncedAt.arr.IsNull(i) {
+			return nil, fmt.Errorf("row %d: %w", i, nullError(ColSyncedAt))
+		}
+		r.SyncedAt = c.syncedAt.arr.Value(i).ToTime(c.syncedAt.unit)
+	}
+	return rows, nil
+}
+
+func nullError(col string) error {
+	return fmt.Errorf("column %s is null but required", col)
+}
+
+// recordColumns are the typed arrays of a record holding binding rows.
+type recordColumns struct {
+	sid, accountSID, serviceSID, endpoint, identity *array.String
+	userSID, credentialSID, bindingType, url        *array.String
+	dateCreated, dateUpdated, syncedAt              timestampColumn
+	messageTypes                                    *array.List
+	messageValues                                   *array.String
+	snapshotDate                                    *array.Date32
+}
+
+// timestampColumn is a timestamp array with its unit, so files written with
+// another unit still decode to the right instant.
+type timestampColumn struct {
+	arr  *array.Timestamp
+	unit arrow.TimeUnit
+}
+
+// columnsOf finds the columns of the Binding schema in rec by name and checks
+// that their types can be decoded (timestamps of any unit are accepted).
+func columnsOf(rec arrow.RecordBatch) (*recordColumns, error) {
+	var cols [numColumns]arrow.Array
+	for i, c := range columns {
+		idx := rec.Schema().FieldIndices(c.name)
+		if len(idx) != 1 {
+			return nil, fmt.Errorf("record has %d columns named %q, want 1", len(idx), c.name)
+		}
+		a := rec.Column(idx[0])
+		if !decodable(c.typ, a.DataType()) {
+			return nil, fmt.Errorf("column %s has type %s, want %s", c.name, a.DataType(), c.typ)
+		}
+		cols[i] = a
+	}
+	ts := func(i int) timestampColumn {
+		a := cols[i].(*array.Timestamp)
+		return timestampColumn{arr: a, unit: a.DataType().(*arrow.TimestampType).Unit}
+	}
+	list := cols[idxMessageTypes].(*array.List)
+	return &recordColumns{
+		sid:           cols[idxSID].(*array.String),
+		accountSID:    cols[idxAccountSID].(*array.String),
+		serviceSID:    cols[idxServiceSID].(*array.String),
+		endpoint:      cols[idxEndpoint].(*array.String),
+		identity:      cols[idxIdentity].(*array.String),
+		userSID:       cols[idxUserSID].(*array.String),
+		credentialSID: cols[idxCredentialSID].(*array.String),
+		bindingType:   cols[idxBindingType].(*array.String),
+		url:           cols[idxURL].(*array.String),
+		dateCreated:   ts(idxDateCreated),
+		dateUpdated:   ts(idxDateUpdated),
+		syncedAt:      ts(idxSyncedAt),
+		messageTypes:  list,
+		messageValues: list.ListValues().(*array.String),
+		snapshotDate:  cols[idxSnapshotDate].(*array.Date32),
+	}, nil
+}
+
+// decodable reports whether an array of type got can be read as a column of
+// type want: same type family, and for lists the same element family.
+func decodable(want, got arrow.DataType) bool {
+	if want.ID() != got.ID() {
+		return false
+	}
+	if wl, ok := want.(*arrow.ListType); ok {
+		return decodable(wl.Elem(), got.(*arrow.ListType).Elem())
+	}
+	return true
+}
+
+func stringAt(a *array.String, i int) *string {
+	if a.IsNull(i) {
+		return nil
+	}
+	s := strings.Clone(a.Value(i))
+	return &s
+}
+
+func timeAt(c timestampColumn, i int) *time.Time {
+	if c.arr.IsNull(i) {
+		return nil
+	}
+	t := c.arr.Value(i).ToTime(c.unit)
+	return &t
+}

@@ -1,0 +1,271 @@
+package schemas
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/bindsync/bindsync/twilio"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// dumpSchema renders s one column per line: name, type, nullability and
+// description, so a schema change reads well in a diff.
+func dumpSchema(s *arrow.Schema) string {
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
+	for _, f := range s.Fields() {
+		null := "NOT NULL"
+		if f.Nullable {
+			null = "NULL"
+		}
+		desc := ""
+		if i := f.Metadata.FindKey(DescriptionKey); i >= 0 {
+			desc = f.Metadata.Values()[i]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Name, f.Type, null, desc)
+	}
+	tw.Flush()
+	return buf.String()
+}
+
+func checkGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden (run go test ./schemas -update to create it): %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file (rerun with -update if the change is intended)\ngot:\n%s\nwant:\n%s", name, got, want)
+	}
+}
+
+func TestGoldenArrowSchema(t *testing.T) {
+	checkGolden(t, "schema.golden", []byte(dumpSchema(Binding())))
+}
+
+func TestGoldenBigQuerySchema(t *testing.T) {
+	js, err := BigQuery().ToJSONFields()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "bigquery.golden.json", append(js, '\n'))
+}
+
+func TestColumnOrder(t *testing.T) {
+	want := []string{"sid", "account_sid", "service_sid", "date_created", "date_updated", "endpoint",
+		"identity", "user_sid", "credential_sid", "binding_type", "message_types", "url",
+		"snapshot_date", "synced_at"}
+	var got []string
+	for _, f := range Binding().Fields() {
+		got = append(got, f.Name)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("columns = %v, want %v", got, want)
+	}
+}
+
+func TestDescription(t *testing.T) {
+	tests := []struct {
+		field, want string
+	}{
+		{"snapshot_date", "UTC date of the snapshot this row belongs to (partition column)."},
+		{"synced_at", "When bindsync read this row from Twilio (UTC)."},
+		{"binding_type", "The push technology to use for the User Binding. Can be: apn, gcm, or fcm. See push notification configuration for more info."},
+		{"no_such_column", ""},
+	}
+	for _, tt := range tests {
+		if got := Description(tt.field); got != tt.want {
+			t.Errorf("Description(%q) = %q, want %q", tt.field, got, tt.want)
+		}
+	}
+	for _, f := range Binding().Fields() {
+		if Description(f.Name) == "" {
+			t.Errorf("column %s has no description", f.Name)
+		}
+	}
+}
+
+func TestBigQueryFields(t *testing.T) {
+	got := map[string]string{}
+	for _, f := range BigQuery() {
+		got[f.Name] = fmt.Sprintf("%s required=%v repeated=%v", f.Type, f.Required, f.Repeated)
+	}
+	tests := []struct{ name, want string }{
+		{"sid", "STRING required=false repeated=false"},
+		{"binding_type", "STRING required=true repeated=false"},
+		{"date_created", "TIMESTAMP required=false repeated=false"},
+		{"message_types", "STRING required=false repeated=true"},
+		{"snapshot_date", "DATE required=true repeated=false"},
+		{"synced_at", "TIMESTAMP required=true repeated=false"},
+	}
+	for _, tt := range tests {
+		if got[tt.name] != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got[tt.name], tt.want)
+		}
+	}
+	if PartitionField != "snapshot_date" {
+		t.Errorf("PartitionField = %q", PartitionField)
+	}
+}
+
+func TestBigQueryUnsupported(t *testing.T) {
+	tests := []struct {
+		name    string
+		typ     arrow.DataType
+		wantErr string
+	}{
+		{"int", arrow.PrimitiveTypes.Int64, "no BigQuery mapping"},
+		{"naive_ts", &arrow.TimestampType{Unit: arrow.Microsecond}, "without time zone"},
+		{"list_of_int", arrow.ListOf(arrow.PrimitiveTypes.Int32), "no BigQuery mapping"},
+	}
+	for _, tt := range tests {
+		s := arrow.NewSchema([]arrow.Field{{Name: tt.name, Type: tt.typ}}, nil)
+		_, err := bigQuerySchema(s)
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), tt.name) {
+			t.Errorf("%s: err = %v, want one naming the column and containing %q", tt.name, err, tt.wantErr)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestRoundTrip(t *testing.T) {
+	created := time.Date(2016, 10, 21, 11, 37, 3, 0, time.UTC)
+	// A non-UTC instant with microseconds must come back as the same
+	// instant in UTC.
+	updated := time.Date(2024, 2, 29, 23, 59, 59, 123456000, time.FixedZone("CET", 3600))
+	full := twilio.Binding{
+		SID:           ptr("BSaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+		AccountSID:    ptr("ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+		ServiceSID:    ptr("ISaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+		DateCreated:   &created,
+		DateUpdated:   &updated,
+		Endpoint:      ptr("TestUser-endpoint"),
+		Identity:      ptr("TestUser"),
+		UserSID:       ptr("USaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+		CredentialSID: ptr("CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+		BindingType:   "gcm",
+		MessageTypes:  []string{"removed_from_channel", "new_message", "added_to_channel", "invited_to_channel"},
+		URL:           ptr("https://chat.twilio.com/v2/Services/IS/Users/US/Bindings/BS"),
+	}
+	tests := []struct {
+		name string
+		in   twilio.Binding
+	}{
+		{"full", full},
+		{"all nulls", twilio.Binding{BindingType: "apn"}},
+		{"empty list", twilio.Binding{BindingType: "fcm", MessageTypes: []string{}}},
+		{"empty strings", twilio.Binding{SID: ptr(""), Identity: ptr(""), BindingType: "", MessageTypes: []string{""}}},
+		{"unicode", twilio.Binding{
+			Identity:     ptr("zoë/ünïcødé ? % # 用户 🚀"),
+			Endpoint:     ptr("端点\x00nul"),
+			BindingType:  "apn",
+			MessageTypes: []string{"新消息", "ä"},
+		}},
+	}
+	meta := RowMeta{
+		SnapshotDate: time.Date(2025, 3, 14, 0, 0, 0, 0, time.UTC),
+		SyncedAt:     time.Date(2025, 3, 14, 2, 3, 4, 5000, time.UTC),
+	}
+
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	b := array.NewRecordBuilder(mem, Binding())
+	defer b.Release()
+	for i := range tests {
+		AppendBinding(b, meta, &tests[i].in)
+	}
+	rec := b.NewRecordBatch()
+	rows, err := BindingsFromRecord(rec)
+	rec.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != len(tests) {
+		t.Fatalf("got %d rows, want %d", len(rows), len(tests))
+	}
+	for i, tt := range tests {
+		want := Row{Binding: tt.in, SnapshotDate: meta.SnapshotDate, SyncedAt: meta.SyncedAt}
+		if tt.in.DateUpdated != nil {
+			u := tt.in.DateUpdated.UTC()
+			want.DateUpdated = &u
+		}
+		if !reflect.DeepEqual(rows[i], want) {
+			t.Errorf("%s: got\n%+v\nwant\n%+v", tt.name, rows[i], want)
+		}
+	}
+	if rows[1].MessageTypes != nil {
+		t.Errorf("null list came back as %#v", rows[1].MessageTypes)
+	}
+	if rows[2].MessageTypes == nil || len(rows[2].MessageTypes) != 0 {
+		t.Errorf("empty list came back as %#v", rows[2].MessageTypes)
+	}
+}
+
+func TestBindingsFromRecordRejects(t *testing.T) {
+	mem := memory.NewGoAllocator()
+	wrongType := arrow.NewSchema([]arrow.Field{{Name: "sid", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	missing := arrow.NewSchema(Binding().Fields()[1:], nil)
+	tests := []struct {
+		name    string
+		schema  *arrow.Schema
+		wantErr string
+	}{
+		{"wrong type", wrongType, "column sid has type int64"},
+		{"missing column", missing, `0 columns named "sid"`},
+	}
+	for _, tt := range tests {
+		b := array.NewRecordBuilder(mem, tt.schema)
+		rec := b.NewRecordBatch()
+		_, err := BindingsFromRecord(rec)
+		rec.Release()
+		b.Release()
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("%s: err = %v, want %q", tt.name, err, tt.wantErr)
+		}
+	}
+}
+
+func TestBindingsFromRecordNullRequired(t *testing.T) {
+	mem := memory.NewGoAllocator()
+	b := array.NewRecordBuilder(mem, Binding())
+	defer b.Release()
+	AppendBinding(b, RowMeta{}, &twilio.Binding{BindingType: "apn"})
+	// Overwrite the row with a null binding_type by building it by hand.
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	cols := rec.Columns()
+	nb := array.NewStringBuilder(mem)
+	nb.AppendNull()
+	nullCol := nb.NewArray()
+	defer nullCol.Release()
+	nb.Release()
+	replaced := append([]arrow.Array(nil), cols...)
+	replaced[idxBindingType] = nullCol
+	bad := array.NewRecordBatch(Binding(), replaced, 1)
+	defer bad.Release()
+	_, err := BindingsFromRecord(bad)
+	if err == nil || !strings.Contains(err.Error(), "binding_type is null") {
+		t.Errorf("err = %v, want null binding_type error", err)
+	}
+}

@@ -1,0 +1,429 @@
+package staging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// errBadName is returned (wrapped) for a name that could leave the root or
+// collide with the store's own hidden files.
+var errBadName = errors.New("invalid object name")
+
+const (
+	// tmpPrefix starts the name of a file being written; List skips it.
+	tmpPrefix = ".tmp-"
+	// lockDir holds the lock files under the root; List skips it.
+	lockDir = ".locks"
+)
+
+// Dir is a Store in a local directory. Objects are plain files under the
+// root, so they can be inspected with ls and read by other tools. Names
+// whose elements start with "." are reserved for the store's temporary and
+// lock files.
+type Dir struct {
+	root string
+}
+
+var _ Store = (*Dir)(nil)
+
+// NewDir returns the store rooted at root, creating the directory if needed.
+func NewDir(root string) (*Dir, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("staging dir %q: %w", root, err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("staging dir: %w", err)
+	}
+	return &Dir{root: abs}, nil
+}
+
+// checkName rejects names that are not a clean relative slash path, or that
+// have an element starting with ".".
+func checkName(name string) error {
+	if !fs.ValidPath(name) || name == "." {
+		return fmt.Errorf("%w %q: must be a relative slash-separated path without . or .. elements", errBadName, name)
+	}
+	for _, elem := range strings.Split(name, "/") {
+		if strings.HasPrefix(elem, ".") {
+			return fmt.Errorf("%w %q: elements starting with . are reserved", errBadName, name)
+		}
+	}
+	return nil
+}
+
+// path returns the file path of a checked name.
+func (d *Dir) path(name string) string {
+	return filepath.Join(d.root, filepath.FromSlash(name))
+}
+
+// mkdirs creates the parent directories of the file p (under the root),
+// syncing each parent whose listing changed so a crash cannot lose them.
+func (d *Dir) mkdirs(p string) error {
+	dir := filepath.Dir(p)
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	rel, err := filepath.Rel(d.root, dir)
+	if err != nil {
+		return err
+	}
+	cur := d.root
+	for _, elem := range strings.Split(rel, string(filepath.Separator)) {
+		next := filepath.Join(cur, elem)
+		err := os.Mkdir(next, 0o755)
+		switch {
+		case err == nil:
+			if err := syncDir(cur); err != nil {
+				return err
+			}
+		case !errors.Is(err, fs.ErrExist):
+			return err
+		}
+		cur = next
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory so that renames, links and removals in it are
+// durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// createTemp opens a new hidden temporary file next to the final path p.
+func (d *Dir) createTemp(p string) (*os.File, error) {
+	if err := d.mkdirs(p); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(filepath.Dir(p), tmpPrefix+filepath.Base(p)+"-*")
+	if err != nil {
+		return nil, err
+	}
+	// CreateTemp makes private files; objects are ordinary data files.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return f, nil
+}
+
+// Create starts writing name through a hidden temporary file in the same
+// directory; Close syncs it and renames it over name.
+func (d *Dir) Create(ctx context.Context, name string) (Writer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("create %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	p := d.path(name)
+	f, err := d.createTemp(p)
+	if err != nil {
+		return nil, fmt.Errorf("create %q: %w", name, err)
+	}
+	return &dirWriter{f: f, final: p, name: name}, nil
+}
+
+// dirWriter is the Writer of Dir.Create.
+type dirWriter struct {
+	f     *os.File
+	final string
+	name  string
+	done  bool
+}
+
+func (w *dirWriter) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, fmt.Errorf("write %q: writer already closed", w.name)
+	}
+	return w.f.Write(p)
+}
+
+// Close makes the object durable: fsync the data, rename it into place and
+// fsync the directory. On error the temporary file is removed.
+func (w *dirWriter) Close() error {
+	if w.done {
+		return fmt.Errorf("close %q: writer already closed", w.name)
+	}
+	w.done = true
+	tmp := w.f.Name()
+	err := w.f.Sync()
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, w.final)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("commit %q: %w", w.name, err)
+	}
+	if err := syncDir(filepath.Dir(w.final)); err != nil {
+		return fmt.Errorf("commit %q: %w", w.name, err)
+	}
+	return nil
+}
+
+// Abort discards the temporary file; it does nothing after Close.
+func (w *dirWriter) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// PutIfAbsent writes data to a synced temporary file and hard-links it to
+// name: link(2) fails if name exists, which makes the check and the write
+// one atomic step even across processes.
+func (d *Dir) PutIfAbsent(ctx context.Context, name string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return err
+	}
+	p := d.path(name)
+	f, err := d.createTemp(p)
+	if err != nil {
+		return fmt.Errorf("put %q: %w", name, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("put %q: %w", name, err)
+	}
+	if err := os.Link(tmp, p); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("put %q: %w", name, ErrExists)
+		}
+		return fmt.Errorf("put %q: %w", name, err)
+	}
+	if err := os.Remove(tmp); err != nil {
+		return fmt.Errorf("put %q: remove temporary file: %w", name, err)
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("put %q: %w", name, err)
+	}
+	return nil
+}
+
+// dirObject is an object opened for reading.
+type dirObject struct {
+	*os.File
+	size int64
+}
+
+func (o *dirObject) Size() int64 { return o.size }
+
+// Open opens name for reading.
+func (d *Dir) Open(ctx context.Context, name string) (Object, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(d.path(name))
+	if err != nil {
+		return nil, fmt.Errorf("open %q: %w", name, mapNotExist(err))
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = ErrNotExist
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open %q: %w", name, err)
+	}
+	return &dirObject{File: f, size: st.Size()}, nil
+}
+
+// ReadAll returns the content of name.
+func (d *Dir) ReadAll(ctx context.Context, name string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("read %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(d.path(name))
+	if err != nil {
+		return nil, fmt.Errorf("read %q: %w", name, mapNotExist(err))
+	}
+	return data, nil
+}
+
+// mapNotExist turns "no such file" (and "is a directory": directories are
+// not objects) into ErrNotExist, keeping other errors.
+func mapNotExist(err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EISDIR) {
+		return ErrNotExist
+	}
+	return err
+}
+
+// List walks only the directories that can hold names with the prefix and
+// skips hidden entries (temporary files, locks).
+func (d *Dir) List(ctx context.Context, prefix string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	// The directory part of the prefix must be a valid name itself, so a
+	// prefix cannot reach outside the root.
+	start := ""
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		start = prefix[:i]
+		if err := checkName(start); err != nil {
+			return nil, fmt.Errorf("list %q: %w", prefix, err)
+		}
+	}
+	var names []string
+	err := filepath.WalkDir(d.path(start), func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		rel, err := filepath.Rel(d.root, p)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		if name == "." {
+			return nil
+		}
+		if strings.HasPrefix(e.Name(), ".") {
+			if e.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if e.IsDir() {
+			// Descend only if names below can still match the prefix.
+			if !strings.HasPrefix(name+"/", prefix) && !strings.HasPrefix(prefix, name+"/") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if e.Type().IsRegular() && strings.HasPrefix(name, prefix) {
+			names = append(names, name)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Delete removes name and syncs its directory.
+func (d *Dir) Delete(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return err
+	}
+	p := d.path(name)
+	st, err := os.Lstat(p)
+	if err == nil && st.IsDir() {
+		err = ErrNotExist
+	}
+	if err == nil {
+		err = os.Remove(p)
+	}
+	if err != nil {
+		return fmt.Errorf("delete %q: %w", name, mapNotExist(err))
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("delete %q: %w", name, err)
+	}
+	return nil
+}
+
+// Lock takes flock(2) on the file .locks/<name> under the root. The kernel
+// drops the lock when the process dies, even by kill -9, so a crashed run
+// never leaves a stale lock. flock belongs to the open file, so a second Lock
+// of the same name in the same process fails too. The lock file is never
+// deleted: removing it could let two processes lock different inodes.
+func (d *Dir) Lock(ctx context.Context, name string) (func() error, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("lock %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(d.root, lockDir, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, fmt.Errorf("lock %q: %w", name, err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %q: %w", name, err)
+	}
+	if err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("lock %q: %w", name, ErrLocked)
+		}
+		return nil, fmt.Errorf("lock %q: %w", name, err)
+	}
+	released := false
+	return func() error {
+		if released {
+			return nil
+		}
+		released = true
+		// Closing the only descriptor releases the lock.
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("unlock %q: %w", name, err)
+		}
+		return nil
+	}, nil
+}
+
+// flock retries on EINTR, which a signal can cause even with LOCK_NB.
+func flock(f *os.File, how int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), how)
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
+}
+
+// URI returns the absolute file path of name.
+func (d *Dir) URI(name string) string {
+	return d.path(name)
+}

@@ -1,0 +1,470 @@
+package staging
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func newTestDir(t *testing.T) *Dir {
+	t.Helper()
+	d, err := NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func create(t *testing.T, d *Dir, name, content string) {
+	t.Helper()
+	w, err := d.Create(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, content); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// filesOnDisk lists every file under the root, hidden ones included, so
+// tests can see leftovers that List hides.
+func filesOnDisk(t *testing.T, d *Dir) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !e.IsDir() {
+			rel, _ := filepath.Rel(d.root, p)
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestCreateCloseReadBack(t *testing.T) {
+	ctx := context.Background()
+	d := newTestDir(t)
+	tests := []struct {
+		name, content string
+	}{
+		{"a", "first"},
+		{"snap/2025-01-02/part-00001.parquet", "PAR1...PAR1"},
+		{"a", "replaced"}, // Create replaces an existing object.
+		{"empty", ""},
+	}
+	for _, tt := range tests {
+		create(t, d, tt.name, tt.content)
+		got, err := d.ReadAll(ctx, tt.name)
+		if err != nil || string(got) != tt.content {
+			t.Errorf("ReadAll(%q) = %q, %v; want %q", tt.name, got, err, tt.content)
+		}
+		obj, err := d.Open(ctx, tt.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, obj.Size())
+		if _, err := obj.ReadAt(buf, 0); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		obj.Close()
+		if obj.Size() != int64(len(tt.content)) || string(buf) != tt.content {
+			t.Errorf("Open(%q): size %d content %q, want %q", tt.name, obj.Size(), buf, tt.content)
+		}
+	}
+	want := []string{"a", "empty", "snap/2025-01-02/part-00001.parquet"}
+	if got := filesOnDisk(t, d); !reflect.DeepEqual(got, want) {
+		t.Errorf("files on disk = %v, want %v (no temporary files)", got, want)
+	}
+}
+
+func TestCreateNotVisibleUntilClose(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name     string
+		finish   func(w Writer)
+		wantOn   []string // prefixes of the files on disk afterwards
+		wantList []string
+	}{
+		{"aborted", func(w Writer) { w.Abort() }, nil, nil},
+		{"never closed", func(w Writer) {}, []string{"dir/.tmp-obj-"}, nil},
+		{"abort after close is a no-op", func(w Writer) {
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			w.Abort()
+		}, []string{"dir/obj"}, []string{"dir/obj"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newTestDir(t)
+			w, err := d.Create(ctx, "dir/obj")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write([]byte("data")); err != nil {
+				t.Fatal(err)
+			}
+			names, err := d.List(ctx, "")
+			if err != nil || len(names) != 0 {
+				t.Errorf("List before Close = %v, %v; want nothing", names, err)
+			}
+			if _, err := d.Open(ctx, "dir/obj"); !errors.Is(err, ErrNotExist) {
+				t.Errorf("Open before Close: err = %v, want ErrNotExist", err)
+			}
+			tt.finish(w)
+			disk := filesOnDisk(t, d)
+			if len(disk) != len(tt.wantOn) {
+				t.Fatalf("files on disk = %v, want %v", disk, tt.wantOn)
+			}
+			for i := range disk {
+				if !strings.HasPrefix(disk[i], tt.wantOn[i]) {
+					t.Errorf("file on disk %q, want prefix %q", disk[i], tt.wantOn[i])
+				}
+			}
+			names, err = d.List(ctx, "")
+			if err != nil || !reflect.DeepEqual(names, tt.wantList) {
+				t.Errorf("List = %v, %v; want %v", names, err, tt.wantList)
+			}
+		})
+	}
+}
+
+func TestWriterAfterClose(t *testing.T) {
+	d := newTestDir(t)
+	w, err := d.Create(context.Background(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("late")); err == nil {
+		t.Error("Write after Close succeeded")
+	}
+	if err := w.Close(); err == nil {
+		t.Error("second Close succeeded")
+	}
+}
+
+func TestPutIfAbsent(t *testing.T) {
+	ctx := context.Background()
+	d := newTestDir(t)
+	if err := d.PutIfAbsent(ctx, "log/000001.json", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	err := d.PutIfAbsent(ctx, "log/000001.json", []byte("other"))
+	if !errors.Is(err, ErrExists) {
+		t.Fatalf("second PutIfAbsent: err = %v, want ErrExists", err)
+	}
+	got, err := d.ReadAll(ctx, "log/000001.json")
+	if err != nil || string(got) != "one" {
+		t.Errorf("content = %q, %v; want the first write", got, err)
+	}
+	if disk := filesOnDisk(t, d); !reflect.DeepEqual(disk, []string{"log/000001.json"}) {
+		t.Errorf("files on disk = %v", disk)
+	}
+}
+
+func TestPutIfAbsentConcurrent(t *testing.T) {
+	ctx := context.Background()
+	d := newTestDir(t)
+	const n = 16
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = d.PutIfAbsent(ctx, "commit", []byte(fmt.Sprintf("writer %d", i)))
+		}()
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("writers %d and %d both won", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, ErrExists):
+			t.Errorf("writer %d: err = %v, want ErrExists", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no writer won")
+	}
+	got, err := d.ReadAll(ctx, "commit")
+	if want := fmt.Sprintf("writer %d", winner); err != nil || string(got) != want {
+		t.Errorf("content = %q, %v; want %q", got, err, want)
+	}
+	if disk := filesOnDisk(t, d); !reflect.DeepEqual(disk, []string{"commit"}) {
+		t.Errorf("files on disk = %v, want only the object", disk)
+	}
+}
+
+func TestNotExist(t *testing.T) {
+	ctx := context.Background()
+	d := newTestDir(t)
+	create(t, d, "dir/obj", "x")
+	for _, name := range []string{"missing", "dir/missing", "dir", "nodir/x"} {
+		if _, err := d.Open(ctx, name); !errors.Is(err, ErrNotExist) {
+			t.Errorf("Open(%q): err = %v, want ErrNotExist", name, err)
+		}
+		if _, err := d.ReadAll(ctx, name); !errors.Is(err, ErrNotExist) {
+			t.Errorf("ReadAll(%q): err = %v, want ErrNotExist", name, err)
+		}
+		if err := d.Delete(ctx, name); !errors.Is(err, ErrNotExist) {
+			t.Errorf("Delete(%q): err = %v, want ErrNotExist", name, err)
+		}
+	}
+}
+
+func TestDelete(t *testing.T) {
+	ctx := context.Background()
+	d := newTestDir(t)
+	create(t, d, "a/b", "x")
+	create(t, d, "a/c", "y")
+	if err := d.Delete(ctx, "a/b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Open(ctx, "a/b"); !errors.Is(err, ErrNotExist) {
+		t.Errorf("Open after Delete: err = %v", err)
+	}
+	names, err := d.List(ctx, "a/")
+	if err != nil || !reflect.DeepEqual(names, []string{"a/c"}) {
+		t.Errorf("List = %v, %v; want [a/c]", names, err)
+	}
+}
+
+func TestList(t *testing.T) {
+	ctx := context.Background()
+	d := newTestDir(t)
+	for _, name := range []string{
+		"snap/2025-01-02/part-00010", "snap/2025-01-02/part-00002", "snap/2025-01-02/manifest",
+		"snap/2025-01-03/part-00001", "snap.x", "snapshot", "other/f",
+	} {
+		create(t, d, name, name)
+	}
+	// Leftovers and locks must never be listed.
+	if _, err := d.Create(ctx, "snap/2025-01-02/part-00003"); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := d.Lock(ctx, "snap/2025-01-02/lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+
+	tests := []struct {
+		prefix string
+		want   []string
+	}{
+		{"", []string{"other/f", "snap.x", "snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
+			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001", "snapshot"}},
+		{"snap/", []string{"snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
+			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001"}},
+		{"snap/2025-01-02/part-", []string{"snap/2025-01-02/part-00002", "snap/2025-01-02/part-00010"}},
+		{"snap/2025-01", []string{"snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
+			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001"}},
+		{"snap", []string{"snap.x", "snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
+			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001", "snapshot"}},
+		{"snap/2025-01-02/manifest", []string{"snap/2025-01-02/manifest"}},
+		{"missing/dir/x", nil},
+		{"snap/2025-01-04/", nil},
+		{"zzz", nil},
+	}
+	for _, tt := range tests {
+		got, err := d.List(ctx, tt.prefix)
+		if err != nil {
+			t.Errorf("List(%q): %v", tt.prefix, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("List(%q) =\n%#v\nwant\n%#v", tt.prefix, got, tt.want)
+		}
+	}
+}
+
+func TestBadNames(t *testing.T) {
+	ctx := context.Background()
+	d := newTestDir(t)
+	for _, name := range []string{"", ".", "..", "../x", "a/../../x", "/etc/passwd", "a//b", "a/", "./a", ".hidden", "a/.tmp-x", ".locks/x"} {
+		if _, err := d.Create(ctx, name); !errors.Is(err, errBadName) {
+			t.Errorf("Create(%q): err = %v, want errBadName", name, err)
+		}
+		if err := d.PutIfAbsent(ctx, name, nil); !errors.Is(err, errBadName) {
+			t.Errorf("PutIfAbsent(%q): err = %v", name, err)
+		}
+		if _, err := d.Open(ctx, name); !errors.Is(err, errBadName) {
+			t.Errorf("Open(%q): err = %v", name, err)
+		}
+		if _, err := d.ReadAll(ctx, name); !errors.Is(err, errBadName) {
+			t.Errorf("ReadAll(%q): err = %v", name, err)
+		}
+		if err := d.Delete(ctx, name); !errors.Is(err, errBadName) {
+			t.Errorf("Delete(%q): err = %v", name, err)
+		}
+		if _, err := d.Lock(ctx, name); !errors.Is(err, errBadName) {
+			t.Errorf("Lock(%q): err = %v", name, err)
+		}
+	}
+	for _, prefix := range []string{"../", "../../etc/pa", "/etc/", "a/../../"} {
+		if _, err := d.List(ctx, prefix); !errors.Is(err, errBadName) {
+			t.Errorf("List(%q): err = %v, want errBadName", prefix, err)
+		}
+	}
+	if disk := filesOnDisk(t, d); len(disk) != 0 {
+		t.Errorf("files on disk = %v, want none", disk)
+	}
+}
+
+func TestCanceledContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	d := newTestDir(t)
+	if _, err := d.Create(ctx, "x"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Create: err = %v", err)
+	}
+	if err := d.PutIfAbsent(ctx, "x", nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("PutIfAbsent: err = %v", err)
+	}
+	if _, err := d.List(ctx, ""); !errors.Is(err, context.Canceled) {
+		t.Errorf("List: err = %v", err)
+	}
+	if _, err := d.Lock(ctx, "x"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Lock: err = %v", err)
+	}
+}
+
+func TestURI(t *testing.T) {
+	root := t.TempDir()
+	d, err := NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := d.URI("a/b.parquet"), filepath.Join(root, "a", "b.parquet"); got != want {
+		t.Errorf("URI = %q, want %q", got, want)
+	}
+	if !filepath.IsAbs(d.URI("x")) {
+		t.Errorf("URI %q is not absolute", d.URI("x"))
+	}
+}
+
+func TestLockSameProcess(t *testing.T) {
+	ctx := context.Background()
+	d := newTestDir(t)
+	unlock, err := d.Lock(ctx, "snap/lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second open file description conflicts even within one process.
+	if _, err := d.Lock(ctx, "snap/lock"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Lock: err = %v, want ErrLocked", err)
+	}
+	// Another store on the same directory sees the same lock.
+	d2, err := NewDir(d.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d2.Lock(ctx, "snap/lock"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("Lock through a second Dir: err = %v, want ErrLocked", err)
+	}
+	other, err := d.Lock(ctx, "snap/other")
+	if err != nil {
+		t.Fatalf("Lock of another name: %v", err)
+	}
+	if err := other(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unlock(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := d.Lock(ctx, "snap/lock")
+	if err != nil {
+		t.Fatalf("Lock after unlock: %v", err)
+	}
+	if err := again(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lockHelperEnv makes the test binary act as a second process that holds a
+// lock until it is killed.
+const lockHelperEnv = "BINDSYNC_STAGING_LOCK_HELPER"
+
+func TestLockHelperProcess(t *testing.T) {
+	root := os.Getenv(lockHelperEnv)
+	if root == "" {
+		t.Skip("helper process for TestLockOtherProcess")
+	}
+	d, err := NewDir(root)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	if _, err := d.Lock(context.Background(), "run"); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println("locked")
+	io.Copy(io.Discard, os.Stdin) // hold the lock until killed
+	os.Exit(0)
+}
+
+func TestLockOtherProcess(t *testing.T) {
+	ctx := context.Background()
+	d := newTestDir(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHelperProcess$")
+	cmd.Env = append(os.Environ(), lockHelperEnv+"="+d.root)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "locked\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	if _, err := d.Lock(ctx, "run"); !errors.Is(err, ErrLocked) {
+		t.Errorf("Lock held by another process: err = %v, want ErrLocked", err)
+	}
+	// kill -9: the kernel must release the lock with the process.
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	unlock, err := d.Lock(ctx, "run")
+	if err != nil {
+		t.Fatalf("Lock after the holder was killed: %v", err)
+	}
+	unlock()
+}

@@ -1,0 +1,340 @@
+package twiliotest
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultAuthToken is the auth token a Server accepts when Options names no
+// credentials at all.
+const DefaultAuthToken = "twiliotest-auth-token"
+
+// DefaultPublicBaseURL is where Twilio serves Chat v2; the paging URLs in
+// meta and the url of every resource are absolute on it, as the real API's
+// are, whatever address the fake listens on.
+const DefaultPublicBaseURL = "https://chat.twilio.com"
+
+// Paging defaults of the real API.
+const (
+	defaultPageSize    = 50
+	defaultMaxPageSize = 1000
+)
+
+// Options configure a Server. The zero value (apart from World) serves the
+// world with the default credentials and no faults.
+type Options struct {
+	// World is what the server serves; nil means a small world of one
+	// service with 16 users and up to 150 bindings each (seed 1).
+	World *World
+	// AccountSID and AuthToken are the accepted basic-auth credentials.
+	// AccountSID defaults to World.AccountSID; AuthToken to DefaultAuthToken
+	// when no API key is configured either.
+	AccountSID, AuthToken string
+	// APIKeySID and APIKeySecret, when set, are accepted as well.
+	APIKeySID, APIKeySecret string
+	// Faults start active; see SetFaults.
+	Faults Faults
+	// MaxPageSize is the largest PageSize accepted; above it the answer is
+	// 400. Zero means 1000, the limit of the API reference.
+	MaxPageSize int
+	// PageSizeCap, when positive, silently serves fewer items than a larger
+	// (valid) PageSize asks for, and says so in meta.page_size, as Twilio does
+	// where its newer limits are lower than the reference page's.
+	PageSizeCap int
+	// PublicBaseURL is the origin of meta URLs; DefaultPublicBaseURL if empty.
+	// Point it elsewhere to test that a client refuses to follow a
+	// next_page_url to another host.
+	PublicBaseURL string
+	// TokenSecret signs page tokens. Empty means a secret derived from the
+	// world's spec, so every server of one world accepts the others' tokens
+	// (a resumed run may meet a restarted fake).
+	TokenSecret string
+}
+
+// Faults switch on failures. The zero value injects none. Rates are
+// probabilities per request drawn from a generator seeded with Seed, so a
+// sequence of sequential requests meets the same faults on every run; the
+// rates are cumulative and their sum should not exceed 1.
+type Faults struct {
+	Seed int64
+	// Rate429 answers 429 with error 20429 (too many requests).
+	Rate429 float64
+	// RetryAfter, when positive, is sent in a Retry-After header (whole
+	// seconds, rounded up) with every 429 the faults cause, or only with every
+	// RetryAfterEvery-th one when RetryAfterEvery > 1, so a client meets both
+	// kinds.
+	RetryAfter      time.Duration
+	RetryAfterEvery int
+	// Rate500 and Rate503 answer 500 (error 20500) and 503 (error 20503).
+	Rate500, Rate503 float64
+	// RateDrop closes the connection without answering.
+	RateDrop float64
+	// RateTruncate sends a 200 whose Content-Length announces the whole
+	// body but only the first half of it, then closes the connection. It
+	// affects only requests that would have succeeded.
+	RateTruncate float64
+	// Latency delays every admitted request.
+	Latency time.Duration
+	// MaxConcurrent, when positive, answers 429 (error 20429) to a request
+	// that would make more than this many requests in flight.
+	MaxConcurrent int
+	// FailUsers maps a user SID or identity to the HTTP status its bindings
+	// requests always get, e.g. 500 for a user that keeps failing or 403.
+	FailUsers map[string]int
+}
+
+// Stats counts what the server saw since it started. Requests counts every
+// request; ByStatus counts complete responses by status code, so dropped and
+// truncated responses are only in Dropped and Truncated.
+type Stats struct {
+	Requests         int64
+	UsersRequests    int64
+	BindingsRequests int64
+	ByStatus         map[int]int64
+	// PagesServedTwice counts complete 200 bindings pages whose (service,
+	// user, filter, page token) had been served completely before: a client
+	// that resumes correctly and never refetches keeps it at zero.
+	PagesServedTwice int64
+	// BindingsPagesByUser counts complete 200 bindings pages per
+	// UserKey(serviceSID, userSID).
+	BindingsPagesByUser map[string]int64
+	Dropped             int64
+	Truncated           int64
+	// MaxInFlight is the largest number of requests in flight at once,
+	// including those answered 429 for concurrency.
+	MaxInFlight int64
+}
+
+// Server is a fake Twilio Chat v2 API. Its methods are safe for concurrent use.
+type Server struct {
+	world       *World
+	opts        Options
+	secret      []byte
+	maxPageSize int
+	baseURL     string
+
+	ts       *httptest.Server
+	faults   atomic.Pointer[faultState]
+	epoch    atomic.Uint32
+	inflight atomic.Int64
+
+	mu      sync.Mutex // guards the fields below
+	deleted map[string]bool
+	stats   Stats
+	served  map[string]bool
+
+	// admitted, if set, runs for every request admitted past the concurrency
+	// limit; tests use it to hold requests in flight.
+	admitted func()
+}
+
+// NewServer starts a server on 127.0.0.1 on a free port, like
+// httptest.NewServer. Close it when done.
+func NewServer(opts Options) *Server {
+	s := NewUnstartedServer(opts)
+	s.ts = httptest.NewServer(s.Handler())
+	return s
+}
+
+// NewUnstartedServer returns a server that does not listen; mount Handler
+// wherever it is needed. URL is empty and Close does nothing.
+func NewUnstartedServer(opts Options) *Server {
+	if opts.World == nil {
+		opts.World = NewWorld(WorldSpec{Seed: 1, Services: 1, UsersPerService: 16, MaxBindingsPerUser: 150})
+	}
+	if opts.AccountSID == "" {
+		opts.AccountSID = opts.World.AccountSID
+	}
+	if opts.AuthToken == "" && opts.APIKeySID == "" {
+		opts.AuthToken = DefaultAuthToken
+	}
+	s := &Server{
+		world:       opts.World,
+		opts:        opts,
+		secret:      []byte(opts.TokenSecret),
+		maxPageSize: opts.MaxPageSize,
+		baseURL:     opts.PublicBaseURL,
+		deleted:     make(map[string]bool),
+		served:      make(map[string]bool),
+		stats: Stats{
+			ByStatus:            make(map[int]int64),
+			BindingsPagesByUser: make(map[string]int64),
+		},
+	}
+	if len(s.secret) == 0 {
+		s.secret = worldSecret(opts.World.Spec())
+	}
+	if s.maxPageSize <= 0 {
+		s.maxPageSize = defaultMaxPageSize
+	}
+	if s.baseURL == "" {
+		s.baseURL = DefaultPublicBaseURL
+	}
+	s.SetFaults(opts.Faults)
+	return s
+}
+
+func worldSecret(spec WorldSpec) []byte {
+	h := sha256.New()
+	h.Write([]byte("twiliotest page tokens\x00" + spec.AccountSID + "\x00"))
+	_ = binary.Write(h, binary.BigEndian, spec.Seed)
+	return h.Sum(nil)
+}
+
+// URL is the server's base URL, e.g. "http://127.0.0.1:41234"; the client
+// appends "/v2/Services/...".
+func (s *Server) URL() string {
+	if s.ts == nil {
+		return ""
+	}
+	return s.ts.URL
+}
+
+// Close stops the server and waits for requests in flight to finish.
+func (s *Server) Close() {
+	if s.ts != nil {
+		s.ts.Close()
+	}
+}
+
+// Handler serves the API; a test can mount it on its own server.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serve) }
+
+// World returns the world the server serves.
+func (s *Server) World() *World { return s.world }
+
+// SetFaults replaces the active faults, restarting the fault generator from
+// f.Seed. Requests already past fault selection are not affected.
+func (s *Server) SetFaults(f Faults) {
+	fs := &faultState{Faults: f, rng: rand.New(rand.NewPCG(uint64(f.Seed), 0x6661756c7473))}
+	if f.FailUsers != nil {
+		fs.FailUsers = make(map[string]int, len(f.FailUsers))
+		for k, v := range f.FailUsers {
+			fs.FailUsers[k] = v
+		}
+	}
+	s.faults.Store(fs)
+}
+
+// Stats returns a copy of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.ByStatus = make(map[int]int64, len(s.stats.ByStatus))
+	for k, v := range s.stats.ByStatus {
+		st.ByStatus[k] = v
+	}
+	st.BindingsPagesByUser = make(map[string]int64, len(s.stats.BindingsPagesByUser))
+	for k, v := range s.stats.BindingsPagesByUser {
+		st.BindingsPagesByUser[k] = v
+	}
+	return st
+}
+
+// RevokeTokens invalidates every page token issued so far: a later request
+// with one gets 400, as with an expired Twilio token. Tokens issued
+// afterwards are valid.
+func (s *Server) RevokeTokens() { s.epoch.Add(1) }
+
+// DeleteUser removes a user (by SID or identity) from the service: later
+// requests for its bindings get 404 and the Users list skips it. Unknown
+// users are ignored.
+func (s *Server) DeleteUser(serviceSID, user string) {
+	u := s.world.User(serviceSID, user)
+	if u == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleted[UserKey(serviceSID, u.SID)] = true
+}
+
+func (s *Server) isDeleted(serviceSID, userSID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.deleted[UserKey(serviceSID, userSID)]
+}
+
+func (s *Server) anyDeleted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.deleted) > 0
+}
+
+// authorized reports whether r carries accepted basic-auth credentials.
+func (s *Server) authorized(r *http.Request) bool {
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		return false
+	}
+	if s.opts.AuthToken != "" && equal(user, s.opts.AccountSID) && equal(pass, s.opts.AuthToken) {
+		return true
+	}
+	return s.opts.APIKeySID != "" && equal(user, s.opts.APIKeySID) && equal(pass, s.opts.APIKeySecret)
+}
+
+func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// faultState is one SetFaults call: the faults and their generator.
+type faultState struct {
+	Faults
+	mu   sync.Mutex
+	rng  *rand.Rand
+	n429 atomic.Int64
+}
+
+// fault is what the generator chose for one request.
+type fault int
+
+const (
+	faultNone fault = iota
+	faultDrop
+	fault429
+	fault500
+	fault503
+	faultTruncate
+)
+
+// draw picks this request's fault with one draw from the generator.
+func (f *faultState) draw() fault {
+	if f.RateDrop+f.Rate429+f.Rate500+f.Rate503+f.RateTruncate <= 0 {
+		return faultNone
+	}
+	f.mu.Lock()
+	x := f.rng.Float64()
+	f.mu.Unlock()
+	for _, c := range []struct {
+		rate  float64
+		fault fault
+	}{
+		{f.RateDrop, faultDrop},
+		{f.Rate429, fault429},
+		{f.Rate500, fault500},
+		{f.Rate503, fault503},
+		{f.RateTruncate, faultTruncate},
+	} {
+		if x < c.rate {
+			return c.fault
+		}
+		x -= c.rate
+	}
+	return faultNone
+}
+
+// retryAfter returns the Retry-After seconds of the next fault-caused 429,
+// or 0 for none.
+func (f *faultState) retryAfter() int {
+	n := f.n429.Add(1)
+	if f.RetryAfter <= 0 || (f.RetryAfterEvery > 1 && n%int64(f.RetryAfterEvery) != 0) {
+		return 0
+	}
+	return int((f.RetryAfter + time.Second - 1) / time.Second)
+}

@@ -27,8 +27,8 @@ const (
 	defaultMaxPageSize = 1000
 )
 
-// Options configure a Server. The zero value (apart from World) serves the
-// world with the default credentials and no faults.
+// Options configure a Server. The zero value serves a small default world
+// with the default credentials and no faults.
 type Options struct {
 	// World is what the server serves; nil means a small world of one
 	// service with 16 users and up to 150 bindings each (seed 1).

@@ -86,91 +86,112 @@ func parseRoute(escapedPath string) route {
 	return rt
 }
 
-// serve is the whole request path: admission, faults, authentication,
-// routing, then one list.
+// outcome is how one request is answered.
+type outcome struct {
+	err   *apiError
+	data  []byte // the 200 body when err is nil
+	page  string // served-page key of a bindings page, "" otherwise
+	fault fault  // faultDrop or faultTruncate, else faultNone
+	gone  bool   // the client left; nothing to write
+}
+
+// serve answers one request. The request leaves the in-flight count as soon
+// as its answer is ready and before it is written, so a client that waits
+// for each response never overlaps with itself in MaxConcurrent or
+// MaxInFlight.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	rt := parseRoute(r.URL.EscapedPath())
 	n := s.inflight.Add(1)
-	defer s.inflight.Add(-1)
+	left := false
+	leave := func() {
+		if !left {
+			left = true
+			s.inflight.Add(-1)
+		}
+	}
+	defer leave()
 	s.countRequest(rt.kind, n)
+	out := s.handle(r, rt, n)
+	leave()
 
+	switch {
+	case out.gone:
+	case out.fault == faultDrop:
+		s.drop(w)
+	case out.err != nil:
+		s.writeError(w, out.err)
+	case out.fault == faultTruncate:
+		s.truncate(w, out.data)
+	default:
+		// Counted before writing, so a client that has read the response
+		// sees it in Stats.
+		s.countResponse(http.StatusOK, out.page)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(out.data)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(out.data) // a client that hung up gets nothing either way
+	}
+}
+
+// handle decides the answer to a request that is the n-th in flight:
+// admission, injected faults, authentication, routing, then one list.
+func (s *Server) handle(r *http.Request, rt route, n int64) outcome {
 	f := s.faults.Load()
 	if f.MaxConcurrent > 0 && n > int64(f.MaxConcurrent) {
 		e := newError(http.StatusTooManyRequests, "Too many concurrent requests")
 		e.retryAfter = f.retryAfter()
-		s.writeError(w, e)
-		return
+		return outcome{err: e}
 	}
 	if s.admitted != nil {
 		s.admitted()
 	}
 	if f.Latency > 0 && !sleep(r.Context(), f.Latency) {
-		return // the client gave up
+		return outcome{gone: true}
 	}
 
 	fault := f.draw()
 	switch fault {
 	case faultDrop:
-		s.drop(w)
-		return
+		return outcome{fault: faultDrop}
 	case fault429:
 		e := newError(http.StatusTooManyRequests, "Too many requests")
 		e.retryAfter = f.retryAfter()
-		s.writeError(w, e)
-		return
+		return outcome{err: e}
 	case fault500:
-		s.writeError(w, newError(http.StatusInternalServerError, "Internal server error"))
-		return
+		return outcome{err: newError(http.StatusInternalServerError, "Internal server error")}
 	case fault503:
-		s.writeError(w, newError(http.StatusServiceUnavailable, "Service unavailable"))
-		return
+		return outcome{err: newError(http.StatusServiceUnavailable, "Service unavailable")}
 	}
 
 	if !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
-		s.writeError(w, newError(http.StatusUnauthorized, "Authenticate"))
-		return
+		return outcome{err: newError(http.StatusUnauthorized, "Authenticate")}
 	}
 	if rt.kind == routeUnknown {
-		s.writeError(w, newError(http.StatusNotFound, "The requested resource %s was not found", r.URL.EscapedPath()))
-		return
+		return outcome{err: newError(http.StatusNotFound, "The requested resource %s was not found", r.URL.EscapedPath())}
 	}
 	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		s.writeError(w, newError(http.StatusMethodNotAllowed, "Method %s not allowed", r.Method))
-		return
+		return outcome{err: newError(http.StatusMethodNotAllowed, "Method %s not allowed", r.Method)}
 	}
 
 	var (
 		body any
-		page string // the served-page key of a bindings page, "" otherwise
-		e    *apiError
+		out  = outcome{fault: fault}
 	)
 	if rt.kind == routeUsers {
-		body, e = s.listUsers(rt, r.URL.Query())
+		body, out.err = s.listUsers(rt, r.URL.Query())
 	} else {
-		body, page, e = s.listBindings(rt, r.URL.Query(), f)
+		body, out.page, out.err = s.listBindings(rt, r.URL.Query(), f)
 	}
-	if e != nil {
-		s.writeError(w, e)
-		return
+	if out.err != nil {
+		out.fault = faultNone // truncation spares error answers
+		return out
 	}
 	data, err := json.Marshal(body)
 	if err != nil {
-		s.writeError(w, newError(http.StatusInternalServerError, "encode page: %v", err))
-		return
+		return outcome{err: newError(http.StatusInternalServerError, "encode page: %v", err)}
 	}
-	if fault == faultTruncate {
-		s.truncate(w, data)
-		return
-	}
-	// Counted before writing, so a client that has read the response sees
-	// it in Stats.
-	s.countResponse(http.StatusOK, page)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(data) // a client that hung up gets nothing either way
+	out.data = data
+	return out
 }
 
 // sleep waits for d and reports whether ctx was still live throughout.
@@ -192,6 +213,12 @@ func (s *Server) writeError(w http.ResponseWriter, e *apiError) {
 	}
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+	}
+	switch e.Status {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", http.MethodGet)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))

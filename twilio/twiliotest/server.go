@@ -83,7 +83,8 @@ type Faults struct {
 	// Latency delays every admitted request.
 	Latency time.Duration
 	// MaxConcurrent, when positive, answers 429 (error 20429) to a request
-	// that would make more than this many requests in flight.
+	// that would make more than this many requests in flight (see
+	// Stats.MaxInFlight).
 	MaxConcurrent int
 	// FailUsers maps a user SID or identity to the HTTP status its bindings
 	// requests always get, e.g. 500 for a user that keeps failing or 403.
@@ -108,7 +109,8 @@ type Stats struct {
 	Dropped             int64
 	Truncated           int64
 	// MaxInFlight is the largest number of requests in flight at once,
-	// including those answered 429 for concurrency.
+	// including those answered 429 for concurrency. A request is in flight
+	// from its arrival until its answer is ready to be written.
 	MaxInFlight int64
 }
 

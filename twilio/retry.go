@@ -74,6 +74,7 @@ type aimd struct {
 	max      int
 	limit    int
 	inFlight int
+	queued   int           // callers waiting in acquire
 	streak   int           // consecutive successes since the limit last changed
 	changed  chan struct{} // closed, and replaced, whenever a slot may be free
 }
@@ -92,11 +93,19 @@ func (a *aimd) acquire(ctx context.Context) error {
 			return nil
 		}
 		changed := a.changed
+		a.queued++
 		a.mu.Unlock()
+		var err error
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			err = ctx.Err()
 		case <-changed:
+		}
+		a.mu.Lock()
+		a.queued--
+		a.mu.Unlock()
+		if err != nil {
+			return err
 		}
 	}
 }
@@ -129,4 +138,11 @@ func (a *aimd) current() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.limit
+}
+
+// waiting is the number of callers queued for a slot.
+func (a *aimd) waiting() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.queued
 }

@@ -1,0 +1,305 @@
+package exporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bindsync/bindsync/staging"
+)
+
+// Snapshot is a complete snapshot ready to publish: its date and its
+// committed parts in the staging store.
+type Snapshot struct {
+	// Date is the snapshot date; its UTC calendar day names the partition.
+	Date time.Time
+	// Store holds the parts.
+	Store staging.Store
+	// Parts are the committed parts of the snapshot, in any order.
+	Parts []PartInfo
+	// RunID identifies the run that produced the snapshot, for logs and
+	// for publishers that need deterministic job names.
+	RunID string
+}
+
+// Publisher makes a snapshot visible to readers atomically: readers see the
+// previous complete snapshot of that date or the new one, never a mix.
+// Publishing the same date again replaces it. Implementations must be
+// idempotent: calling Publish again after a crash mid-publish must end in
+// the same state.
+type Publisher interface {
+	Publish(ctx context.Context, s Snapshot) error
+	// Describe names the destination for logs, e.g. "local warehouse /data".
+	Describe() string
+}
+
+// Table and directory names of the local warehouse.
+const (
+	// TableDir is the directory of the user_bindings table under Path.
+	TableDir = "user_bindings"
+	// warehouseTmpDir holds snapshots being built; it is outside TableDir
+	// so that readers globbing user_bindings/*/*.parquet never see them.
+	warehouseTmpDir = ".tmp"
+)
+
+// LocalWarehouse publishes snapshots as a Hive-partitioned directory of
+// Parquet files that DuckDB, Spark or pandas can read directly:
+//
+//	<Path>/user_bindings/snapshot_date=YYYY-MM-DD/part-00000.parquet
+//
+// A snapshot is assembled under <Path>/.tmp and swapped in with one rename,
+// so a reader sees the whole old or the whole new directory of a date.
+type LocalWarehouse struct {
+	// Path is the root directory of the warehouse.
+	Path string
+}
+
+var _ Publisher = LocalWarehouse{}
+
+// Describe names the warehouse for logs.
+func (l LocalWarehouse) Describe() string { return "local warehouse " + l.Path }
+
+// partitionName is the Hive directory name of the snapshot of date.
+func partitionName(date time.Time) string {
+	return "snapshot_date=" + date.UTC().Format(time.DateOnly)
+}
+
+// SnapshotDir returns the directory that holds the published snapshot of
+// date (the UTC calendar day of date).
+func (l LocalWarehouse) SnapshotDir(date time.Time) string {
+	return filepath.Join(l.Path, TableDir, partitionName(date))
+}
+
+// Publish copies the parts of s, ordered by name and renumbered
+// part-00000.parquet, part-00001.parquet, ..., into a new directory and
+// swaps it in place of the date's directory. Leftovers of an earlier
+// interrupted Publish of the same date are removed first, which makes a
+// retry converge to the same state.
+func (l LocalWarehouse) Publish(ctx context.Context, s Snapshot) error {
+	part := partitionName(s.Date)
+	if err := l.publish(ctx, s, part); err != nil {
+		return fmt.Errorf("publish %s to %s: %w", part, l.Describe(), err)
+	}
+	return nil
+}
+
+func (l LocalWarehouse) publish(ctx context.Context, s Snapshot, part string) error {
+	if l.Path == "" {
+		return errors.New("warehouse path is empty")
+	}
+	if s.Store == nil {
+		return errors.New("snapshot has no staging store")
+	}
+	tableDir := filepath.Join(l.Path, TableDir)
+	tmpRoot := filepath.Join(l.Path, warehouseTmpDir)
+	for _, dir := range []string{tableDir, tmpRoot} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := removeLeftovers(tmpRoot, part); err != nil {
+		return err
+	}
+
+	// The trailing "." keeps one date's leftovers from matching another's
+	// prefix in removeLeftovers.
+	newDir, err := os.MkdirTemp(tmpRoot, part+".")
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(newDir, 0o755); err != nil {
+		return err
+	}
+	if err := l.fill(ctx, newDir, s); err != nil {
+		os.RemoveAll(newDir)
+		return err
+	}
+	if err := syncDir(newDir); err != nil {
+		os.RemoveAll(newDir)
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		os.RemoveAll(newDir)
+		return err
+	}
+
+	target := filepath.Join(tableDir, part)
+	old, err := swapIn(newDir, target, tmpRoot, part)
+	if err != nil {
+		os.RemoveAll(newDir)
+		return err
+	}
+	if err := syncDir(tableDir); err != nil {
+		return err
+	}
+	if old != "" {
+		// The previous snapshot is out of sight; a failure here only
+		// leaves a leftover that the next Publish removes.
+		if err := os.RemoveAll(old); err != nil {
+			return fmt.Errorf("remove previous snapshot: %w", err)
+		}
+	}
+	return syncDir(tmpRoot)
+}
+
+// removeLeftovers deletes what an interrupted Publish of the same partition
+// left under tmpRoot.
+func removeLeftovers(tmpRoot, part string) error {
+	entries, err := os.ReadDir(tmpRoot)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), part+".") {
+			if err := os.RemoveAll(filepath.Join(tmpRoot, e.Name())); err != nil {
+				return fmt.Errorf("remove leftover of an earlier publish: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// fill puts the parts of s into dir as part-NNNNN.parquet, in name order.
+func (l LocalWarehouse) fill(ctx context.Context, dir string, s Snapshot) error {
+	parts := append([]PartInfo(nil), s.Parts...)
+	sort.Slice(parts, func(i, j int) bool { return parts[i].Name < parts[j].Name })
+	for i, p := range parts {
+		if i > 0 && p.Name == parts[i-1].Name {
+			return fmt.Errorf("part %q is listed twice", p.Name)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, fmt.Sprintf("part-%05d.parquet", i))
+		if err := placePart(ctx, s.Store, p, dst); err != nil {
+			return fmt.Errorf("copy part %q: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// placePart puts the part p at dst: a hard link when the store is a local
+// directory on the same filesystem (no copy, and staging files are never
+// modified in place, only replaced by rename), else a streamed copy.
+func placePart(ctx context.Context, store staging.Store, p PartInfo, dst string) error {
+	if d, ok := store.(*staging.Dir); ok {
+		if err := os.Link(d.URI(p.Name), dst); err == nil {
+			return checkSize(dst, p)
+		}
+		// Other filesystem, or links not allowed: copy instead.
+	}
+	obj, err := store.Open(ctx, p.Name)
+	if err != nil {
+		return err
+	}
+	defer obj.Close()
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, io.NewSectionReader(obj, 0, obj.Size()))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return checkSize(dst, p)
+}
+
+// checkSize guards against publishing a part that changed since it was
+// committed. A zero Bytes means the size was not recorded.
+func checkSize(path string, p PartInfo) error {
+	if p.Bytes == 0 {
+		return nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Size() != p.Bytes {
+		return fmt.Errorf("part has %d bytes, the snapshot says %d", st.Size(), p.Bytes)
+	}
+	return nil
+}
+
+// swapIn makes newDir visible as target. If target already exists, the two
+// are exchanged atomically with renameat2(RENAME_EXCHANGE), so readers go
+// straight from the old snapshot to the new one; the old one is then at the
+// returned path, for the caller to remove.
+func swapIn(newDir, target, tmpRoot, part string) (old string, err error) {
+	if _, err := os.Lstat(target); errors.Is(err, os.ErrNotExist) {
+		return "", os.Rename(newDir, target)
+	} else if err != nil {
+		return "", err
+	}
+	err = renameExchange(newDir, target)
+	if err == nil {
+		return newDir, nil
+	}
+	if !errors.Is(err, errExchangeUnsupported) {
+		return "", fmt.Errorf("exchange %s with %s: %w", newDir, target, err)
+	}
+	// The filesystem cannot exchange (some network and FUSE filesystems):
+	// move the old snapshot away, then the new one in. Between the two
+	// renames the date has no directory, so a reader may briefly see no
+	// rows for it, but never a mix. A crash in between leaves the old one
+	// under tmpRoot, removed by the next Publish, which puts the new one in.
+	aside, err := os.MkdirTemp(tmpRoot, part+".")
+	if err != nil {
+		return "", err
+	}
+	old = filepath.Join(aside, "old")
+	if err := os.Rename(target, old); err != nil {
+		os.Remove(aside)
+		return "", fmt.Errorf("move previous snapshot aside: %w", err)
+	}
+	if err := os.Rename(newDir, target); err != nil {
+		// Put the previous snapshot back so readers keep seeing it.
+		if rerr := os.Rename(old, target); rerr != nil {
+			return "", fmt.Errorf("move new snapshot in: %w (and restoring the previous one failed: %v)", err, rerr)
+		}
+		os.Remove(aside)
+		return "", fmt.Errorf("move new snapshot in: %w", err)
+	}
+	return aside, nil
+}
+
+// renameExchange swaps two paths atomically with renameat2(RENAME_EXCHANGE).
+// It returns errExchangeUnsupported where the kernel or filesystem cannot do
+// it. It is a variable so tests can take the fallback path.
+var renameExchange = func(a, b string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("%w: %v", errExchangeUnsupported, err)
+	}
+	return err
+}
+
+// syncDir fsyncs a directory so that the entries created, renamed or
+// removed in it survive a crash.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}

@@ -28,6 +28,21 @@ type Snapshot struct {
 	// RunID identifies the run that produced the snapshot, for logs and
 	// for publishers that need deterministic job names.
 	RunID string
+	// Journal keeps a publisher's progress durably; nil when the caller
+	// has none. Publishers that do not need it ignore it.
+	Journal Journal
+}
+
+// Journal is a small durable key/value record kept with the snapshot's
+// checkpoint. A publisher saves its progress there (for example BigQuery
+// job IDs and attempt numbers), so a Publish retried after a crash resumes
+// the same jobs instead of starting new ones.
+type Journal interface {
+	// Get returns the value saved under key, or "" if there is none.
+	Get(key string) string
+	// Set saves every pair of kv durably, all or nothing, before it
+	// returns nil.
+	Set(ctx context.Context, kv map[string]string) error
 }
 
 // Publisher makes a snapshot visible to readers atomically: readers see the

@@ -1,0 +1,532 @@
+// Package worker runs one snapshot: it walks the configured services and
+// users, pages through every user's bindings, streams them into Parquet
+// part files, records its progress in the checkpoint log, and publishes the
+// snapshot once every user is read. A run that dies is resumed by the next
+// run of the same snapshot date.
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/bindsync/bindsync/checkpoint"
+	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/twilio"
+)
+
+// Source is what the worker needs of Twilio; *twilio.Client implements it.
+type Source interface {
+	ListUsers(ctx context.Context, q twilio.UsersQuery) (*twilio.UsersPage, error)
+	ListBindings(ctx context.Context, q twilio.BindingsQuery) (*twilio.BindingsPage, error)
+}
+
+var _ Source = (*twilio.Client)(nil)
+
+// Service is one service to read and which users.
+type Service struct {
+	SID          string
+	AllUsers     bool     // list users through the Users API
+	Users        []string // else these SIDs or identities
+	BindingTypes []string // optional filter
+}
+
+// Options configure a run.
+type Options struct {
+	Services    []Service
+	PageSize    int
+	Concurrency int
+	Store       staging.Store
+	Publishers  []exporter.Publisher
+	Logger      *zap.Logger
+
+	// PartRows bounds the rows of a part file; CommitInterval bounds the
+	// time between two checkpoints (and so the work a crash can lose).
+	PartRows       int
+	BatchRows      int
+	CommitInterval time.Duration
+	// ProgressInterval is the period of progress log lines; 0 disables them.
+	ProgressInterval time.Duration
+	// Force starts the snapshot over even if it was published already.
+	Force bool
+	// Stats, when set, receives the live counters (for progress displays
+	// and metrics); otherwise the run keeps its own.
+	Stats *Stats
+	// Now is the clock (tests); time.Now by default.
+	Now func() time.Time
+}
+
+// Result is what a run did.
+type Result struct {
+	RunID            string
+	Date             time.Time
+	AlreadyPublished bool
+	Summary          checkpoint.RunSummary
+	Parts            []checkpoint.Part
+	Rows             int64
+	Failed           []checkpoint.UserFailed
+	Published        []string // Describe() of each publisher
+}
+
+// Sentinel errors of Run.
+var (
+	// ErrUsersFailed: some users could not be read after retries; the
+	// snapshot was not published, and the next run resumes.
+	ErrUsersFailed = errors.New("some users could not be read")
+	// ErrLocked: another run holds the snapshot.
+	ErrLocked = errors.New("another bindsync run is working on this snapshot")
+)
+
+func (o *Options) setDefaults() {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 16
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = 50
+	}
+	if o.PartRows <= 0 {
+		o.PartRows = 500_000
+	}
+	if o.BatchRows <= 0 {
+		o.BatchRows = 8192
+	}
+	if o.CommitInterval <= 0 {
+		o.CommitInterval = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Stats == nil {
+		o.Stats = &Stats{}
+	}
+}
+
+// Run reads and publishes the snapshot of date (UTC midnight). It returns
+// ErrUsersFailed (wrapped, with the users named) when users failed,
+// twilio.ErrUnauthorized when Twilio refused the credentials, and the
+// context's error when interrupted; in every case the checkpoint holds the
+// work done so far.
+func Run(ctx context.Context, src Source, opts Options, date time.Time) (*Result, error) {
+	opts.setDefaults()
+	date = time.Date(date.Year(), date.Month(), date.Day(), 0, 0, 0, 0, time.UTC)
+	log := opts.Logger.With(zap.String("snapshot", date.Format(time.DateOnly)))
+	store := opts.Store
+
+	unlock, err := store.Lock(ctx, checkpoint.Dir(date)+"/LOCK")
+	if err != nil {
+		if errors.Is(err, staging.ErrLocked) {
+			return nil, fmt.Errorf("snapshot %s: %w (lock %s)", date.Format(time.DateOnly), ErrLocked, store.URI(checkpoint.Dir(date)+"/LOCK"))
+		}
+		return nil, fmt.Errorf("lock snapshot %s: %w", date.Format(time.DateOnly), err)
+	}
+	defer func() {
+		if err := unlock(); err != nil {
+			log.Warn("release snapshot lock", zap.Error(err))
+		}
+	}()
+
+	cp, err := checkpoint.Open(ctx, store, date)
+	if err != nil {
+		return nil, err
+	}
+	if st := cp.State(); st.Published {
+		if !opts.Force {
+			log.Info("snapshot already published; use --force to read it again",
+				zap.Time("published_at", st.PublishedTime), zap.Int64("rows", st.Rows()))
+			return &Result{Date: date, AlreadyPublished: true, Parts: st.Parts, Rows: st.Rows()}, nil
+		}
+		log.Info("starting the published snapshot over (--force)")
+		if err := checkpoint.Reset(ctx, store, date); err != nil {
+			return nil, err
+		}
+		if cp, err = checkpoint.Open(ctx, store, date); err != nil {
+			return nil, err
+		}
+	}
+
+	r := &run{
+		opts:  opts,
+		src:   src,
+		store: store,
+		cp:    cp,
+		date:  date,
+		log:   log,
+		stats: opts.Stats,
+		id:    newRunID(opts.Now()),
+	}
+	return r.run(ctx)
+}
+
+type run struct {
+	opts  Options
+	src   Source
+	store staging.Store
+	cp    *checkpoint.Log
+	date  time.Time
+	log   *zap.Logger
+	stats *Stats
+	id    string
+	start time.Time
+
+	// resume is the checkpoint's unfinished users when the run began; the
+	// fetchers read it while the writer changes the live state.
+	resume map[checkpoint.UserRef]checkpoint.InFlight
+	// failed are the users that failed in this run, set by the writer.
+	failed []checkpoint.UserFailed
+}
+
+func newRunID(now time.Time) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+}
+
+func (r *run) run(ctx context.Context) (*Result, error) {
+	r.start = r.opts.Now().UTC()
+	r.stats.Start = time.Now()
+	r.stats.Services.Store(int64(len(r.opts.Services)))
+	st := r.cp.State()
+	resumed := len(st.Runs) > 0
+	r.resume = make(map[checkpoint.UserRef]checkpoint.InFlight, len(st.InFlight))
+	for u, f := range st.InFlight {
+		r.resume[u] = *f
+	}
+	if err := r.cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindStart, RunID: r.id, Time: r.start}); err != nil {
+		return nil, err
+	}
+	r.log.Info("run started", zap.String("run_id", r.id), zap.Bool("resumed", resumed),
+		zap.Int("services", len(r.opts.Services)), zap.Int64("users_done_before", st.UsersDone),
+		zap.Int("users_in_flight", len(st.InFlight)), zap.Int("parts", len(st.Parts)))
+
+	// Work that must survive cancellation (the last commit, the finish
+	// entry) uses a context that is not cancelled with the run.
+	saveCtx := context.WithoutCancel(ctx)
+
+	readErr := r.read(ctx, saveCtx)
+
+	summary := r.summary()
+	res := &Result{RunID: r.id, Date: r.date}
+	finish := func(status string, err error) (*Result, error) {
+		summary.Status = status
+		summary.End = r.opts.Now().UTC()
+		if err != nil {
+			summary.Error = err.Error()
+		}
+		st := r.cp.State()
+		res.Summary = summary
+		res.Parts = st.Parts
+		res.Rows = st.Rows()
+		res.Failed = summary.UsersFailed
+		if aerr := r.cp.Append(saveCtx, checkpoint.Entry{Kind: checkpoint.KindFinish, RunID: r.id, Run: &summary}); aerr != nil {
+			return res, errors.Join(err, aerr)
+		}
+		r.logSummary(summary)
+		return res, err
+	}
+
+	switch {
+	case readErr != nil && ctx.Err() != nil:
+		return finish("interrupted", fmt.Errorf("interrupted: %w", context.Cause(ctx)))
+	case readErr != nil:
+		return finish("failed", readErr)
+	case len(summary.UsersFailed) > 0:
+		return finish("failed", failedError(summary.UsersFailed))
+	}
+
+	if err := r.publish(ctx, res); err != nil {
+		if ctx.Err() != nil {
+			return finish("interrupted", fmt.Errorf("interrupted while publishing: %w", err))
+		}
+		return finish("failed", err)
+	}
+	return finish("succeeded", nil)
+}
+
+func failedError(failed []checkpoint.UserFailed) error {
+	var b strings.Builder
+	for i, f := range failed {
+		if i == 10 {
+			fmt.Fprintf(&b, "; and %d more", len(failed)-10)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "service %s user %q: %s", f.Service, f.User, f.Reason)
+	}
+	return fmt.Errorf("%w (%d): %s", ErrUsersFailed, len(failed), b.String())
+}
+
+func (r *run) summary() checkpoint.RunSummary {
+	s := r.stats.Snapshot()
+	failed := slices.Clone(r.failed)
+	sort.Slice(failed, func(i, j int) bool { return failed[i].String() < failed[j].String() })
+	return checkpoint.RunSummary{
+		RunID:       r.id,
+		Start:       r.start,
+		Services:    int(s.Services),
+		UsersTotal:  s.UsersTotal,
+		UsersDone:   s.UsersDone,
+		UsersGone:   s.UsersGone,
+		UsersFailed: failed,
+		Bindings:    s.Bindings,
+		Pages:       s.Pages,
+		Retries:     s.Retries,
+	}
+}
+
+func (r *run) logSummary(s checkpoint.RunSummary) {
+	fields := []zap.Field{
+		zap.String("run_id", s.RunID), zap.String("status", s.Status),
+		zap.Duration("duration", s.End.Sub(s.Start).Round(time.Millisecond)),
+		zap.Int("services", s.Services), zap.Int64("users_total", s.UsersTotal),
+		zap.Int64("users_done", s.UsersDone), zap.Int64("users_skipped", r.stats.UsersSkipped.Load()),
+		zap.Int64("users_gone", s.UsersGone), zap.Int("users_failed", len(s.UsersFailed)),
+		zap.Int64("bindings", s.Bindings), zap.Int64("pages", s.Pages), zap.Int64("retries", s.Retries),
+		zap.Int64("snapshot_rows", r.cp.State().Rows()), zap.Int("parts", len(r.cp.State().Parts)),
+	}
+	for _, f := range s.UsersFailed {
+		r.log.Error("user failed", zap.String("service_sid", f.Service), zap.String("user", f.User), zap.String("reason", f.Reason))
+	}
+	if s.Status == "succeeded" {
+		r.log.Info("run finished", fields...)
+	} else {
+		r.log.Error("run finished", append(fields, zap.String("error", s.Error))...)
+	}
+}
+
+// publish hands the committed parts to every publisher, then records the
+// snapshot as published and removes its part files from staging.
+func (r *run) publish(ctx context.Context, res *Result) error {
+	st := r.cp.State()
+	parts := make([]exporter.PartInfo, len(st.Parts))
+	for i, p := range st.Parts {
+		parts[i] = exporter.PartInfo{Name: p.Name, Rows: p.Rows, Bytes: p.Bytes}
+	}
+	snap := exporter.Snapshot{Date: r.date, Store: r.store, Parts: parts, RunID: r.id, Journal: journal{r.cp}}
+	for _, p := range r.opts.Publishers {
+		r.log.Info("publishing", zap.String("to", p.Describe()), zap.Int("parts", len(parts)), zap.Int64("rows", st.Rows()))
+		if err := p.Publish(ctx, snap); err != nil {
+			return fmt.Errorf("publish snapshot %s to %s: %w", r.date.Format(time.DateOnly), p.Describe(), err)
+		}
+		res.Published = append(res.Published, p.Describe())
+	}
+	if err := r.cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindPublished, RunID: r.id}); err != nil {
+		return err
+	}
+	for _, p := range st.Parts {
+		if err := r.store.Delete(ctx, p.Name); err != nil && !errors.Is(err, staging.ErrNotExist) {
+			r.log.Warn("remove published part from staging", zap.String("part", p.Name), zap.Error(err))
+			return nil
+		}
+	}
+	return r.cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindCleaned, RunID: r.id})
+}
+
+// journal lets publishers keep their progress (job IDs, attempts) in the
+// snapshot's checkpoint.
+type journal struct{ cp *checkpoint.Log }
+
+func (j journal) Get(key string) string { return j.cp.State().Publish[key] }
+
+func (j journal) Set(ctx context.Context, kv map[string]string) error {
+	return j.cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindPublish, Publish: kv})
+}
+
+// read walks every user and streams their bindings into committed parts.
+func (r *run) read(ctx, saveCtx context.Context) error {
+	w := newWriter(r, saveCtx)
+	jobs := make(chan job, r.opts.Concurrency)
+
+	g, gctx := errgroup.WithContext(ctx)
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- w.loop() }()
+
+	stopProgress := r.startProgress()
+	defer stopProgress()
+
+	seen := map[checkpoint.UserRef]bool{}
+	for u := range r.resume {
+		seen[u] = false
+	}
+	g.Go(func() error {
+		defer close(jobs)
+		return r.enumerate(gctx, jobs, seen)
+	})
+	for i := 0; i < r.opts.Concurrency; i++ {
+		g.Go(func() error {
+			for j := range jobs {
+				if err := r.readUser(gctx, w, j); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	if err == nil && ctx.Err() == nil {
+		// Users that a crashed run had begun but that no longer exist
+		// (deleted, or taken out of the configuration) lose the rows read
+		// so far, so that the snapshot holds no half user.
+		for u, found := range seen {
+			if !found {
+				w.send(event{kind: evDrop, user: u})
+			}
+		}
+	}
+	w.close()
+	werr := <-writerDone
+	if err == nil {
+		err = ctx.Err()
+	}
+	return errors.Join(err, werr)
+}
+
+type job struct {
+	svc  *Service
+	user checkpoint.UserRef
+}
+
+// enumerate sends every user still to read, service by service.
+//
+// seen holds the users left unfinished by earlier runs; enumerate marks
+// those it meets, so that the others can be dropped at the end.
+func (r *run) enumerate(ctx context.Context, jobs chan<- job, seen map[checkpoint.UserRef]bool) error {
+	done := r.cp.IsDone
+	emit := func(svc *Service, user string) error {
+		u := checkpoint.UserRef{Service: svc.SID, User: user}
+		if _, ok := seen[u]; ok {
+			seen[u] = true
+		}
+		r.stats.UsersTotal.Add(1)
+		if done(u) {
+			r.stats.UsersSkipped.Add(1)
+			return nil
+		}
+		select {
+		case jobs <- job{svc: svc, user: u}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for i := range r.opts.Services {
+		svc := &r.opts.Services[i]
+		if !svc.AllUsers {
+			for _, u := range svc.Users {
+				if err := emit(svc, u); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		r.stats.Listing.Add(1)
+		next := ""
+		for {
+			page, err := r.src.ListUsers(ctx, twilio.UsersQuery{ServiceSID: svc.SID, PageSize: r.opts.PageSize, Next: next})
+			if err != nil {
+				r.stats.Listing.Add(-1)
+				return fmt.Errorf("list users of service %s: %w", svc.SID, err)
+			}
+			for _, u := range page.Users {
+				if err := emit(svc, u.SID); err != nil {
+					r.stats.Listing.Add(-1)
+					return err
+				}
+			}
+			if page.Next == "" {
+				break
+			}
+			next = page.Next
+		}
+		r.stats.Listing.Add(-1)
+	}
+	return nil
+}
+
+// readUser pages through one user's bindings, handing every page to the
+// writer. Only errors that must stop the whole run are returned; a user
+// that fails is recorded and the run goes on.
+func (r *run) readUser(ctx context.Context, w *writer, j job) error {
+	log := r.log.With(zap.String("service_sid", j.user.Service), zap.String("user", j.user.User))
+	q := twilio.BindingsQuery{ServiceSID: j.svc.SID, User: j.user.User, BindingTypes: j.svc.BindingTypes, PageSize: r.opts.PageSize}
+	resumed := false
+	if f, ok := r.resume[j.user]; ok && f.Next != "" {
+		q.Next = f.Next
+		resumed = true
+		log.Debug("resuming user", zap.String("page", f.Next), zap.Int64("bindings_before", f.Bindings))
+	}
+	first := true
+	for {
+		page, err := r.src.ListBindings(ctx, q)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, twilio.ErrUnauthorized):
+			return err
+		case errors.Is(err, twilio.ErrNotFound):
+			log.Info("user not found; it was deleted", zap.Error(err))
+			w.send(event{kind: evGone, user: j.user})
+			return nil
+		case first && resumed && errors.Is(err, twilio.ErrPageTokenRejected):
+			log.Warn("saved page token rejected; reading the user again from the first page", zap.Error(err))
+			if err := w.sendWait(event{kind: evRestart, user: j.user}); err != nil {
+				return err
+			}
+			q.Next, first, resumed = "", false, false
+			continue
+		default:
+			log.Error("user failed", zap.Error(err))
+			w.send(event{kind: evFailed, user: j.user, reason: err.Error()})
+			return nil
+		}
+		first = false
+		r.stats.Pages.Add(1)
+		r.stats.Bindings.Add(int64(len(page.Bindings)))
+		w.send(event{kind: evPage, user: j.user, bindings: page.Bindings, next: page.Next})
+		if page.Next == "" {
+			return nil
+		}
+		q.Next = page.Next
+	}
+}
+
+func (r *run) startProgress() (stop func()) {
+	if r.opts.ProgressInterval <= 0 {
+		return func() {}
+	}
+	t := time.NewTicker(r.opts.ProgressInterval)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-t.C:
+				s := r.stats.Snapshot()
+				r.log.Info("progress",
+					zap.Int64("users_finished", s.Finished()), zap.Int64("users_total", s.UsersTotal),
+					zap.Bool("listing_users", s.Listing), zap.Int64("bindings", s.Bindings),
+					zap.Int64("pages", s.Pages), zap.Int64("retries", s.Retries),
+					zap.Int64("users_failed", s.UsersFailed), zap.Int64("parts", s.Parts),
+					zap.Float64("bindings_per_second", float64(int64(s.Rate()*10))/10),
+					zap.Duration("eta", s.ETA().Round(time.Second)))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { t.Stop(); close(done) }
+}

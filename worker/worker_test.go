@@ -1,0 +1,378 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bindsync/bindsync/checkpoint"
+	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/twilio"
+	"github.com/bindsync/bindsync/twilio/twiliotest"
+)
+
+var day = time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+
+type env struct {
+	t         *testing.T
+	world     *twiliotest.World
+	srv       *twiliotest.Server
+	client    *twilio.Client
+	store     *staging.Dir
+	warehouse exporter.LocalWarehouse
+	services  []Service
+}
+
+func newEnv(t *testing.T, spec twiliotest.WorldSpec, faults twiliotest.Faults) *env {
+	t.Helper()
+	world := twiliotest.NewWorld(spec)
+	srv := twiliotest.NewServer(twiliotest.Options{World: world, AccountSID: world.AccountSID, AuthToken: twiliotest.DefaultAuthToken, Faults: faults})
+	t.Cleanup(srv.Close)
+	client := newClient(t, srv.URL(), world.AccountSID, twiliotest.DefaultAuthToken)
+	dir := t.TempDir()
+	store, err := staging.NewDir(filepath.Join(dir, "staging"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, world: world, srv: srv, client: client, store: store, warehouse: exporter.LocalWarehouse{Path: filepath.Join(dir, "warehouse")}}
+	// Service 0 whole through the Users API; service 1 by a list of
+	// users (special identities, SIDs) with a filter.
+	e.services = []Service{{SID: world.Services[0].SID, AllUsers: true}}
+	if len(world.Services) > 1 {
+		s := world.Services[1]
+		var users []string
+		for i, u := range s.Users {
+			switch {
+			case slices.Contains(twiliotest.SpecialIdentities, u.Identity):
+				users = append(users, u.Identity)
+			case i%3 == 0:
+				users = append(users, u.SID)
+			}
+		}
+		if len(s.Users) >= 2*len(twiliotest.SpecialIdentities) && len(users) < len(twiliotest.SpecialIdentities) {
+			t.Fatalf("test setup: special identities missing from %v", users)
+		}
+		e.services = append(e.services, Service{SID: s.SID, Users: users, BindingTypes: []string{"gcm", "fcm"}})
+	}
+	return e
+}
+
+func newClient(t *testing.T, url, user, pass string) *twilio.Client {
+	t.Helper()
+	c, err := twilio.New(twilio.Config{BaseURL: url, Username: user, Password: pass, BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond, MaxAttempts: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (e *env) options() Options {
+	return Options{
+		Services:    e.services,
+		PageSize:    50,
+		Concurrency: 8,
+		Store:       e.store,
+		Publishers:  []exporter.Publisher{e.warehouse},
+		BatchRows:   100,
+	}
+}
+
+// want is the world's bindings for the environment's services, one JSON
+// line per binding, sorted.
+func (e *env) want() []string {
+	var out []string
+	for _, svc := range e.services {
+		users := svc.Users
+		if svc.AllUsers {
+			users = nil
+			for _, u := range e.world.Service(svc.SID).Users {
+				users = append(users, u.SID)
+			}
+		}
+		for _, u := range users {
+			for _, b := range e.world.Bindings(svc.SID, u, svc.BindingTypes) {
+				out = append(out, canon(b))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func canon(b twilio.Binding) string {
+	data, err := json.Marshal(b)
+	if err != nil {
+		panic(err)
+	}
+	return string(data)
+}
+
+// published reads back every row of the published snapshot.
+func (e *env) published() []string {
+	e.t.Helper()
+	dir := e.warehouse.SnapshotDir(day)
+	files, err := filepath.Glob(filepath.Join(dir, "*.parquet"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		fi, _ := f.Stat()
+		err = exporter.ReadParquetFile(context.Background(), f, fi.Size(), func(r schemas.Row) error {
+			if !r.SnapshotDate.Equal(day) {
+				e.t.Errorf("row snapshot_date = %v", r.SnapshotDate)
+			}
+			out = append(out, canon(r.Binding))
+			return nil
+		})
+		f.Close()
+		if err != nil {
+			e.t.Fatalf("read %s: %v", name, err)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (e *env) checkExact() {
+	e.t.Helper()
+	want, got := e.want(), e.published()
+	if len(want) == 0 {
+		e.t.Fatal("the test world has no bindings")
+	}
+	if len(got) != len(want) {
+		e.t.Errorf("published %d rows, want %d", len(got), len(want))
+	}
+	seen := map[string]int{}
+	for _, g := range got {
+		seen[g]++
+	}
+	for _, w := range want {
+		if seen[w] != 1 {
+			e.t.Errorf("binding present %d times, want once: %s", seen[w], w)
+			return
+		}
+	}
+}
+
+func TestRunPublishesEveryBindingOnce(t *testing.T) {
+	e := newEnv(t, twiliotest.WorldSpec{Seed: 1, Services: 2, UsersPerService: 60, MaxBindingsPerUser: 130},
+		twiliotest.Faults{Seed: 3, Rate429: 0.05, Rate503: 0.03, RateDrop: 0.02, RateTruncate: 0.02, RetryAfterEvery: 2, RetryAfter: time.Millisecond})
+	opts := e.options()
+	opts.PartRows = 500 // several parts
+	res, err := Run(context.Background(), e.client, opts, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.checkExact()
+	if res.Summary.Status != "succeeded" || res.Summary.UsersDone == 0 {
+		t.Errorf("summary = %+v", res.Summary)
+	}
+	if len(res.Parts) < 2 {
+		t.Errorf("parts = %d, want several with part_rows 500", len(res.Parts))
+	}
+	st := e.srv.Stats()
+	if st.PagesServedTwice != 0 {
+		t.Errorf("%d pages fetched twice in a clean run", st.PagesServedTwice)
+	}
+	if st.ByStatus[429] == 0 || st.ByStatus[503] == 0 {
+		t.Errorf("faults not exercised: %v", st.ByStatus)
+	}
+	// Staging holds no part once published; the checkpoint says published.
+	if names, _ := e.store.List(context.Background(), checkpoint.Dir(day)+"/parts/"); len(names) != 0 {
+		t.Errorf("parts left in staging: %v", names)
+	}
+
+	// A second run of the same date does nothing.
+	again, err := Run(context.Background(), e.client, opts, day)
+	if err != nil || !again.AlreadyPublished {
+		t.Fatalf("second run: %+v, %v", again, err)
+	}
+	// --force reads it again and replaces it, still exact.
+	opts.Force = true
+	if _, err := Run(context.Background(), e.client, opts, day); err != nil {
+		t.Fatal(err)
+	}
+	e.checkExact()
+}
+
+// interrupting wraps a Source and cancels the run after n bindings pages.
+type interrupting struct {
+	Source
+	n      int64
+	pages  atomic.Int64
+	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	users map[string]int // bindings requests by user
+}
+
+func (s *interrupting) ListBindings(ctx context.Context, q twilio.BindingsQuery) (*twilio.BindingsPage, error) {
+	s.mu.Lock()
+	if s.users == nil {
+		s.users = map[string]int{}
+	}
+	s.users[q.ServiceSID+"/"+q.User]++
+	s.mu.Unlock()
+	p, err := s.Source.ListBindings(ctx, q)
+	if s.n > 0 && s.pages.Add(1) == s.n {
+		s.cancel()
+	}
+	return p, err
+}
+
+func TestResumeAfterInterruption(t *testing.T) {
+	for _, revoke := range []bool{false, true} {
+		name := "tokens kept"
+		if revoke {
+			name = "tokens revoked"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, twiliotest.WorldSpec{Seed: 5, Services: 2, UsersPerService: 80, MaxBindingsPerUser: 200}, twiliotest.Faults{})
+			opts := e.options()
+			opts.PageSize = 20
+			opts.PartRows = 300
+			opts.Concurrency = 4
+			ctx, cancel := context.WithCancel(context.Background())
+			first := &interrupting{Source: e.client, n: 60, cancel: cancel}
+			res, err := Run(ctx, first, opts, day)
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("interrupted run: err = %v", err)
+			}
+			if res.Summary.Status != "interrupted" {
+				t.Errorf("status = %q", res.Summary.Status)
+			}
+			if _, err := os.Stat(e.warehouse.SnapshotDir(day)); !os.IsNotExist(err) {
+				t.Fatalf("an interrupted run published: %v", err)
+			}
+			l, err := checkpoint.Open(context.Background(), e.store, day)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := l.State()
+			if st.UsersDone == 0 || len(st.InFlight) == 0 {
+				t.Fatalf("checkpoint after interruption: %d users done, %d in flight; want some of each", st.UsersDone, len(st.InFlight))
+			}
+			if revoke {
+				e.srv.RevokeTokens()
+			}
+
+			second := &interrupting{Source: e.client}
+			if _, err := Run(context.Background(), second, opts, day); err != nil {
+				t.Fatal(err)
+			}
+			e.checkExact()
+			// Users finished by the first run were not fetched again.
+			for _, svc := range e.services {
+				users := svc.Users
+				if svc.AllUsers {
+					users = nil
+					for _, u := range e.world.Service(svc.SID).Users {
+						users = append(users, u.SID)
+					}
+				}
+				for _, u := range users {
+					ref := checkpoint.UserRef{Service: svc.SID, User: u}
+					if st.IsDone(ref) && second.users[ref.String()] > 0 {
+						t.Errorf("user %s finished before the interruption was fetched again", ref)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestFailedUserNamedAndNotPublished(t *testing.T) {
+	e := newEnv(t, twiliotest.WorldSpec{Seed: 9, Services: 2, UsersPerService: 20, MaxBindingsPerUser: 60}, twiliotest.Faults{})
+	victim := e.world.Services[1].Users[0].SID // listed by SID (index 0)
+	if !slices.Contains(e.services[1].Users, victim) {
+		t.Fatalf("test setup: %s not listed", victim)
+	}
+	e.srv.SetFaults(twiliotest.Faults{FailUsers: map[string]int{victim: 500}})
+	opts := e.options()
+	res, err := Run(context.Background(), e.client, opts, day)
+	if !errors.Is(err, ErrUsersFailed) {
+		t.Fatalf("err = %v, want ErrUsersFailed", err)
+	}
+	if !strings.Contains(err.Error(), `"`+victim+`"`) || len(res.Failed) != 1 || res.Failed[0].User != victim {
+		t.Errorf("failure does not name the user: %v / %+v", err, res.Failed)
+	}
+	if _, err := os.Stat(e.warehouse.SnapshotDir(day)); !os.IsNotExist(err) {
+		t.Fatal("a failed run published")
+	}
+	before := e.srv.Stats().BindingsRequests
+	e.srv.SetFaults(twiliotest.Faults{})
+	res, err = Run(context.Background(), e.client, opts, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.checkExact()
+	// Only the failed user was read again.
+	if got := e.srv.Stats().BindingsRequests - before; got != res.Summary.Pages || res.Summary.UsersDone != 1 {
+		t.Errorf("rerun read %d users in %d requests, want only the failed user", res.Summary.UsersDone, got)
+	}
+}
+
+func TestDeletedUserIsGone(t *testing.T) {
+	e := newEnv(t, twiliotest.WorldSpec{Seed: 11, Services: 2, UsersPerService: 20, MaxBindingsPerUser: 40}, twiliotest.Faults{})
+	gone := e.services[1].Users[2]
+	e.srv.DeleteUser(e.services[1].SID, gone)
+	res, err := Run(context.Background(), e.client, e.options(), day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Summary.UsersGone != 1 {
+		t.Errorf("users gone = %d, want 1", res.Summary.UsersGone)
+	}
+	got := e.published()
+	for _, b := range e.world.Bindings(e.services[1].SID, gone, nil) {
+		for _, g := range got {
+			if g == canon(b) {
+				t.Fatalf("binding of the deleted user published: %s", g)
+			}
+		}
+	}
+}
+
+func TestBadCredentialsStopAtOnce(t *testing.T) {
+	e := newEnv(t, twiliotest.WorldSpec{Seed: 1, Services: 1, UsersPerService: 50, MaxBindingsPerUser: 10}, twiliotest.Faults{})
+	bad := newClient(t, e.srv.URL(), e.world.AccountSID, "wrong-token")
+	_, err := Run(context.Background(), bad, e.options(), day)
+	if !errors.Is(err, twilio.ErrUnauthorized) {
+		t.Fatalf("err = %v, want ErrUnauthorized", err)
+	}
+	if strings.Contains(err.Error(), "wrong-token") {
+		t.Errorf("error shows the token: %v", err)
+	}
+	if n := e.srv.Stats().Requests; n > 2 {
+		t.Errorf("%d requests after a 401; want the run to stop at once", n)
+	}
+}
+
+func TestSecondRunOfSameSnapshotLocked(t *testing.T) {
+	e := newEnv(t, twiliotest.WorldSpec{Seed: 1, Services: 1, UsersPerService: 5, MaxBindingsPerUser: 10}, twiliotest.Faults{})
+	unlock, err := e.store.Lock(context.Background(), checkpoint.Dir(day)+"/LOCK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	_, err = Run(context.Background(), e.client, e.options(), day)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("err = %v, want ErrLocked", err)
+	}
+}

@@ -1,0 +1,281 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/bindsync/bindsync/checkpoint"
+	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/twilio"
+)
+
+type eventKind int
+
+const (
+	evPage    eventKind = iota // a page of a user; next == "" ends the user
+	evGone                     // the user no longer exists
+	evFailed                   // the user failed after retries
+	evRestart                  // drop the user's committed rows: it is read again from page one
+	evDrop                     // drop the user's committed rows: it no longer exists
+)
+
+type event struct {
+	kind     eventKind
+	user     checkpoint.UserRef
+	bindings []twilio.Binding
+	next     string
+	reason   string
+	ack      chan error
+}
+
+// writer is the single goroutine that owns the open part file and the
+// checkpoint. Pages of one user arrive in order (one fetcher reads a user),
+// so the writer always knows, for the rows in the open part, which users
+// they finish and where each unfinished user resumes. A commit closes the
+// part, makes it durable, and then appends one log entry saying so.
+type writer struct {
+	r       *run
+	ctx     context.Context // not cancelled with the run: commits must land
+	events  chan event
+	closeMu sync.Once
+
+	part     *exporter.PartWriter
+	partName string
+	partSeq  int
+	meta     schemas.RowMeta
+	opened   time.Time
+
+	// Since the last commit.
+	done     []checkpoint.UserDone
+	gone     []checkpoint.UserRef
+	failed   []checkpoint.UserFailed
+	touched  map[checkpoint.UserRef]bool
+	inFlight map[checkpoint.UserRef]*checkpoint.InFlight
+
+	err error // first error; later events are drained and ignored
+}
+
+func newWriter(r *run, ctx context.Context) *writer {
+	w := &writer{
+		r:        r,
+		ctx:      ctx,
+		events:   make(chan event, r.opts.Concurrency*2),
+		touched:  map[checkpoint.UserRef]bool{},
+		inFlight: map[checkpoint.UserRef]*checkpoint.InFlight{},
+		meta:     schemas.RowMeta{SnapshotDate: r.date, SyncedAt: r.start},
+	}
+	for u, f := range r.cp.State().InFlight {
+		c := *f
+		c.Parts = slices.Clone(f.Parts)
+		w.inFlight[u] = &c
+	}
+	return w
+}
+
+func (w *writer) send(e event) { w.events <- e }
+
+// sendWait sends e and waits until the writer has handled it.
+func (w *writer) sendWait(e event) error {
+	e.ack = make(chan error, 1)
+	w.events <- e
+	return <-e.ack
+}
+
+func (w *writer) close() { w.closeMu.Do(func() { close(w.events) }) }
+
+func (w *writer) loop() error {
+	tick := time.NewTicker(w.r.opts.CommitInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case e, ok := <-w.events:
+			if !ok {
+				if w.err == nil {
+					w.err = w.commit()
+				} else if w.part != nil {
+					w.part.Abort()
+				}
+				return w.err
+			}
+			if w.err != nil {
+				if e.ack != nil {
+					e.ack <- w.err
+				}
+				continue
+			}
+			err := w.handle(e)
+			if e.ack != nil {
+				e.ack <- err
+			}
+			if err != nil {
+				w.err = err
+			}
+		case <-tick.C:
+			if w.err == nil && w.pending() {
+				w.err = w.commit()
+			}
+		}
+	}
+}
+
+func (w *writer) pending() bool {
+	return w.part != nil || len(w.done)+len(w.gone)+len(w.failed)+len(w.touched) > 0
+}
+
+func (w *writer) handle(e event) error {
+	switch e.kind {
+	case evPage:
+		f := w.inFlight[e.user]
+		if f == nil {
+			f = &checkpoint.InFlight{UserRef: e.user}
+			w.inFlight[e.user] = f
+		}
+		if len(e.bindings) > 0 {
+			if w.part == nil {
+				if err := w.openPart(); err != nil {
+					return err
+				}
+			}
+			if err := w.part.Append(e.bindings); err != nil {
+				return fmt.Errorf("write part %s: %w", w.partName, err)
+			}
+			if !slices.Contains(f.Parts, w.partName) {
+				f.Parts = append(f.Parts, w.partName)
+			}
+		}
+		f.Bindings += int64(len(e.bindings))
+		f.Pages++
+		f.Next = e.next
+		if e.next == "" {
+			delete(w.inFlight, e.user)
+			delete(w.touched, e.user)
+			w.done = append(w.done, checkpoint.UserDone{UserRef: e.user, Bindings: f.Bindings, Pages: f.Pages})
+			w.r.stats.UsersDone.Add(1)
+		} else {
+			w.touched[e.user] = true
+		}
+		if w.part != nil && w.part.Rows() >= int64(w.r.opts.PartRows) {
+			return w.commit()
+		}
+	case evGone:
+		delete(w.inFlight, e.user)
+		delete(w.touched, e.user)
+		w.gone = append(w.gone, e.user)
+		w.r.stats.UsersGone.Add(1)
+	case evFailed:
+		f := checkpoint.UserFailed{UserRef: e.user, Reason: e.reason}
+		w.failed = append(w.failed, f)
+		w.r.failed = append(w.r.failed, f)
+		w.r.stats.UsersFailed.Add(1)
+	case evRestart, evDrop:
+		return w.dropUser(e.user, e.kind == evDrop)
+	}
+	return nil
+}
+
+func (w *writer) openPart() error {
+	w.partSeq++
+	w.partName = checkpoint.PartName(w.r.date, fmt.Sprintf("%s-%05d.parquet", w.r.id, w.partSeq))
+	p, err := exporter.NewPartWriter(w.ctx, w.r.store, w.partName, w.meta, exporter.PartOptions{BatchRows: w.r.opts.BatchRows})
+	if err != nil {
+		return fmt.Errorf("create part %s: %w", w.r.store.URI(w.partName), err)
+	}
+	w.part = p
+	w.opened = time.Now()
+	return nil
+}
+
+// commit makes the open part durable, then records it, the users it
+// finishes and the resume point of every user it advanced.
+func (w *writer) commit() error {
+	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: w.r.id, Done: w.done, Gone: w.gone, Failed: w.failed}
+	if w.part != nil {
+		info, err := w.part.Close()
+		w.part = nil
+		if err != nil {
+			return fmt.Errorf("close part %s: %w", w.r.store.URI(w.partName), err)
+		}
+		e.Parts = []checkpoint.Part{{Name: info.Name, Rows: info.Rows, Bytes: info.Bytes}}
+		w.r.stats.Parts.Add(1)
+	}
+	for u := range w.touched {
+		if f := w.inFlight[u]; f != nil {
+			e.InFlight = append(e.InFlight, *f)
+		}
+	}
+	if len(e.Parts)+len(e.Done)+len(e.Gone)+len(e.Failed)+len(e.InFlight) == 0 {
+		return nil
+	}
+	if err := w.r.cp.Append(w.ctx, e); err != nil {
+		return err
+	}
+	w.r.log.Debug("checkpoint", zap.Int("parts", len(e.Parts)), zap.Int("users_done", len(e.Done)),
+		zap.Int("users_in_flight", len(e.InFlight)))
+	w.done, w.gone, w.failed = nil, nil, nil
+	clear(w.touched)
+	return nil
+}
+
+// dropUser rewrites the committed parts that hold rows of u without them,
+// so that u can be read again from its first page (its saved page token was
+// rejected) or left out (it no longer exists) without a row twice. Only
+// rows of earlier runs are concerned: they are all in committed parts.
+func (w *writer) dropUser(u checkpoint.UserRef, gone bool) error {
+	f := w.inFlight[u]
+	if f == nil {
+		return nil
+	}
+	if slices.Contains(f.Parts, w.partName) && w.part != nil {
+		return fmt.Errorf("user %s: rows of this run cannot be dropped", u)
+	}
+	keep := func(row *schemas.Row) bool { return !rowOf(row, u) }
+	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: w.r.id}
+	for _, old := range f.Parts {
+		w.partSeq++
+		name := checkpoint.PartName(w.r.date, fmt.Sprintf("%s-%05d.parquet", w.r.id, w.partSeq))
+		info, err := exporter.FilterPart(w.ctx, w.r.store, old, name, keep, exporter.PartOptions{BatchRows: w.r.opts.BatchRows})
+		if err != nil {
+			return fmt.Errorf("drop rows of user %s from %s: %w", u, w.r.store.URI(old), err)
+		}
+		e.Replaced = append(e.Replaced, checkpoint.Replace{Old: old, New: &checkpoint.Part{Name: info.Name, Rows: info.Rows, Bytes: info.Bytes}})
+	}
+	delete(w.inFlight, u)
+	delete(w.touched, u)
+	if gone {
+		e.Gone = []checkpoint.UserRef{u}
+	} else {
+		e.InFlight = []checkpoint.InFlight{{UserRef: u}}
+	}
+	if err := w.r.cp.Append(w.ctx, e); err != nil {
+		return err
+	}
+	// Other unfinished users named the old parts: follow the rename.
+	for _, r := range e.Replaced {
+		for _, g := range w.inFlight {
+			for i, p := range g.Parts {
+				if p == r.Old {
+					g.Parts[i] = r.New.Name
+				}
+			}
+		}
+		if err := w.r.store.Delete(w.ctx, r.Old); err != nil {
+			w.r.log.Warn("remove replaced part", zap.String("part", r.Old), zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// rowOf reports whether a row belongs to user u, addressed by SID or
+// identity.
+func rowOf(row *schemas.Row, u checkpoint.UserRef) bool {
+	if row.ServiceSID == nil || *row.ServiceSID != u.Service {
+		return false
+	}
+	return (row.UserSID != nil && *row.UserSID == u.User) || (row.Identity != nil && *row.Identity == u.User)
+}

@@ -145,6 +145,9 @@ type Export struct {
 	PartRows int `yaml:"part_rows"`
 	// BatchRows is the size of one Arrow record batch.
 	BatchRows int `yaml:"batch_rows"`
+	// CommitInterval is the longest time between two checkpoints, and so
+	// the most work a crash can lose.
+	CommitInterval time.Duration `yaml:"commit_interval"`
 }
 
 // HTTP is the listener of `bindsync serve`.
@@ -174,6 +177,7 @@ const (
 	DefaultStaging        = "./staging"
 	DefaultPartRows       = 500_000
 	DefaultBatchRows      = 8192
+	DefaultCommitInterval = 30 * time.Second
 	DefaultTable          = "user_bindings"
 	DefaultLocation       = "US"
 	DefaultListen         = ":9090"
@@ -192,7 +196,7 @@ func Default() *Config {
 			MaxAttempts:    DefaultMaxAttempts,
 		},
 		Staging:  DefaultStaging,
-		Export:   Export{PartRows: DefaultPartRows, BatchRows: DefaultBatchRows},
+		Export:   Export{PartRows: DefaultPartRows, BatchRows: DefaultBatchRows, CommitInterval: DefaultCommitInterval},
 		Schedule: DefaultSchedule,
 		HTTP:     HTTP{Listen: DefaultListen},
 		Metrics:  Metrics{Job: "bindsync"},
@@ -431,6 +435,9 @@ func (c *Config) Validate() []string {
 	}
 	if c.Export.BatchRows < 1 || c.Export.BatchRows > 1<<20 {
 		p.add("export.batch_rows", "must be between 1 and 1048576 (got %d)", c.Export.BatchRows)
+	}
+	if c.Export.CommitInterval < 100*time.Millisecond {
+		p.add("export.commit_interval", "must be at least 100ms (got %s)", c.Export.CommitInterval)
 	}
 	if c.Schedule != "" {
 		if _, err := ParseSchedule(c.Schedule); err != nil {

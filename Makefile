@@ -1,0 +1,34 @@
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+BIN     := bin/bindsync
+
+.PHONY: build test demo bench lint fuzz clean
+
+## build: the bindsync binary in bin/
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/bindsync
+
+## test: every test, with the race detector (end-to-end tests build and run the binary)
+test:
+	$(GO) test -race -count=1 ./...
+
+## demo: the whole job against an in-process fake Twilio, into ./demo-out
+demo:
+	$(GO) run ./cmd/bindsync demo --dir demo-out
+
+## bench: pipeline throughput and memory next to a decode-only baseline
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./bench/
+
+## lint: formatting and vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## fuzz: a short run of every fuzz test
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./config/
+
+clean:
+	rm -rf bin demo-out

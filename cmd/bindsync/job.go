@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/bindsync/bindsync/config"
+	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/twilio"
+	"github.com/bindsync/bindsync/worker"
+)
+
+// job is everything one run needs, built from the configuration.
+type job struct {
+	cfg        *config.Config
+	client     *twilio.Client
+	store      staging.Store
+	publishers []exporter.Publisher
+	stats      *worker.Stats
+	log        *zap.Logger
+}
+
+func newJob(ctx context.Context, cfg *config.Config, log *zap.Logger) (*job, error) {
+	j := &job{cfg: cfg, log: log, stats: &worker.Stats{}}
+	var err error
+	j.store, err = openStaging(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	j.client, err = twilio.New(twilio.Config{
+		BaseURL:        cfg.Twilio.BaseURL,
+		Username:       cfg.Twilio.Username(),
+		Password:       cfg.Twilio.Password(),
+		UserAgent:      "bindsync/" + version,
+		RequestTimeout: cfg.Twilio.RequestTimeout,
+		MaxAttempts:    cfg.Twilio.MaxAttempts,
+		MaxInFlight:    cfg.Twilio.Concurrency,
+		Hooks: twilio.Hooks{
+			OnRetry: func(reason string, attempt int, wait time.Duration) {
+				j.stats.Retries.Add(1)
+				log.Debug("retrying Twilio request", zap.String("reason", reason), zap.Int("attempt", attempt), zap.Duration("wait", wait))
+			},
+		},
+	})
+	if err != nil {
+		return nil, usagef("twilio: %v", err)
+	}
+	if l := cfg.Warehouse.Local; l != nil {
+		j.publishers = append(j.publishers, exporter.LocalWarehouse{Path: l.Path})
+	}
+	if cfg.Warehouse.BigQuery != nil {
+		p, err := newBigQueryPublisher(ctx, cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		j.publishers = append(j.publishers, p)
+	}
+	return j, nil
+}
+
+func openStaging(ctx context.Context, cfg *config.Config) (staging.Store, error) {
+	if cfg.StagingIsGCS() {
+		return openGCSStaging(ctx, cfg)
+	}
+	s, err := staging.NewDir(cfg.Staging)
+	if err != nil {
+		return nil, fmt.Errorf("open staging directory: %w", err)
+	}
+	return s, nil
+}
+
+func (j *job) services() []worker.Service {
+	out := make([]worker.Service, len(j.cfg.Services))
+	for i, s := range j.cfg.Services {
+		out[i] = worker.Service{SID: s.SID, AllUsers: s.Users.All, Users: s.Users.List, BindingTypes: s.BindingTypes}
+	}
+	return out
+}
+
+// run runs one snapshot.
+func (j *job) run(ctx context.Context, date time.Time, force bool, progress time.Duration) (*worker.Result, error) {
+	res, err := worker.Run(ctx, j.client, worker.Options{
+		Services:         j.services(),
+		PageSize:         j.cfg.Twilio.PageSize,
+		Concurrency:      j.cfg.Twilio.Concurrency,
+		Store:            j.store,
+		Publishers:       j.publishers,
+		Logger:           j.log,
+		PartRows:         j.cfg.Export.PartRows,
+		BatchRows:        j.cfg.Export.BatchRows,
+		CommitInterval:   j.cfg.Export.CommitInterval,
+		ProgressInterval: progress,
+		Force:            force,
+		Stats:            j.stats,
+	}, date)
+	if errors.Is(err, twilio.ErrUnauthorized) {
+		return res, usagef("%v\nTwilio refused the credentials: check twilio.account_sid and twilio.auth_token (or api_key_sid and api_key_secret) in %s", err, j.cfg.Dir)
+	}
+	return res, err
+}

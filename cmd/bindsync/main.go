@@ -1,0 +1,108 @@
+// Command bindsync copies Twilio Programmable Chat v2 user bindings into a
+// warehouse (a local Parquet directory or BigQuery), one complete snapshot
+// a day, resuming where a failed run stopped.
+//
+// Usage:
+//
+//	bindsync run --config FILE [--snapshot-date YYYY-MM-DD] [--force]
+//	bindsync validate --config FILE
+//	bindsync demo [--dir DIR]
+//
+// Exit codes: 0 done, 1 the run failed (run it again to resume), 2 bad
+// usage, configuration or credentials.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+// usageError marks errors of the caller's making: flags, configuration,
+// credentials. They exit with code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// errSilent is returned when the message was already printed (by flag
+// parsing or a failed run's summary); only the exit code is left to give.
+type errSilent struct{ code int }
+
+func (e errSilent) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	var s errSilent
+	if errors.As(err, &s) {
+		return s.code
+	}
+	fmt.Fprintf(stderr, "bindsync: %v\n", err)
+	var u usageError
+	if errors.As(err, &u) {
+		return exitUsage
+	}
+	return exitFailed
+}
+
+const usageText = `bindsync copies Twilio Chat v2 user bindings into a warehouse.
+
+Usage:
+  bindsync run      --config FILE [--snapshot-date YYYY-MM-DD] [--force]
+  bindsync validate --config FILE
+  bindsync demo     [--dir DIR]
+  bindsync version
+
+Every command takes --log-level debug|info|warn|error (or BINDSYNC_LOG_LEVEL).
+Run "bindsync COMMAND -h" for the flags of a command.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return errSilent{exitUsage}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(ctx, rest, stdout, stderr)
+	case "validate":
+		return cmdValidate(rest, stdout, stderr)
+	case "demo":
+		return cmdDemo(ctx, rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "bindsync %s\n", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usageText)
+		return nil
+	default:
+		fmt.Fprint(stderr, usageText)
+		return usagef("unknown command %q", cmd)
+	}
+}

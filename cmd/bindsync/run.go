@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/bindsync/bindsync/worker"
+)
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c common
+	fs := newFlagSet("run", stderr, &c, true)
+	date := fs.String("snapshot-date", "", "snapshot date YYYY-MM-DD (UTC); default today in UTC")
+	force := fs.Bool("force", false, "read the snapshot again even if it was already published")
+	progress := fs.Duration("progress", 10*time.Second, "interval of progress log lines (0 to disable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	day, err := snapshotDate(*date, time.Now())
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(&c)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(&c, cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	j, err := newJob(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	res, err := j.run(ctx, day, *force, *progress)
+	if res != nil {
+		printResult(stdout, res, err)
+	}
+	return err
+}
+
+// snapshotDate parses --snapshot-date, defaulting to today's UTC date.
+func snapshotDate(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		now = now.UTC()
+		return time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC), nil
+	}
+	d, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		return time.Time{}, usagef("--snapshot-date must be YYYY-MM-DD (got %q)", s)
+	}
+	return d, nil
+}
+
+// printResult writes the outcome of a run for the person who started it;
+// the logs on stderr hold the details.
+func printResult(w io.Writer, res *worker.Result, err error) {
+	day := res.Date.Format(time.DateOnly)
+	if res.AlreadyPublished {
+		fmt.Fprintf(w, "snapshot %s was already published (%s in %s); nothing to do (use --force to read it again)\n",
+			day, plural(res.Rows, "row", "rows"), plural(int64(len(res.Parts)), "part", "parts"))
+		return
+	}
+	s := res.Summary
+	fmt.Fprintf(w, "snapshot %s: %s in %s\n", day, s.Status, s.End.Sub(s.Start).Round(time.Millisecond))
+	fmt.Fprintf(w, "  users     %d read now, %d gone, %d failed, %d known in all\n", s.UsersDone, s.UsersGone, len(s.UsersFailed), s.UsersTotal)
+	fmt.Fprintf(w, "  bindings  %d read now in %s (%d retries); the snapshot holds %s\n", s.Bindings, plural(s.Pages, "page", "pages"), s.Retries, plural(res.Rows, "row", "rows"))
+	for _, p := range res.Published {
+		fmt.Fprintf(w, "  published to %s\n", p)
+	}
+	for i, f := range res.Failed {
+		if i == 20 {
+			fmt.Fprintf(w, "  ... and %d more failed users (see the logs)\n", len(res.Failed)-20)
+			break
+		}
+		fmt.Fprintf(w, "  FAILED service %s user %q: %s\n", f.Service, f.User, f.Reason)
+	}
+	if err != nil {
+		fmt.Fprintf(w, "the snapshot was not published; run the same command again to resume from the checkpoint\n")
+	}
+}

@@ -103,7 +103,6 @@ type binding struct {
 	created  time.Time
 }
 
-
 var (
 	nov26 = civil.Date{Year: 2026, Month: 11, Day: 26}
 	nov27 = civil.Date{Year: 2026, Month: 11, Day: 27}

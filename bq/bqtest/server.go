@@ -360,7 +360,7 @@ func (s *Server) tableLocked(dataset, table string) *tableState {
 	return ds.tables[table]
 }
 
-// nextEtag returns a new entity tag; every change of a dataset or table
+// nextEtagLocked returns a new entity tag; every change of a dataset or table
 // gets one.
 func (s *Server) nextEtagLocked() string {
 	s.seq++

@@ -68,7 +68,7 @@ func TestResumableUploadProtocol(t *testing.T) {
 	}
 	var job struct {
 		JobReference struct{ JobID, Location string } `json:"jobReference"`
-		Status       struct{ State string }          `json:"status"`
+		Status       struct{ State string }           `json:"status"`
 	}
 	if err := json.Unmarshal([]byte(body), &job); err != nil {
 		t.Fatalf("decode job: %v", err)

@@ -90,7 +90,8 @@ func newE2E(t *testing.T, spec twiliotest.WorldSpec, faults twiliotest.Faults, e
 		e.services = append(e.services, svcSpec{sid: s.SID, users: users, types: []string{"gcm", "apn"}})
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "twilio:\n  base_url: %s\n  account_sid: ${E2E_ACCOUNT_SID}\n  auth_token: ${E2E_AUTH_TOKEN}\n  max_attempts: 10\n", srv.URL())
+	// Four users at once: slow enough for the tests that stop a run midway.
+	fmt.Fprintf(&b, "twilio:\n  base_url: %s\n  account_sid: ${E2E_ACCOUNT_SID}\n  auth_token: ${E2E_AUTH_TOKEN}\n  max_attempts: 10\n  concurrency: 4\n", srv.URL())
 	b.WriteString("services:\n")
 	for _, s := range e.services {
 		fmt.Fprintf(&b, "  - sid: %s\n", s.sid)
@@ -323,7 +324,7 @@ func (e *e2e) pagesByUser() map[checkpoint.UserRef]int64 {
 
 func TestE2EKillAndResume(t *testing.T) {
 	e := newE2E(t, twiliotest.WorldSpec{Seed: 7, Services: 2, UsersPerService: 400, MaxBindingsPerUser: 150},
-		twiliotest.Faults{Latency: 4 * time.Millisecond},
+		twiliotest.Faults{Latency: 10 * time.Millisecond},
 		"export:\n  commit_interval: 100ms\n  part_rows: 2000\n")
 	cmd, out := e.startRun(40)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -360,7 +361,7 @@ func TestE2EKillAndResume(t *testing.T) {
 
 func TestE2ESIGTERMSavesCheckpoint(t *testing.T) {
 	e := newE2E(t, twiliotest.WorldSpec{Seed: 8, Services: 1, UsersPerService: 600, MaxBindingsPerUser: 120},
-		twiliotest.Faults{Latency: 5 * time.Millisecond}, "")
+		twiliotest.Faults{Latency: 10 * time.Millisecond}, "export:\n  commit_interval: 100ms\n")
 	cmd, out := e.startRun(20)
 	start := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

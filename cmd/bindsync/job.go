@@ -23,6 +23,9 @@ type job struct {
 	publishers []exporter.Publisher
 	stats      *worker.Stats
 	log        *zap.Logger
+	// afterRun hooks see every run's outcome, failed ones included (the
+	// BigQuery sync_runs table is written by one).
+	afterRun []func(ctx context.Context, res *worker.Result, err error)
 }
 
 func newJob(ctx context.Context, cfg *config.Config, log *zap.Logger) (*job, error) {
@@ -54,11 +57,9 @@ func newJob(ctx context.Context, cfg *config.Config, log *zap.Logger) (*job, err
 		j.publishers = append(j.publishers, exporter.LocalWarehouse{Path: l.Path})
 	}
 	if cfg.Warehouse.BigQuery != nil {
-		p, err := newBigQueryPublisher(ctx, cfg, log)
-		if err != nil {
+		if err := setupBigQuery(ctx, j); err != nil {
 			return nil, err
 		}
-		j.publishers = append(j.publishers, p)
 	}
 	return j, nil
 }
@@ -98,6 +99,9 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 		Force:            force,
 		Stats:            j.stats,
 	}, date)
+	for _, hook := range j.afterRun {
+		hook(context.WithoutCancel(ctx), res, err)
+	}
 	if errors.Is(err, twilio.ErrUnauthorized) {
 		return res, usagef("%v\nTwilio refused the credentials: check twilio.account_sid and twilio.auth_token (or api_key_sid and api_key_secret) in %s", err, j.cfg.Dir)
 	}

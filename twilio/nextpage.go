@@ -3,6 +3,7 @@ package twilio
 import (
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -44,19 +45,27 @@ func escapeSegment(s string) string {
 	return url.PathEscape(s)
 }
 
-// matches reports whether escapedPath names r.
+// matches reports whether escapedPath names r. Twilio may name the user of
+// a bindings list by its SID in next_page_url even when the request named
+// it by identity, so a user SID is accepted in that segment.
 func (r resource) matches(escapedPath string) bool {
 	segs := strings.Split(escapedPath, "/")
 	if len(segs) != len(r)+1 || segs[0] != "" {
 		return false
 	}
 	for i, seg := range segs[1:] {
-		if v, err := url.PathUnescape(seg); err != nil || v != r[i] {
+		v, err := url.PathUnescape(seg)
+		if err != nil {
+			return false
+		}
+		if v != r[i] && !(len(r) == 6 && i == 4 && userSIDPattern.MatchString(v)) {
 			return false
 		}
 	}
 	return true
 }
+
+var userSIDPattern = regexp.MustCompile(`^US[0-9a-fA-F]{32}$`)
 
 // firstPage is the page reference of the first page of r with the given
 // query parameters.

@@ -22,12 +22,19 @@ func TestResourceMatches(t *testing.T) {
 		{"v2/Services/" + testService + "/Users/a%2Fb/Bindings", false},
 		{"/v2/Services/" + testService + "/Users/a%2Fb/bindings", false},
 		{"/v2/Services/" + testService + "/Users/a%zzb/Bindings", false},
+		{"/v2/Services/" + testService + "/Users/US0123456789abcdef0123456789abcdef/Bindings", true},
+		{"/v2/Services/" + testService + "/Users/US0123/Bindings", false},
+		{"/v2/Services/ISffffffffffffffffffffffffffffffff/Users/a%2Fb/Bindings", false},
 		{"", false},
 	}
 	for _, tt := range tests {
 		if got := r.matches(tt.path); got != tt.want {
 			t.Errorf("matches(%q) = %v, want %v", tt.path, got, tt.want)
 		}
+	}
+	// The users list has no user segment to stand for by SID.
+	if usersResource(testService).matches("/v2/Services/" + testService + "/US0123456789abcdef0123456789abcdef") {
+		t.Error("users list matched a path with a user SID")
 	}
 	if got, want := r.escapedPath(), "/v2/Services/"+testService+"/Users/a%2Fb/Bindings"; got != want {
 		t.Errorf("escapedPath = %q, want %q", got, want)

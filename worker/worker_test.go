@@ -376,3 +376,36 @@ func TestSecondRunOfSameSnapshotLocked(t *testing.T) {
 		t.Fatalf("err = %v, want ErrLocked", err)
 	}
 }
+
+func TestUnfinishedUserLeftOutIsDropped(t *testing.T) {
+	e := newEnv(t, twiliotest.WorldSpec{Seed: 21, Services: 2, UsersPerService: 60, MaxBindingsPerUser: 200}, twiliotest.Faults{})
+	e.services = e.services[1:] // the listed service only
+	opts := e.options()
+	opts.PageSize = 10
+	opts.PartRows = 50
+	opts.Concurrency = 3
+	ctx, cancel := context.WithCancel(context.Background())
+	if _, err := Run(ctx, &interrupting{Source: e.client, n: 25, cancel: cancel}, opts, day); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	l, err := checkpoint.Open(context.Background(), e.store, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dropped []string
+	for u, f := range l.State().InFlight {
+		if len(f.Parts) > 0 {
+			dropped = append(dropped, u.User)
+		}
+	}
+	if len(dropped) == 0 {
+		t.Fatal("no unfinished user with committed rows: the test proves nothing")
+	}
+	// The next run's configuration no longer lists those users.
+	e.services[0].Users = slices.DeleteFunc(slices.Clone(e.services[0].Users), func(u string) bool { return slices.Contains(dropped, u) })
+	opts.Services = e.services
+	if _, err := Run(context.Background(), e.client, opts, day); err != nil {
+		t.Fatal(err)
+	}
+	e.checkExact() // want() no longer includes the dropped users
+}

@@ -26,9 +26,13 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-## fuzz: a short run of every fuzz test
+## fuzz: a short run of every fuzz test (FUZZTIME each)
+FUZZTIME ?= 20s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./config/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
+	$(GO) test -run '^$$' -fuzz '^FuzzNextPage$$' -fuzztime $(FUZZTIME) ./twilio/
+	$(GO) test -run '^$$' -fuzz '^FuzzBindingsPage$$' -fuzztime $(FUZZTIME) ./twilio/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeToken$$' -fuzztime $(FUZZTIME) ./twilio/twiliotest/
 
 clean:
 	rm -rf bin demo-out

@@ -1,0 +1,251 @@
+// Package metrics holds the Prometheus metrics of bindsync: runs and their
+// outcome, users, bindings and pages read, and the requests made to Twilio.
+//
+// The metrics live in a registry of their own, not the global one, so that a
+// test or a second instance in one process starts from zero. `bindsync serve`
+// exposes them on /metrics; `bindsync run`, a batch job that ends before any
+// scrape, pushes them to a Pushgateway with Push.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus/push"
+
+	"github.com/bindsync/bindsync/checkpoint"
+	"github.com/bindsync/bindsync/twilio"
+)
+
+// Run statuses, the values of the status label of bindsync_runs_total. The
+// first three are those of checkpoint.RunSummary.Status.
+const (
+	StatusSucceeded   = "succeeded"
+	StatusFailed      = "failed"
+	StatusInterrupted = "interrupted"
+	// StatusPanicked is a run that panicked; the process went on.
+	StatusPanicked = "panicked"
+	// StatusSkipped is a firing of the schedule while the previous run was
+	// still going: no run was started.
+	StatusSkipped = "skipped"
+)
+
+// Metrics are the metrics of one bindsync process. Its methods are safe for
+// concurrent use.
+type Metrics struct {
+	// runs holds the bindsync_* metrics, the ones worth pushing; process
+	// holds the Go runtime and process metrics, served only on /metrics.
+	runs    *prometheus.Registry
+	process *prometheus.Registry
+
+	runsTotal   *prometheus.CounterVec
+	duration    prometheus.Histogram
+	lastSuccess *prometheus.GaugeVec
+	lastRun     *prometheus.GaugeVec
+	users       *prometheus.CounterVec
+	bindings    prometheus.Counter
+	pages       prometheus.Counter
+	requests    *prometheus.CounterVec
+	retries     *prometheus.CounterVec
+	inFlight    prometheus.Gauge
+	inProgress  prometheus.Gauge
+
+	now func() time.Time
+}
+
+// New returns the metrics with every counter at zero. The label values
+// bindsync knows of are created up front, so that dashboards and alerts see
+// a 0 rather than no series.
+func New() *Metrics {
+	m := &Metrics{
+		runs:    prometheus.NewRegistry(),
+		process: prometheus.NewRegistry(),
+		runsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindsync_runs_total",
+			Help: "Runs of a snapshot by outcome: succeeded, failed, interrupted, panicked, or skipped (the schedule fired while a run was still going).",
+		}, []string{"status"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bindsync_run_duration_seconds",
+			Help:    "Duration of the runs that were started, whatever their outcome.",
+			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800},
+		}),
+		// Both timestamps are vectors without labels so that they are not
+		// exported before they are first set: a Pushgateway then keeps the
+		// last success pushed by an earlier run instead of a zero.
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bindsync_last_success_timestamp_seconds",
+			Help: "Unix time at which the last successful run ended.",
+		}, nil),
+		lastRun: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bindsync_last_run_timestamp_seconds",
+			Help: "Unix time at which the last run ended, whatever its outcome.",
+		}, nil),
+		users: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindsync_users_total",
+			Help: "Users handled by runs: done (read now), gone (deleted meanwhile), failed (after retries), skipped (finished by an earlier run of the same snapshot).",
+		}, []string{"state"}),
+		bindings: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bindsync_bindings_total",
+			Help: "Bindings read from Twilio by finished runs.",
+		}),
+		pages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bindsync_pages_total",
+			Help: "Bindings pages read from Twilio by finished runs.",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindsync_twilio_requests_total",
+			Help: "HTTP attempts made to Twilio, retries included, by list: users or bindings.",
+		}, []string{"kind"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindsync_twilio_retries_total",
+			Help: "Twilio requests retried, by reason: 429, 5xx, network, truncated.",
+		}, []string{"reason"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bindsync_twilio_requests_in_flight",
+			Help: "HTTP requests to Twilio in flight now.",
+		}),
+		inProgress: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bindsync_run_in_progress",
+			Help: "1 while a run is going, else 0.",
+		}),
+		now: time.Now,
+	}
+	m.runs.MustRegister(m.runsTotal, m.duration, m.lastSuccess, m.lastRun, m.users,
+		m.bindings, m.pages, m.requests, m.retries, m.inFlight, m.inProgress)
+	m.process.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	for _, s := range []string{StatusSucceeded, StatusFailed, StatusInterrupted, StatusPanicked, StatusSkipped} {
+		m.runsTotal.WithLabelValues(s)
+	}
+	for _, s := range []string{"done", "gone", "failed", "skipped"} {
+		m.users.WithLabelValues(s)
+	}
+	for _, k := range []string{"users", "bindings"} {
+		m.requests.WithLabelValues(k)
+	}
+	for _, r := range []string{"429", "5xx", "network", "truncated"} {
+		m.retries.WithLabelValues(r)
+	}
+	return m
+}
+
+// Hooks returns the observers to put in twilio.Config.Hooks. They only touch
+// atomic counters, so they are as cheap as the client asks.
+func (m *Metrics) Hooks() twilio.Hooks {
+	return twilio.Hooks{
+		OnRequest: func(kind string) { m.requests.WithLabelValues(kind).Inc() },
+		OnRetry: func(reason string, attempt int, wait time.Duration) {
+			m.retries.WithLabelValues(reason).Inc()
+		},
+		InFlight: func(delta int) { m.inFlight.Add(float64(delta)) },
+	}
+}
+
+// RunStarted marks a run as going. Every RunStarted is to be followed by
+// RunFinished or RunPanicked.
+func (m *Metrics) RunStarted() { m.inProgress.Set(1) }
+
+// RunFinished records the end of a run: its status, duration, and the
+// counts of its summary. The status is the summary's; when the summary has
+// none (the run stopped before it began, or found the snapshot already
+// published) it comes from err: nil is a success, a cancelled context an
+// interruption, anything else a failure. A summary that says succeeded
+// with a non-nil err (its checkpoint could not be saved) counts as failed.
+func (m *Metrics) RunFinished(s checkpoint.RunSummary, err error, dur time.Duration) {
+	status := s.Status
+	if status == "" || (err != nil && status == StatusSucceeded) {
+		status = statusOf(err)
+	}
+	m.users.WithLabelValues("done").Add(float64(s.UsersDone))
+	m.users.WithLabelValues("gone").Add(float64(s.UsersGone))
+	m.users.WithLabelValues("failed").Add(float64(len(s.UsersFailed)))
+	m.bindings.Add(float64(s.Bindings))
+	m.pages.Add(float64(s.Pages))
+	m.ended(status, dur)
+}
+
+// RunPanicked records a run that ended in a panic.
+func (m *Metrics) RunPanicked(dur time.Duration) { m.ended(StatusPanicked, dur) }
+
+// RunSkipped records a firing of the schedule that started no run because
+// the previous one was still going.
+func (m *Metrics) RunSkipped() { m.runsTotal.WithLabelValues(StatusSkipped).Inc() }
+
+// AddUsersSkipped counts users a run did not read because an earlier run of
+// the same snapshot had finished them (worker.Stats.UsersSkipped); the run
+// summary does not hold that number.
+func (m *Metrics) AddUsersSkipped(n int64) { m.users.WithLabelValues("skipped").Add(float64(n)) }
+
+func (m *Metrics) ended(status string, dur time.Duration) {
+	now := float64(m.now().UnixNano()) / 1e9
+	m.runsTotal.WithLabelValues(status).Inc()
+	m.duration.Observe(dur.Seconds())
+	m.lastRun.WithLabelValues().Set(now)
+	if status == StatusSucceeded {
+		m.lastSuccess.WithLabelValues().Set(now)
+	}
+	m.inProgress.Set(0)
+}
+
+func statusOf(err error) string {
+	switch {
+	case err == nil:
+		return StatusSucceeded
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return StatusInterrupted
+	default:
+		return StatusFailed
+	}
+}
+
+// Gatherer returns every metric: bindsync's, the Go runtime's and the
+// process's.
+func (m *Metrics) Gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{m.runs, m.process}
+}
+
+// Handler serves every metric in the Prometheus exposition format, for
+// /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Gatherer(), promhttp.HandlerOpts{})
+}
+
+// Push sends the bindsync_* metrics to the Pushgateway at url, in the group
+// job=job, instance=<host name>. The Go and process metrics are left out:
+// those of a process that is about to exit say nothing once it is gone.
+//
+// It uses POST, which replaces only the metrics pushed, so that the
+// bindsync_last_success_timestamp_seconds of an earlier successful run
+// stays in the group when this run failed and did not set it.
+//
+// A user and password in url are sent as basic auth and kept out of errors.
+func (m *Metrics) Push(ctx context.Context, gateway, job string) error {
+	u, err := url.Parse(gateway)
+	if err != nil {
+		// The parse error would quote the URL, and with it any password.
+		return errors.New("push metrics: the Pushgateway URL does not parse")
+	}
+	user := u.User
+	u.User = nil
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	p := push.New(u.String(), job).Gatherer(m.runs).Grouping("instance", host)
+	if user != nil {
+		pass, _ := user.Password()
+		p = p.BasicAuth(user.Username(), pass)
+	}
+	if err := p.AddContext(ctx); err != nil {
+		return fmt.Errorf("push metrics to %s: %w", u, err)
+	}
+	return nil
+}

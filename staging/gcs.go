@@ -1,0 +1,659 @@
+package staging
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cloud.google.com/go/storage"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/iterator"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Errors of the GCS store; callers only print them, so they stay unexported.
+var (
+	// errBadURI is returned (wrapped) by ParseGCSURI and NewGCS.
+	errBadURI = errors.New("invalid GCS staging URI")
+	// errConditionNotMet means a conditional write found the object in
+	// another state than it required.
+	errConditionNotMet = errors.New("precondition not met")
+	// errLeaseLost is returned (wrapped) by the unlock function of a lock
+	// whose lease another process took over or removed.
+	errLeaseLost = errors.New("lock lease lost")
+)
+
+const (
+	// DefaultLockTTL is how long a GCS lock outlives its holder's last
+	// refresh when GCSOptions.LockTTL is zero.
+	DefaultLockTTL = 10 * time.Minute
+
+	// minLockTTL leaves a lease refresh, every TTL/3, time for a request.
+	minLockTTL = time.Second
+
+	// gcsChunkSize bounds the memory of one upload: the client buffers one
+	// chunk so that it can resend it.
+	gcsChunkSize = 8 << 20
+	// writeIDKey is the object metadata key holding a random ID per
+	// conditional write, to recognise our own write after a retry.
+	writeIDKey = "bindsync-write-id"
+	// maxLeaseBytes bounds what Lock reads from a lock object.
+	maxLeaseBytes = 64 << 10
+	// lockAttempts bounds how often Lock retries when the lock object
+	// changes under it.
+	lockAttempts = 3
+	// maxRefreshTimeout bounds one lease refresh, so unlock never waits long
+	// for a hung request.
+	maxRefreshTimeout = 30 * time.Second
+	// unlockTimeout bounds the delete of a lock object on unlock.
+	unlockTimeout = 30 * time.Second
+)
+
+// bucketPattern is the shape of a GCS bucket name; lengths are checked apart.
+var bucketPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*[a-z0-9]$`)
+
+// GCS is a Store on a bucket prefix: the object name is stored as
+// gs://bucket/prefix/<name>. Objects appear only when their upload is
+// finalized, so readers never see part of one. Locks are leases kept in
+// hidden objects under prefix/.locks/, because no server notices that a
+// process died: a crashed holder's lock frees itself LockTTL after its last
+// refresh.
+type GCS struct {
+	bucket     *storage.BucketHandle
+	bucketName string
+	prefix     string // "" or ending in "/"
+	ttl        time.Duration
+	owner      string
+	now        func() time.Time
+
+	// newTicker paces lease refreshes; tests replace it to refresh on demand.
+	newTicker func(d time.Duration) (<-chan time.Time, func())
+	// afterRefresh, when set by tests, receives the outcome of each refresh.
+	afterRefresh func(error)
+}
+
+var _ Store = (*GCS)(nil)
+
+// GCSOptions tunes a GCS store. The zero value is ready to use.
+type GCSOptions struct {
+	// LockTTL is how long a lock stays held after its holder's last refresh
+	// (every LockTTL/3). After a crash, the next Lock of the same name waits
+	// out the rest of it. Zero means DefaultLockTTL; otherwise at least 1s.
+	LockTTL time.Duration
+	// Owner names the lock holder in lock objects and in ErrLocked
+	// messages, e.g. host, pid and run ID. Empty means "host pid N".
+	Owner string
+	// Now is the clock of lease expiry times; time.Now if nil. Hosts
+	// sharing a bucket need clocks that agree to well within LockTTL.
+	Now func() time.Time
+}
+
+// ParseGCSURI splits gs://bucket/prefix into the bucket and the prefix
+// without its trailing slash ("" for a whole bucket). The prefix must be a
+// clean slash path: no empty, "." or ".." elements.
+func ParseGCSURI(uri string) (bucket, prefix string, err error) {
+	rest, ok := strings.CutPrefix(uri, "gs://")
+	if !ok {
+		return "", "", fmt.Errorf("%w %q: must start with gs://", errBadURI, uri)
+	}
+	bucket, prefix, _ = strings.Cut(rest, "/")
+	if !validBucket(bucket) {
+		return "", "", fmt.Errorf("%w %q: %q is not a valid bucket name", errBadURI, uri, bucket)
+	}
+	if prefix == "" {
+		return bucket, "", nil
+	}
+	clean := strings.TrimSuffix(prefix, "/")
+	if !fs.ValidPath(clean) || clean == "." {
+		return "", "", fmt.Errorf("%w %q: prefix %q must be a slash-separated path without empty, . or .. elements", errBadURI, uri, prefix)
+	}
+	return bucket, clean, nil
+}
+
+// validBucket follows the GCS naming rules: 3 to 63 characters, or up to
+// 222 with dots where each dot-separated part has at most 63.
+func validBucket(name string) bool {
+	if len(name) < 3 || len(name) > 222 || !bucketPattern.MatchString(name) {
+		return false
+	}
+	if !strings.Contains(name, ".") {
+		return len(name) <= 63
+	}
+	for _, part := range strings.Split(name, ".") {
+		if part == "" || len(part) > 63 {
+			return false
+		}
+	}
+	return true
+}
+
+// NewGCS returns the store at uri (gs://bucket/prefix) using client. It
+// lists at most one object to fail early on a missing bucket or missing
+// permissions; that needs only storage.objects.list, which the object roles
+// grant, unlike reading the bucket's own metadata.
+func NewGCS(ctx context.Context, client *storage.Client, uri string, opts GCSOptions) (*GCS, error) {
+	if client == nil {
+		return nil, fmt.Errorf("staging %s: no storage client", uri)
+	}
+	bucket, prefix, err := ParseGCSURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	if opts.LockTTL != 0 && opts.LockTTL < minLockTTL {
+		return nil, fmt.Errorf("staging %s: lock TTL must be at least %s (got %s)", uri, minLockTTL, opts.LockTTL)
+	}
+	if opts.LockTTL == 0 {
+		opts.LockTTL = DefaultLockTTL
+	}
+	if opts.Owner == "" {
+		host, _ := os.Hostname()
+		opts.Owner = fmt.Sprintf("%s pid %d", host, os.Getpid())
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if prefix != "" {
+		prefix += "/"
+	}
+	g := &GCS{
+		bucket:     client.Bucket(bucket),
+		bucketName: bucket,
+		prefix:     prefix,
+		ttl:        opts.LockTTL,
+		owner:      opts.Owner,
+		now:        opts.Now,
+		newTicker: func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		},
+	}
+	it := g.bucket.Objects(ctx, &storage.Query{Prefix: prefix})
+	it.PageInfo().MaxSize = 1
+	if _, err := it.Next(); err != nil && !errors.Is(err, iterator.Done) {
+		return nil, fmt.Errorf("staging %s: %w", uri, err)
+	}
+	return g, nil
+}
+
+// object returns the handle of a checked name.
+func (g *GCS) object(name string) *storage.ObjectHandle {
+	return g.bucket.Object(g.prefix + name)
+}
+
+// contentType labels objects for people browsing the bucket.
+func contentType(name string) string {
+	switch path.Ext(name) {
+	case ".parquet":
+		return "application/vnd.apache.parquet"
+	case ".json":
+		return "application/json"
+	}
+	return "application/octet-stream"
+}
+
+// gcsNotExist turns the client's "no such object" into ErrNotExist,
+// keeping other errors.
+func gcsNotExist(err error) error {
+	if errors.Is(err, storage.ErrObjectNotExist) {
+		return ErrNotExist
+	}
+	return err
+}
+
+// preconditionFailed reports whether err is GCS refusing a conditional
+// request: HTTP 412 on the JSON API, FAILED_PRECONDITION on gRPC.
+func preconditionFailed(err error) bool {
+	var gerr *googleapi.Error
+	if errors.As(err, &gerr) {
+		return gerr.Code == http.StatusPreconditionFailed
+	}
+	return status.Code(err) == codes.FailedPrecondition
+}
+
+// Create starts an upload of name. The object appears, replacing any
+// previous one, only when Close finalizes the upload; Abort cancels it.
+// The writer lives in ctx: cancelling ctx aborts the upload.
+func (g *GCS) Create(ctx context.Context, name string) (Writer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("create %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	// Sending the same bytes twice leaves the same object, so even this
+	// unconditional upload may be retried.
+	obj := g.object(name).Retryer(storage.WithPolicy(storage.RetryAlways))
+	w := obj.NewWriter(wctx)
+	w.ChunkSize = gcsChunkSize
+	w.ContentType = contentType(name)
+	return &gcsWriter{w: w, cancel: cancel, name: name}, nil
+}
+
+// gcsWriter is the Writer of GCS.Create.
+type gcsWriter struct {
+	w      *storage.Writer
+	cancel context.CancelFunc
+	name   string
+	done   bool
+}
+
+func (w *gcsWriter) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, fmt.Errorf("write %q: writer already closed", w.name)
+	}
+	n, err := w.w.Write(p)
+	if err != nil {
+		return n, fmt.Errorf("write %q: %w", w.name, err)
+	}
+	return n, nil
+}
+
+// Close finalizes the upload; once it returns nil the object is durable.
+func (w *gcsWriter) Close() error {
+	if w.done {
+		return fmt.Errorf("close %q: writer already closed", w.name)
+	}
+	w.done = true
+	defer w.cancel()
+	if err := w.w.Close(); err != nil {
+		return fmt.Errorf("commit %q: %w", w.name, err)
+	}
+	return nil
+}
+
+// Abort cancels the upload before it is finalized, so no object appears;
+// it does nothing after Close.
+func (w *gcsWriter) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.cancel()
+	// With its context cancelled the upload cannot finalize; Close waits
+	// for the client's upload goroutine to stop.
+	w.w.Close()
+}
+
+// newWriteID returns a random ID for writeIDKey.
+func newWriteID() string {
+	return rand.Text()
+}
+
+// putIf writes data to obj under conds and returns the new generation, or
+// errConditionNotMet. The client retries conditional writes, so a write
+// whose answer was lost can be sent again and fail its own precondition;
+// the random write ID in the object's metadata tells that apart from
+// another writer's object.
+func putIf(ctx context.Context, obj *storage.ObjectHandle, conds storage.Conditions, data []byte, ctype string) (int64, error) {
+	id := newWriteID()
+	w := obj.If(conds).NewWriter(ctx)
+	// One request, with a buffer just large enough to resend it.
+	w.ChunkSize = len(data) + 1
+	w.ContentType = ctype
+	w.Metadata = map[string]string{writeIDKey: id}
+	_, err := w.Write(data)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		return w.Attrs().Generation, nil
+	}
+	if !preconditionFailed(err) {
+		return 0, err
+	}
+	attrs, aerr := obj.Attrs(ctx)
+	if aerr == nil && attrs.Metadata[writeIDKey] == id {
+		return attrs.Generation, nil
+	}
+	return 0, fmt.Errorf("%w: %w", errConditionNotMet, err)
+}
+
+// PutIfAbsent writes data under name with a does-not-exist precondition,
+// which GCS checks and applies atomically.
+func (g *GCS) PutIfAbsent(ctx context.Context, name string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return err
+	}
+	_, err := putIf(ctx, g.object(name), storage.Conditions{DoesNotExist: true}, data, contentType(name))
+	if errors.Is(err, errConditionNotMet) {
+		return fmt.Errorf("put %q: %w", name, ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("put %q: %w", name, err)
+	}
+	return nil
+}
+
+// Open reads the attributes of name and returns an Object whose reads are
+// ranged requests of that generation, made in ctx. If name is replaced
+// meanwhile, reads fail rather than mix two versions.
+func (g *GCS) Open(ctx context.Context, name string) (Object, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	obj := g.object(name)
+	attrs, err := obj.Attrs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open %q: %w", name, gcsNotExist(err))
+	}
+	return &gcsObject{ctx: ctx, obj: obj.Generation(attrs.Generation), name: name, size: attrs.Size}, nil
+}
+
+// gcsObject is an object opened for reading.
+type gcsObject struct {
+	ctx    context.Context
+	obj    *storage.ObjectHandle
+	name   string
+	size   int64
+	closed atomic.Bool
+}
+
+func (o *gcsObject) Size() int64 { return o.size }
+
+// Close makes later reads fail; there is nothing to release.
+func (o *gcsObject) Close() error {
+	if o.closed.Swap(true) {
+		return fmt.Errorf("close %q: already closed", o.name)
+	}
+	return nil
+}
+
+// ReadAt fetches p's range of the object in one request, following the
+// io.ReaderAt contract: io.EOF when the object ends before p is full.
+func (o *gcsObject) ReadAt(p []byte, off int64) (int, error) {
+	if o.closed.Load() {
+		return 0, fmt.Errorf("read %q: object closed", o.name)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("read %q at %d: negative offset", o.name, off)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if off >= o.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), o.size-off)
+	r, err := o.obj.NewRangeReader(o.ctx, off, n)
+	if err != nil {
+		return 0, fmt.Errorf("read %q at %d: %w", o.name, off, gcsNotExist(err))
+	}
+	defer r.Close()
+	got, err := io.ReadFull(r, p[:n])
+	if err != nil {
+		return got, fmt.Errorf("read %q at %d: %w", o.name, off, err)
+	}
+	if n < int64(len(p)) {
+		return got, io.EOF
+	}
+	return got, nil
+}
+
+// ReadAll downloads the whole object name.
+func (g *GCS) ReadAll(ctx context.Context, name string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("read %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	r, err := g.object(name).NewReader(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read %q: %w", name, gcsNotExist(err))
+	}
+	defer r.Close()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read %q: %w", name, err)
+	}
+	return data, nil
+}
+
+// List pages through the objects under the store prefix + prefix. It skips
+// lock objects and any object whose name no Store method accepts, such as
+// the "folder/" placeholders of the Cloud Console.
+func (g *GCS) List(ctx context.Context, prefix string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	// As in Dir, the directory part of the prefix must be a valid name.
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		if err := checkName(prefix[:i]); err != nil {
+			return nil, fmt.Errorf("list %q: %w", prefix, err)
+		}
+	}
+	q := &storage.Query{Prefix: g.prefix + prefix}
+	if err := q.SetAttrSelection([]string{"Name"}); err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	var names []string
+	it := g.bucket.Objects(ctx, q)
+	for {
+		attrs, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %q: %w", prefix, err)
+		}
+		name, ok := strings.CutPrefix(attrs.Name, g.prefix)
+		if ok && checkName(name) == nil {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Delete removes name.
+func (g *GCS) Delete(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if err := g.object(name).Delete(ctx); err != nil {
+		return fmt.Errorf("delete %q: %w", name, gcsNotExist(err))
+	}
+	return nil
+}
+
+// URI returns gs://bucket/prefix/name.
+func (g *GCS) URI(name string) string {
+	return "gs://" + g.bucketName + "/" + g.prefix + name
+}
+
+// leaseRecord is the content of a lock object.
+type leaseRecord struct {
+	Owner   string    `json:"owner"`
+	Expires time.Time `json:"expires"`
+}
+
+// leaseData returns a fresh lease of this store's owner.
+func (g *GCS) leaseData() []byte {
+	data, err := json.Marshal(leaseRecord{Owner: g.owner, Expires: g.now().Add(g.ttl).UTC()})
+	if err != nil {
+		panic(err) // a string and a time always marshal
+	}
+	return data
+}
+
+// Lock takes a lease on the object prefix/.locks/<name>: it creates the
+// object if absent, or replaces it if the lease it holds has expired, each
+// with a precondition so that of two processes only one wins. While held,
+// the lease is renewed every LockTTL/3. The returned function stops the
+// renewals and deletes the lock object if it still holds this lease; it
+// returns an error if another process took the lease meanwhile (the work
+// done under it may then have overlapped). A second Lock of a held name,
+// even in the same process, returns ErrLocked, naming the holder and the
+// lease's expiry.
+func (g *GCS) Lock(ctx context.Context, name string) (func() error, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("lock %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	obj := g.bucket.Object(g.prefix + lockDir + "/" + name)
+	gen, err := g.acquire(ctx, obj)
+	if err != nil {
+		return nil, fmt.Errorf("lock %q: %w", name, err)
+	}
+	l := &gcsLease{
+		g:    g,
+		obj:  obj,
+		name: name,
+		gen:  gen,
+		ctx:  context.WithoutCancel(ctx),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	tick, stopTicker := g.newTicker(g.ttl / 3)
+	go l.keep(tick, stopTicker)
+	return l.unlock, nil
+}
+
+// acquire creates or takes over the lock object and returns its generation.
+func (g *GCS) acquire(ctx context.Context, obj *storage.ObjectHandle) (int64, error) {
+	for range lockAttempts {
+		gen, err := putIf(ctx, obj, storage.Conditions{DoesNotExist: true}, g.leaseData(), "application/json")
+		if !errors.Is(err, errConditionNotMet) {
+			return gen, err
+		}
+		held, gen, err := readLease(ctx, obj)
+		if errors.Is(err, storage.ErrObjectNotExist) {
+			continue // released meanwhile
+		}
+		if err != nil {
+			return 0, err
+		}
+		if g.now().Before(held.Expires) {
+			return 0, fmt.Errorf("%w: %s holds it until %s", ErrLocked, held.Owner, held.Expires.Format(time.RFC3339))
+		}
+		// The holder stopped renewing: take over, unless another process
+		// changes the object first.
+		gen, err = putIf(ctx, obj, storage.Conditions{GenerationMatch: gen}, g.leaseData(), "application/json")
+		if !errors.Is(err, errConditionNotMet) {
+			return gen, err
+		}
+	}
+	return 0, fmt.Errorf("%w: the lock object kept changing", ErrLocked)
+}
+
+// readLease returns the lease in the lock object and its generation.
+func readLease(ctx context.Context, obj *storage.ObjectHandle) (leaseRecord, int64, error) {
+	r, err := obj.NewReader(ctx)
+	if err != nil {
+		return leaseRecord{}, 0, fmt.Errorf("read lease: %w", err)
+	}
+	defer r.Close()
+	data, err := io.ReadAll(io.LimitReader(r, maxLeaseBytes))
+	if err != nil {
+		return leaseRecord{}, 0, fmt.Errorf("read lease: %w", err)
+	}
+	var rec leaseRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return leaseRecord{}, 0, fmt.Errorf("unreadable lease in gs://%s/%s (delete it if no run holds the lock): %w", obj.BucketName(), obj.ObjectName(), err)
+	}
+	return rec, r.Attrs.Generation, nil
+}
+
+// gcsLease is a held lock. gen and lost belong to the keep goroutine
+// until it has stopped; unlock reads them after that.
+type gcsLease struct {
+	g    *GCS
+	obj  *storage.ObjectHandle
+	name string
+	ctx  context.Context
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+
+	gen  int64
+	lost error
+}
+
+// keep renews the lease at every tick until unlock or until it is lost.
+func (l *gcsLease) keep(tick <-chan time.Time, stopTicker func()) {
+	defer close(l.done)
+	defer stopTicker()
+	for l.lost == nil {
+		select {
+		case <-l.stop:
+			return
+		case <-tick:
+			err := l.refresh()
+			if l.g.afterRefresh != nil {
+				l.g.afterRefresh(err)
+			}
+		}
+	}
+}
+
+// refresh rewrites the lease with a later expiry if the object still holds
+// this lease. A failure other than a lost lease is left to the next tick:
+// the lease outlives two missed refreshes.
+func (l *gcsLease) refresh() error {
+	ctx, cancel := context.WithTimeout(l.ctx, min(l.g.ttl/3, maxRefreshTimeout))
+	defer cancel()
+	gen, err := putIf(ctx, l.obj, storage.Conditions{GenerationMatch: l.gen}, l.g.leaseData(), "application/json")
+	switch {
+	case err == nil:
+		l.gen = gen
+		return nil
+	case errors.Is(err, errConditionNotMet):
+		l.lost = fmt.Errorf("%w: another process replaced or removed gs://%s/%s", errLeaseLost, l.obj.BucketName(), l.obj.ObjectName())
+		return l.lost
+	}
+	return fmt.Errorf("refresh lease of lock %q: %w", l.name, err)
+}
+
+// unlock stops the renewals and deletes the lock object if it is still
+// this lease's generation. Later calls return nil.
+func (l *gcsLease) unlock() error {
+	var err error
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		if l.lost != nil {
+			err = fmt.Errorf("unlock %q: %w", l.name, l.lost)
+			return
+		}
+		ctx, cancel := context.WithTimeout(l.ctx, unlockTimeout)
+		defer cancel()
+		// Naming the generation as well as requiring it to be live means
+		// that even a server ignoring the precondition deletes only this
+		// lease.
+		derr := l.obj.Generation(l.gen).If(storage.Conditions{GenerationMatch: l.gen}).Delete(ctx)
+		switch {
+		case derr == nil:
+		case preconditionFailed(derr) || errors.Is(derr, storage.ErrObjectNotExist):
+			err = fmt.Errorf("unlock %q: %w: another process replaced or removed gs://%s/%s", l.name, errLeaseLost, l.obj.BucketName(), l.obj.ObjectName())
+		default:
+			err = fmt.Errorf("unlock %q: %w", l.name, derr)
+		}
+	})
+	return err
+}

@@ -1,0 +1,567 @@
+package staging
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/storage"
+	"github.com/fsouza/fake-gcs-server/fakestorage"
+	"github.com/googleapis/gax-go/v2"
+	"google.golang.org/api/iterator"
+	"google.golang.org/api/option"
+)
+
+const testBucket = "bindsync-test"
+
+// fakeGCS is an in-process fake GCS server with a client whose requests
+// never leave the process and can be answered with a lost response.
+type fakeGCS struct {
+	server *fakestorage.Server
+	client *storage.Client
+	faults *faultTransport
+}
+
+func newFakeGCS(t *testing.T) *fakeGCS {
+	t.Helper()
+	// NoListener: the server opens no socket; its transport calls the
+	// handler directly.
+	server, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", NoListener: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(server.Stop)
+	server.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: testBucket})
+	faults := &faultTransport{next: server.HTTPClient().Transport}
+	client, err := storage.NewClient(context.Background(),
+		option.WithHTTPClient(&http.Client{Transport: faults}),
+		option.WithoutAuthentication())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.SetRetry(storage.WithBackoff(gax.Backoff{Initial: time.Millisecond, Max: 10 * time.Millisecond}))
+	t.Cleanup(func() { client.Close() })
+	return &fakeGCS{server: server, client: client, faults: faults}
+}
+
+// faultTransport passes requests to the fake server, unless their context
+// is done. While loseUploads is
+// positive, successful uploads are applied but answered 503, as when a
+// response is lost on the way back.
+type faultTransport struct {
+	next        http.RoundTripper
+	mu          sync.Mutex
+	loseUploads int
+	uploads     int
+}
+
+func (f *faultTransport) loseNextUploads(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.loseUploads = n
+}
+
+func (f *faultTransport) uploadCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.uploads
+}
+
+func (f *faultTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	// The fake's own transport calls the handler without looking at the
+	// request's context; a network would not get that far.
+	if err := req.Context().Err(); err != nil {
+		return nil, err
+	}
+	resp, err := f.next.RoundTrip(req)
+	if !strings.HasPrefix(req.URL.Path, "/upload/") {
+		return resp, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.uploads++
+	if err != nil || resp.StatusCode != http.StatusOK || f.loseUploads == 0 {
+		return resp, err
+	}
+	f.loseUploads--
+	resp.Body.Close()
+	return &http.Response{
+		StatusCode: http.StatusServiceUnavailable,
+		Status:     "503 Service Unavailable",
+		Header:     http.Header{"Content-Type": {"application/json"}},
+		Body:       io.NopCloser(strings.NewReader(`{"error":{"code":503,"message":"backend error"}}`)),
+		Request:    req,
+	}, nil
+}
+
+// testClock is a settable clock for lease expiry.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock {
+	return &testClock{now: time.Date(2025, 1, 2, 3, 0, 0, 0, time.UTC)}
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func (f *fakeGCS) store(t *testing.T, uri string, opts GCSOptions) *GCS {
+	t.Helper()
+	g, err := NewGCS(t.Context(), f.client, uri, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// objectNames lists every object of the test bucket, as GCS names them.
+func (f *fakeGCS) objectNames(t *testing.T) []string {
+	t.Helper()
+	var names []string
+	it := f.client.Bucket(testBucket).Objects(t.Context(), nil)
+	for {
+		attrs, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, attrs.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (f *fakeGCS) put(t *testing.T, name, content string) {
+	t.Helper()
+	w := f.client.Bucket(testBucket).Object(name).NewWriter(t.Context())
+	if _, err := io.WriteString(w, content); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fakeGCS) lease(t *testing.T, name string) leaseRecord {
+	t.Helper()
+	r, err := f.client.Bucket(testBucket).Object(name).NewReader(t.Context())
+	if err != nil {
+		t.Fatalf("read lock object %s: %v", name, err)
+	}
+	defer r.Close()
+	var rec leaseRecord
+	if err := json.NewDecoder(r).Decode(&rec); err != nil {
+		t.Fatalf("decode lock object %s: %v", name, err)
+	}
+	return rec
+}
+
+func TestGCSStore(t *testing.T) {
+	testStore(t, func(t *testing.T) Store {
+		return newFakeGCS(t).store(t, "gs://"+testBucket+"/staging/bindsync", GCSOptions{})
+	})
+}
+
+func TestGCSStoreWholeBucket(t *testing.T) {
+	testStore(t, func(t *testing.T) Store {
+		return newFakeGCS(t).store(t, "gs://"+testBucket, GCSOptions{})
+	})
+}
+
+func TestParseGCSURI(t *testing.T) {
+	tests := []struct {
+		uri, bucket, prefix string
+		wantErr             string
+	}{
+		{"gs://my-bucket/bindsync", "my-bucket", "bindsync", ""},
+		{"gs://my-bucket/a/b/", "my-bucket", "a/b", ""},
+		{"gs://my-bucket", "my-bucket", "", ""},
+		{"gs://my-bucket/", "my-bucket", "", ""},
+		{"gs://data.example.com/x", "data.example.com", "x", ""},
+		{"gs://b_1/x", "b_1", "x", ""},
+		{"s3://bucket/x", "", "", "must start with gs://"},
+		{"/var/lib/staging", "", "", "must start with gs://"},
+		{"gs://", "", "", `"" is not a valid bucket name`},
+		{"gs:///x", "", "", `"" is not a valid bucket name`},
+		{"gs://B/x", "", "", `"B" is not a valid bucket name`},
+		{"gs://ab/x", "", "", `"ab" is not a valid bucket name`},
+		{"gs://-bucket/x", "", "", "not a valid bucket name"},
+		{"gs://" + strings.Repeat("a", 64) + "/x", "", "", "not a valid bucket name"},
+		{"gs://a..b/x", "", "", "not a valid bucket name"},
+		{"gs://my-bucket/a//b", "", "", `prefix "a//b"`},
+		{"gs://my-bucket/../x", "", "", `prefix "../x"`},
+		{"gs://my-bucket/a/./b", "", "", `prefix "a/./b"`},
+		{"gs://my-bucket//", "", "", `prefix "/"`},
+		{"gs://my-bucket/.", "", "", `prefix "."`},
+	}
+	for _, tt := range tests {
+		bucket, prefix, err := ParseGCSURI(tt.uri)
+		if tt.wantErr != "" {
+			if !errors.Is(err, errBadURI) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ParseGCSURI(%q): err = %v, want errBadURI containing %q", tt.uri, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || bucket != tt.bucket || prefix != tt.prefix {
+			t.Errorf("ParseGCSURI(%q) = %q, %q, %v; want %q, %q", tt.uri, bucket, prefix, err, tt.bucket, tt.prefix)
+		}
+	}
+}
+
+func TestNewGCSErrors(t *testing.T) {
+	f := newFakeGCS(t)
+	tests := []struct {
+		name    string
+		client  *storage.Client
+		uri     string
+		opts    GCSOptions
+		wantErr string
+	}{
+		{"no client", nil, "gs://" + testBucket + "/x", GCSOptions{}, "no storage client"},
+		{"bad uri", f.client, "gs://Bad/x", GCSOptions{}, "not a valid bucket name"},
+		{"negative ttl", f.client, "gs://" + testBucket + "/x", GCSOptions{LockTTL: -time.Second}, "lock TTL must be at least 1s (got -1s)"},
+		{"tiny ttl", f.client, "gs://" + testBucket + "/x", GCSOptions{LockTTL: time.Millisecond}, "lock TTL must be at least 1s (got 1ms)"},
+		{"missing bucket", f.client, "gs://missing-bucket/x", GCSOptions{}, "gs://missing-bucket/x"},
+	}
+	for _, tt := range tests {
+		_, err := NewGCS(t.Context(), tt.client, tt.uri, tt.opts)
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("%s: err = %v, want one containing %q", tt.name, err, tt.wantErr)
+		}
+	}
+}
+
+func TestGCSURI(t *testing.T) {
+	f := newFakeGCS(t)
+	tests := []struct {
+		store, name, want string
+	}{
+		{"gs://" + testBucket + "/staging", "snap/part-00001.parquet", "gs://" + testBucket + "/staging/snap/part-00001.parquet"},
+		{"gs://" + testBucket + "/a/b/", "x", "gs://" + testBucket + "/a/b/x"},
+		{"gs://" + testBucket, "x", "gs://" + testBucket + "/x"},
+	}
+	for _, tt := range tests {
+		if got := f.store(t, tt.store, GCSOptions{}).URI(tt.name); got != tt.want {
+			t.Errorf("store %s: URI(%q) = %q, want %q", tt.store, tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestGCSObjectLayout checks the object names and types in the bucket and
+// that a store sees only its own prefix.
+func TestGCSObjectLayout(t *testing.T) {
+	ctx := t.Context()
+	f := newFakeGCS(t)
+	// Neighbours and names no Store method accepts.
+	for _, name := range []string{"stage", "stage-2/x", "stage/", "stage/a//b", "stage/.tmp-x", "other/y"} {
+		f.put(t, name, "foreign")
+	}
+	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})
+	writeObject(t, s, "snap/part-00001.parquet", "PAR1")
+	if err := s.PutIfAbsent(ctx, "snap/_log/000001.json", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := s.Lock(ctx, "snap/LOCK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+
+	want := []string{"other/y", "stage", "stage-2/x", "stage/", "stage/.locks/snap/LOCK", "stage/.tmp-x",
+		"stage/a//b", "stage/snap/_log/000001.json", "stage/snap/part-00001.parquet"}
+	if got := f.objectNames(t); !reflect.DeepEqual(got, want) {
+		t.Errorf("objects in the bucket =\n%q\nwant\n%q", got, want)
+	}
+	wantList := []string{"snap/_log/000001.json", "snap/part-00001.parquet"}
+	if got := listAll(t, s); !reflect.DeepEqual(got, wantList) {
+		t.Errorf("List = %q, want %q", got, wantList)
+	}
+	types := map[string]string{
+		"stage/snap/part-00001.parquet": "application/vnd.apache.parquet",
+		"stage/snap/_log/000001.json":   "application/json",
+		"stage/.locks/snap/LOCK":        "application/json",
+	}
+	for name, want := range types {
+		attrs, err := f.client.Bucket(testBucket).Object(name).Attrs(ctx)
+		if err != nil || attrs.ContentType != want {
+			t.Errorf("%s: content type %v, %v; want %q", name, attrs.ContentType, err, want)
+		}
+	}
+}
+
+func TestGCSOpenKeepsGeneration(t *testing.T) {
+	f := newFakeGCS(t)
+	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})
+	writeObject(t, s, "part", "first version")
+	obj, err := s.Open(t.Context(), "part")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Close()
+	writeObject(t, s, "part", "second version")
+	// The opened generation is gone: reading it must fail, not return
+	// bytes of the new version.
+	buf := make([]byte, 5)
+	if n, err := obj.ReadAt(buf, 0); !errors.Is(err, ErrNotExist) {
+		t.Errorf("ReadAt after replace = %q, %v; want ErrNotExist", buf[:n], err)
+	}
+	if err := obj.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obj.ReadAt(buf, 0); err == nil {
+		t.Error("ReadAt after Close succeeded")
+	}
+}
+
+// TestGCSPutIfAbsentLostResponse checks that a write retried after its
+// answer was lost is not mistaken for another writer's.
+func TestGCSPutIfAbsentLostResponse(t *testing.T) {
+	ctx := t.Context()
+	f := newFakeGCS(t)
+	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})
+	f.faults.loseNextUploads(1)
+	if err := s.PutIfAbsent(ctx, "log/000001.json", []byte("mine")); err != nil {
+		t.Fatalf("PutIfAbsent with a lost response: %v", err)
+	}
+	if got := f.faults.uploadCount(); got != 2 {
+		t.Fatalf("uploads = %d, want 2 (the lost one and its retry)", got)
+	}
+	if got, err := s.ReadAll(ctx, "log/000001.json"); err != nil || string(got) != "mine" {
+		t.Errorf("content = %q, %v; want %q", got, err, "mine")
+	}
+	// A real conflict is still one.
+	if err := s.PutIfAbsent(ctx, "log/000001.json", []byte("other")); !errors.Is(err, ErrExists) {
+		t.Errorf("PutIfAbsent over an existing object: err = %v, want ErrExists", err)
+	}
+}
+
+// TestGCSLockLease walks a lease through its life: held, refreshed,
+// expired, taken over, lost and released.
+func TestGCSLockLease(t *testing.T) {
+	ctx := t.Context()
+	f := newFakeGCS(t)
+	clock := newTestClock()
+	const ttl = 9 * time.Minute
+	const lockObject = "stage/.locks/snap/LOCK"
+	uri := "gs://" + testBucket + "/stage"
+	a := f.store(t, uri, GCSOptions{LockTTL: ttl, Owner: "host-a pid 1 run r1", Now: clock.Now})
+	b := f.store(t, uri, GCSOptions{LockTTL: ttl, Owner: "host-b pid 2 run r2", Now: clock.Now})
+	ticks := make(chan time.Time)
+	refreshed := make(chan error)
+	a.newTicker = func(d time.Duration) (<-chan time.Time, func()) {
+		if d != ttl/3 {
+			t.Errorf("refresh interval %s, want %s", d, ttl/3)
+		}
+		return ticks, func() {}
+	}
+	a.afterRefresh = func(err error) { refreshed <- err }
+	refresh := func() error {
+		ticks <- clock.Now()
+		return <-refreshed
+	}
+
+	unlockA, err := a.Lock(ctx, "snap/LOCK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := clock.Now()
+	if got, want := f.lease(t, lockObject), (leaseRecord{"host-a pid 1 run r1", start.Add(ttl)}); !got.Expires.Equal(want.Expires) || got.Owner != want.Owner {
+		t.Errorf("lease = %+v, want %+v", got, want)
+	}
+
+	_, err = b.Lock(ctx, "snap/LOCK")
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("Lock by b: err = %v, want ErrLocked", err)
+	}
+	for _, want := range []string{"host-a pid 1 run r1", "2025-01-02T03:09:00Z"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("ErrLocked message %q does not name %q", err, want)
+		}
+	}
+
+	// a renews at two thirds of the TTL; b still cannot lock after the
+	// first expiry.
+	clock.Advance(6 * time.Minute)
+	if err := refresh(); err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	if got := f.lease(t, lockObject).Expires; !got.Equal(start.Add(6*time.Minute + ttl)) {
+		t.Errorf("lease expires %s after refresh, want %s", got, start.Add(6*time.Minute+ttl))
+	}
+	clock.Advance(4 * time.Minute)
+	if _, err := b.Lock(ctx, "snap/LOCK"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("Lock by b after the first expiry: err = %v, want ErrLocked", err)
+	}
+
+	// a stops renewing (say it hangs); once the lease expires b takes over.
+	clock.Advance(6 * time.Minute)
+	unlockB, err := b.Lock(ctx, "snap/LOCK")
+	if err != nil {
+		t.Fatalf("Lock by b after expiry: %v", err)
+	}
+	if got := f.lease(t, lockObject).Owner; got != "host-b pid 2 run r2" {
+		t.Errorf("lease owner after takeover = %q", got)
+	}
+
+	// a's next refresh finds the lease lost; its unlock says so and leaves
+	// b's lease alone.
+	if err := refresh(); !errors.Is(err, errLeaseLost) {
+		t.Errorf("refresh after takeover: err = %v, want errLeaseLost", err)
+	}
+	if err := unlockA(); !errors.Is(err, errLeaseLost) {
+		t.Errorf("unlock by a: err = %v, want errLeaseLost", err)
+	}
+	if got := f.lease(t, lockObject).Owner; got != "host-b pid 2 run r2" {
+		t.Errorf("lease owner after a's unlock = %q, want b", got)
+	}
+	if _, err := a.Lock(ctx, "snap/LOCK"); !errors.Is(err, ErrLocked) {
+		t.Errorf("Lock by a while b holds it: err = %v, want ErrLocked", err)
+	}
+
+	if err := unlockB(); err != nil {
+		t.Fatalf("unlock by b: %v", err)
+	}
+	if got := f.objectNames(t); len(got) != 0 {
+		t.Errorf("objects after unlock = %v, want none", got)
+	}
+}
+
+// TestGCSUnlockAfterTakeover checks that a holder whose lease was taken
+// over before any refresh noticed it does not delete the new holder's lock.
+func TestGCSUnlockAfterTakeover(t *testing.T) {
+	ctx := t.Context()
+	f := newFakeGCS(t)
+	clock := newTestClock()
+	uri := "gs://" + testBucket + "/stage"
+	a := f.store(t, uri, GCSOptions{LockTTL: time.Minute, Owner: "a", Now: clock.Now})
+	b := f.store(t, uri, GCSOptions{LockTTL: time.Minute, Owner: "b", Now: clock.Now})
+	a.newTicker = func(time.Duration) (<-chan time.Time, func()) { return nil, func() {} }
+	unlockA, err := a.Lock(ctx, "run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	unlockB, err := b.Lock(ctx, "run")
+	if err != nil {
+		t.Fatalf("takeover of an expired lease: %v", err)
+	}
+	if err := unlockA(); !errors.Is(err, errLeaseLost) {
+		t.Errorf("unlock by a: err = %v, want errLeaseLost", err)
+	}
+	if got := f.lease(t, "stage/.locks/run").Owner; got != "b" {
+		t.Errorf("lease owner after a's unlock = %q, want b", got)
+	}
+	if err := unlockB(); err != nil {
+		t.Errorf("unlock by b: %v", err)
+	}
+}
+
+// TestGCSLockTakeoverRace has many processes find the same expired lease:
+// exactly one may take it over.
+func TestGCSLockTakeoverRace(t *testing.T) {
+	ctx := t.Context()
+	f := newFakeGCS(t)
+	clock := newTestClock()
+	f.put(t, "stage/.locks/run", `{"owner":"crashed","expires":"2025-01-02T02:59:00Z"}`)
+	const n = 8
+	stores := make([]*GCS, n)
+	for i := range stores {
+		stores[i] = f.store(t, "gs://"+testBucket+"/stage", GCSOptions{Owner: string(rune('a' + i)), Now: clock.Now})
+	}
+	unlocks := make([]func() error, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { unlocks[i], errs[i] = stores[i].Lock(ctx, "run") })
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("stores %d and %d both took the lock over", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, ErrLocked):
+			t.Errorf("store %d: err = %v, want ErrLocked", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("nobody took over the expired lock")
+	}
+	if got, want := f.lease(t, "stage/.locks/run").Owner, string(rune('a'+winner)); got != want {
+		t.Errorf("lease owner = %q, want the winner %q", got, want)
+	}
+	if err := unlocks[winner](); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGCSLockUnreadableLease(t *testing.T) {
+	f := newFakeGCS(t)
+	f.put(t, "stage/.locks/run", "not json")
+	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})
+	_, err := s.Lock(t.Context(), "run")
+	if err == nil || errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "unreadable lease in gs://"+testBucket+"/stage/.locks/run") {
+		t.Errorf("Lock over garbage: err = %v, want an unreadable lease error", err)
+	}
+}
+
+// TestGCSLockLostResponse checks that a lock whose creation was applied
+// but answered with an error is still taken, not reported as held.
+func TestGCSLockLostResponse(t *testing.T) {
+	f := newFakeGCS(t)
+	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{Owner: "me"})
+	f.faults.loseNextUploads(1)
+	unlock, err := s.Lock(t.Context(), "run")
+	if err != nil {
+		t.Fatalf("Lock with a lost response: %v", err)
+	}
+	if err := unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.objectNames(t); len(got) != 0 {
+		t.Errorf("objects after unlock = %v, want none", got)
+	}
+}
+
+// TestGCSUnlockAfterCancel checks that a lock taken in a context that was
+// cancelled since, as on SIGTERM, is still released.
+func TestGCSUnlockAfterCancel(t *testing.T) {
+	f := newFakeGCS(t)
+	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})
+	ctx, cancel := context.WithCancel(t.Context())
+	unlock, err := s.Lock(ctx, "run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := unlock(); err != nil {
+		t.Fatalf("unlock after cancel: %v", err)
+	}
+	if got := f.objectNames(t); len(got) != 0 {
+		t.Errorf("objects after unlock = %v, want none", got)
+	}
+}

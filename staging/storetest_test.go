@@ -1,0 +1,566 @@
+package staging
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestDirStore runs the shared Store suite on a local directory.
+func TestDirStore(t *testing.T) {
+	testStore(t, func(t *testing.T) Store { return newTestDir(t) })
+}
+
+// testStore checks the Store contract on fresh, empty stores made by
+// newStore, so that every implementation behaves the same.
+func testStore(t *testing.T, newStore func(t *testing.T) Store) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, s Store)
+	}{
+		{"create and read back", storeCreateReadBack},
+		{"read at offsets", storeReadAt},
+		{"large object", storeLargeObject},
+		{"not visible until close", storeNotVisibleUntilClose},
+		{"writer after close", storeWriterAfterClose},
+		{"put if absent", storePutIfAbsent},
+		{"put if absent concurrent", storePutIfAbsentConcurrent},
+		{"not exist", storeNotExist},
+		{"delete", storeDelete},
+		{"list", storeList},
+		{"bad names", storeBadNames},
+		{"canceled context", storeCanceledContext},
+		{"lock", storeLock},
+		{"lock concurrent", storeLockConcurrent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.run(t, newStore(t)) })
+	}
+}
+
+// writeObject stores content under name through Create.
+func writeObject(t *testing.T, s Store, name, content string) {
+	t.Helper()
+	w, err := s.Create(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, content); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readObject returns the whole content of name through Open and ReadAt.
+func readObject(t *testing.T, s Store, name string) string {
+	t.Helper()
+	obj, err := s.Open(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Close()
+	buf := make([]byte, obj.Size())
+	n, err := obj.ReadAt(buf, 0)
+	if err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	return string(buf[:n])
+}
+
+func listAll(t *testing.T, s Store) []string {
+	t.Helper()
+	names, err := s.List(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func storeCreateReadBack(t *testing.T, s Store) {
+	ctx := t.Context()
+	tests := []struct {
+		name, content string
+	}{
+		{"a", "first"},
+		{"snap/2025-01-02/part-00001.parquet", "PAR1...PAR1"},
+		{"a", "replaced"}, // Create replaces an existing object.
+		{"empty", ""},
+		{"log/000001.json", `{"seq":1}`},
+	}
+	for _, tt := range tests {
+		writeObject(t, s, tt.name, tt.content)
+		got, err := s.ReadAll(ctx, tt.name)
+		if err != nil || string(got) != tt.content {
+			t.Errorf("ReadAll(%q) = %q, %v; want %q", tt.name, got, err, tt.content)
+		}
+		if got := readObject(t, s, tt.name); got != tt.content {
+			t.Errorf("Open(%q) and ReadAt = %q, want %q", tt.name, got, tt.content)
+		}
+	}
+	want := []string{"a", "empty", "log/000001.json", "snap/2025-01-02/part-00001.parquet"}
+	if got := listAll(t, s); !reflect.DeepEqual(got, want) {
+		t.Errorf("List = %v, want %v", got, want)
+	}
+}
+
+func storeReadAt(t *testing.T, s Store) {
+	content := strings.Repeat("0123456789", 10)
+	writeObject(t, s, "obj", content)
+	obj, err := s.Open(t.Context(), "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Close()
+	if obj.Size() != 100 {
+		t.Errorf("Size = %d, want 100", obj.Size())
+	}
+	tests := []struct {
+		off     int64
+		len     int
+		want    string
+		wantEOF bool
+	}{
+		{0, 10, "0123456789", false},
+		{3, 4, "3456", false},
+		{95, 5, "56789", false},
+		{90, 10, "0123456789", false},
+		{95, 10, "56789", true}, // short read at the end
+		{99, 1, "9", false},
+		{100, 1, "", true},
+		{150, 4, "", true},
+		{50, 0, "", false},
+		{0, 100, content, false},
+	}
+	for _, tt := range tests {
+		buf := make([]byte, tt.len)
+		n, err := obj.ReadAt(buf, tt.off)
+		if got := string(buf[:n]); got != tt.want || (err == io.EOF) != tt.wantEOF || (err != nil && err != io.EOF) {
+			t.Errorf("ReadAt(len %d, off %d) = %q, %v; want %q, EOF %v", tt.len, tt.off, got, err, tt.want, tt.wantEOF)
+		}
+	}
+	if _, err := obj.ReadAt(make([]byte, 1), -1); err == nil {
+		t.Error("ReadAt at a negative offset succeeded")
+	}
+
+	// Parquet readers read columns in parallel.
+	var wg sync.WaitGroup
+	errs := make([]error, 10)
+	for i := range 10 {
+		wg.Go(func() {
+			buf := make([]byte, 10)
+			_, err := obj.ReadAt(buf, int64(i*10))
+			if err == nil && string(buf) != "0123456789" {
+				err = fmt.Errorf("got %q", buf)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("concurrent ReadAt at %d: %v", i*10, err)
+		}
+	}
+}
+
+// storeLargeObject writes more than one upload chunk of the GCS store, so
+// that its multi-request upload is exercised, and reads across the chunk
+// boundary.
+func storeLargeObject(t *testing.T, s Store) {
+	ctx := t.Context()
+	const size = gcsChunkSize + 512<<10
+	content := make([]byte, size)
+	for i := range content {
+		content[i] = byte(i % 251)
+	}
+	write := func(name string) Writer {
+		w, err := s.Create(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rest := content; len(rest) > 0; {
+			n := min(len(rest), 1<<20)
+			if _, err := w.Write(rest[:n]); err != nil {
+				t.Fatal(err)
+			}
+			rest = rest[n:]
+		}
+		return w
+	}
+	write("aborted").Abort()
+	if err := write("big").Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listAll(t, s); !reflect.DeepEqual(got, []string{"big"}) {
+		t.Errorf("List = %v, want [big] (no aborted object)", got)
+	}
+	obj, err := s.Open(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Close()
+	if obj.Size() != size {
+		t.Fatalf("Size = %d, want %d", obj.Size(), size)
+	}
+	for _, off := range []int64{0, gcsChunkSize - 1000, size - 500} {
+		buf := make([]byte, 2000)
+		n, err := obj.ReadAt(buf, off)
+		want := content[off:min(off+2000, size)]
+		if !bytes.Equal(buf[:n], want) || (err != nil && err != io.EOF) {
+			t.Errorf("ReadAt(off %d): %d bytes, %v; content differs: %v", off, n, err, !bytes.Equal(buf[:n], want))
+		}
+	}
+	got, err := s.ReadAll(ctx, "big")
+	if err != nil || !bytes.Equal(got, content) {
+		t.Errorf("ReadAll: %d bytes, %v; want the %d bytes written", len(got), err, size)
+	}
+}
+
+func storeNotVisibleUntilClose(t *testing.T, s Store) {
+	ctx := t.Context()
+	tests := []struct {
+		name     string
+		data     string
+		finish   func(t *testing.T, w Writer)
+		wantList []string
+	}{
+		{"aborted", "data", func(t *testing.T, w Writer) { w.Abort() }, nil},
+		{"aborted before writing", "", func(t *testing.T, w Writer) { w.Abort() }, nil},
+		{"never closed", "data", func(t *testing.T, w Writer) {}, nil},
+		{"abort after close is a no-op", "data", func(t *testing.T, w Writer) {
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			w.Abort()
+		}, []string{"dir/abort after close is a no-op"}},
+	}
+	for _, tt := range tests {
+		name := "dir/" + tt.name
+		w, err := s.Create(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(w, tt.data); err != nil {
+			t.Fatal(err)
+		}
+		if names := listAll(t, s); len(names) != 0 {
+			t.Errorf("%s: List before Close = %v, want nothing", tt.name, names)
+		}
+		if _, err := s.Open(ctx, name); !errors.Is(err, ErrNotExist) {
+			t.Errorf("%s: Open before Close: err = %v, want ErrNotExist", tt.name, err)
+		}
+		tt.finish(t, w)
+		if got := listAll(t, s); !reflect.DeepEqual(got, tt.wantList) {
+			t.Errorf("%s: List = %v, want %v", tt.name, got, tt.wantList)
+		}
+		if tt.wantList != nil {
+			if err := s.Delete(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func storeWriterAfterClose(t *testing.T, s Store) {
+	w, err := s.Create(t.Context(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("late")); err == nil {
+		t.Error("Write after Close succeeded")
+	}
+	if err := w.Close(); err == nil {
+		t.Error("second Close succeeded")
+	}
+	if got, err := s.ReadAll(t.Context(), "x"); err != nil || len(got) != 0 {
+		t.Errorf("ReadAll = %q, %v; want an empty object", got, err)
+	}
+}
+
+func storePutIfAbsent(t *testing.T, s Store) {
+	ctx := t.Context()
+	if err := s.PutIfAbsent(ctx, "log/000001.json", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	err := s.PutIfAbsent(ctx, "log/000001.json", []byte("other"))
+	if !errors.Is(err, ErrExists) {
+		t.Fatalf("second PutIfAbsent: err = %v, want ErrExists", err)
+	}
+	got, err := s.ReadAll(ctx, "log/000001.json")
+	if err != nil || string(got) != "one" {
+		t.Errorf("content = %q, %v; want the first write", got, err)
+	}
+	// An object made by Create is taken as well.
+	writeObject(t, s, "created", "c")
+	if err := s.PutIfAbsent(ctx, "created", []byte("p")); !errors.Is(err, ErrExists) {
+		t.Errorf("PutIfAbsent over a created object: err = %v, want ErrExists", err)
+	}
+	if err := s.PutIfAbsent(ctx, "log/000002.json", nil); err != nil {
+		t.Errorf("PutIfAbsent of empty data: %v", err)
+	}
+	want := []string{"created", "log/000001.json", "log/000002.json"}
+	if got := listAll(t, s); !reflect.DeepEqual(got, want) {
+		t.Errorf("List = %v, want %v", got, want)
+	}
+}
+
+func storePutIfAbsentConcurrent(t *testing.T, s Store) {
+	ctx := t.Context()
+	const n = 16
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = s.PutIfAbsent(ctx, "commit", fmt.Appendf(nil, "writer %d", i))
+		})
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("writers %d and %d both won", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, ErrExists):
+			t.Errorf("writer %d: err = %v, want ErrExists", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no writer won")
+	}
+	got, err := s.ReadAll(ctx, "commit")
+	if want := fmt.Sprintf("writer %d", winner); err != nil || string(got) != want {
+		t.Errorf("content = %q, %v; want %q", got, err, want)
+	}
+}
+
+func storeNotExist(t *testing.T, s Store) {
+	ctx := t.Context()
+	writeObject(t, s, "dir/obj", "x")
+	for _, name := range []string{"missing", "dir/missing", "dir", "nodir/x", "dir/ob"} {
+		if _, err := s.Open(ctx, name); !errors.Is(err, ErrNotExist) {
+			t.Errorf("Open(%q): err = %v, want ErrNotExist", name, err)
+		}
+		if _, err := s.ReadAll(ctx, name); !errors.Is(err, ErrNotExist) {
+			t.Errorf("ReadAll(%q): err = %v, want ErrNotExist", name, err)
+		}
+		if err := s.Delete(ctx, name); !errors.Is(err, ErrNotExist) {
+			t.Errorf("Delete(%q): err = %v, want ErrNotExist", name, err)
+		}
+	}
+	if got := listAll(t, s); !reflect.DeepEqual(got, []string{"dir/obj"}) {
+		t.Errorf("List = %v, want [dir/obj]", got)
+	}
+}
+
+func storeDelete(t *testing.T, s Store) {
+	ctx := t.Context()
+	writeObject(t, s, "a/b", "x")
+	writeObject(t, s, "a/c", "y")
+	if err := s.Delete(ctx, "a/b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Open(ctx, "a/b"); !errors.Is(err, ErrNotExist) {
+		t.Errorf("Open after Delete: err = %v, want ErrNotExist", err)
+	}
+	if err := s.Delete(ctx, "a/b"); !errors.Is(err, ErrNotExist) {
+		t.Errorf("second Delete: err = %v, want ErrNotExist", err)
+	}
+	names, err := s.List(ctx, "a/")
+	if err != nil || !reflect.DeepEqual(names, []string{"a/c"}) {
+		t.Errorf("List = %v, %v; want [a/c]", names, err)
+	}
+	// A deleted name can be written again, even with PutIfAbsent.
+	if err := s.PutIfAbsent(ctx, "a/b", []byte("again")); err != nil {
+		t.Errorf("PutIfAbsent after Delete: %v", err)
+	}
+}
+
+func storeList(t *testing.T, s Store) {
+	ctx := t.Context()
+	for _, name := range []string{
+		"snap/2025-01-02/part-00010", "snap/2025-01-02/part-00002", "snap/2025-01-02/manifest",
+		"snap/2025-01-03/part-00001", "snap.x", "snapshot", "other/f",
+	} {
+		writeObject(t, s, name, name)
+	}
+	// Unfinished objects and locks must never be listed.
+	w, err := s.Create(ctx, "snap/2025-01-02/part-00003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, "unfinished"); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	unlock, err := s.Lock(ctx, "snap/2025-01-02/lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+
+	tests := []struct {
+		prefix string
+		want   []string
+	}{
+		{"", []string{"other/f", "snap.x", "snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
+			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001", "snapshot"}},
+		{"snap/", []string{"snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
+			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001"}},
+		{"snap/2025-01-02/part-", []string{"snap/2025-01-02/part-00002", "snap/2025-01-02/part-00010"}},
+		{"snap/2025-01", []string{"snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
+			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001"}},
+		{"snap", []string{"snap.x", "snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
+			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001", "snapshot"}},
+		{"snap/2025-01-02/manifest", []string{"snap/2025-01-02/manifest"}},
+		{"missing/dir/x", nil},
+		{"snap/2025-01-04/", nil},
+		{"zzz", nil},
+	}
+	for _, tt := range tests {
+		got, err := s.List(ctx, tt.prefix)
+		if err != nil {
+			t.Errorf("List(%q): %v", tt.prefix, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("List(%q) =\n%#v\nwant\n%#v", tt.prefix, got, tt.want)
+		}
+	}
+}
+
+func storeBadNames(t *testing.T, s Store) {
+	ctx := t.Context()
+	for _, name := range []string{"", ".", "..", "../x", "a/../../x", "/etc/passwd", "a//b", "a/", "./a", ".hidden", "a/.tmp-x", ".locks/x"} {
+		if _, err := s.Create(ctx, name); !errors.Is(err, errBadName) {
+			t.Errorf("Create(%q): err = %v, want errBadName", name, err)
+		}
+		if err := s.PutIfAbsent(ctx, name, nil); !errors.Is(err, errBadName) {
+			t.Errorf("PutIfAbsent(%q): err = %v, want errBadName", name, err)
+		}
+		if _, err := s.Open(ctx, name); !errors.Is(err, errBadName) {
+			t.Errorf("Open(%q): err = %v, want errBadName", name, err)
+		}
+		if _, err := s.ReadAll(ctx, name); !errors.Is(err, errBadName) {
+			t.Errorf("ReadAll(%q): err = %v, want errBadName", name, err)
+		}
+		if err := s.Delete(ctx, name); !errors.Is(err, errBadName) {
+			t.Errorf("Delete(%q): err = %v, want errBadName", name, err)
+		}
+		if _, err := s.Lock(ctx, name); !errors.Is(err, errBadName) {
+			t.Errorf("Lock(%q): err = %v, want errBadName", name, err)
+		}
+	}
+	for _, prefix := range []string{"../", "../../etc/pa", "/etc/", "a/../../", "a//"} {
+		if _, err := s.List(ctx, prefix); !errors.Is(err, errBadName) {
+			t.Errorf("List(%q): err = %v, want errBadName", prefix, err)
+		}
+	}
+	if got := listAll(t, s); len(got) != 0 {
+		t.Errorf("List = %v, want nothing", got)
+	}
+}
+
+func storeCanceledContext(t *testing.T, s Store) {
+	writeObject(t, s, "x", "x")
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"Create", func() error { _, err := s.Create(ctx, "y"); return err }},
+		{"PutIfAbsent", func() error { return s.PutIfAbsent(ctx, "y", nil) }},
+		{"Open", func() error { _, err := s.Open(ctx, "x"); return err }},
+		{"ReadAll", func() error { _, err := s.ReadAll(ctx, "x"); return err }},
+		{"List", func() error { _, err := s.List(ctx, ""); return err }},
+		{"Delete", func() error { return s.Delete(ctx, "x") }},
+		{"Lock", func() error { _, err := s.Lock(ctx, "x"); return err }},
+	}
+	for _, c := range calls {
+		if err := c.call(); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s: err = %v, want context.Canceled", c.name, err)
+		}
+	}
+	if got := listAll(t, s); !reflect.DeepEqual(got, []string{"x"}) {
+		t.Errorf("List = %v, want [x] (nothing changed)", got)
+	}
+}
+
+func storeLock(t *testing.T, s Store) {
+	ctx := t.Context()
+	unlock, err := s.Lock(ctx, "snap/lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Held even against the same process.
+	if _, err := s.Lock(ctx, "snap/lock"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Lock: err = %v, want ErrLocked", err)
+	}
+	other, err := s.Lock(ctx, "snap/other")
+	if err != nil {
+		t.Fatalf("Lock of another name: %v", err)
+	}
+	if err := other(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unlock(); err != nil {
+		t.Errorf("second unlock: %v", err)
+	}
+	again, err := s.Lock(ctx, "snap/lock")
+	if err != nil {
+		t.Fatalf("Lock after unlock: %v", err)
+	}
+	if err := again(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listAll(t, s); len(got) != 0 {
+		t.Errorf("List = %v, want no lock objects", got)
+	}
+}
+
+func storeLockConcurrent(t *testing.T, s Store) {
+	ctx := t.Context()
+	const n = 8
+	unlocks := make([]func() error, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { unlocks[i], errs[i] = s.Lock(ctx, "run") })
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("lockers %d and %d both won", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, ErrLocked):
+			t.Errorf("locker %d: err = %v, want ErrLocked", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no locker won")
+	}
+	if err := unlocks[winner](); err != nil {
+		t.Fatal(err)
+	}
+}

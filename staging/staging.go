@@ -1,7 +1,7 @@
 // Package staging is the durable scratch space of a snapshot: Parquet part
 // files and the checkpoint log live here until the snapshot is published.
 // A Store is a flat namespace of objects addressed by slash-separated names,
-// implemented by a local directory (Dir) and, later, a GCS bucket prefix.
+// implemented by a local directory (Dir) and by a GCS bucket prefix (GCS).
 package staging
 
 import (

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -8,6 +9,8 @@ import (
 // Stats are the live counters of a run, safe to read from other goroutines
 // (progress display, metrics) while the run goes on.
 type Stats struct {
+	// Start is when the run began. The run sets it under the lock that
+	// Snapshot takes, so read it through Snapshot while a run may start.
 	Start time.Time
 
 	Services     atomic.Int64
@@ -21,9 +24,55 @@ type Stats struct {
 	Pages        atomic.Int64
 	Parts        atomic.Int64
 	Retries      atomic.Int64
+
+	// bySID finds a service's counters without a lock on the hot path;
+	// mu guards Start and order, which keeps services in the order they
+	// were first named (the configuration's order).
+	bySID sync.Map // string → *ServiceStats
+	mu    sync.Mutex
+	order []*ServiceStats
 }
 
-// Snapshot is a plain copy of the counters at one moment.
+// ServiceStats are the live counters of one service of a run, for
+// displays that show users done/total per service.
+type ServiceStats struct {
+	SID           string
+	UsersTotal    atomic.Int64 // users known so far
+	UsersFinished atomic.Int64 // done now or before, gone, or failed
+	Bindings      atomic.Int64 // rows read in this run
+	Listing       atomic.Bool  // users are still being listed
+}
+
+// Service returns the counters of service sid, creating them on first use.
+// It is safe for concurrent use and cheap once the service exists.
+func (s *Stats) Service(sid string) *ServiceStats {
+	if v, ok := s.bySID.Load(sid); ok {
+		return v.(*ServiceStats)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, loaded := s.bySID.LoadOrStore(sid, &ServiceStats{SID: sid})
+	ss := v.(*ServiceStats)
+	if !loaded {
+		s.order = append(s.order, ss)
+	}
+	return ss
+}
+
+// begin marks the start of a run over services: it sets Start and the
+// service count, and registers every service so that displays list them
+// all, in the configured order, before their first user is seen.
+func (s *Stats) begin(now time.Time, services []Service) {
+	s.mu.Lock()
+	s.Start = now
+	s.mu.Unlock()
+	s.Services.Store(int64(len(services)))
+	for _, svc := range services {
+		s.Service(svc.SID)
+	}
+}
+
+// StatsSnapshot is a plain copy of the counters at one moment.
 type StatsSnapshot struct {
 	Elapsed      time.Duration
 	Services     int64
@@ -37,12 +86,40 @@ type StatsSnapshot struct {
 	Pages        int64
 	Parts        int64
 	Retries      int64
+	// PerService holds every service's counters, in the configured order.
+	PerService []ServiceSnapshot
+}
+
+// ServiceSnapshot is a plain copy of one service's counters.
+type ServiceSnapshot struct {
+	SID           string
+	UsersTotal    int64
+	UsersFinished int64
+	Bindings      int64
+	Listing       bool
 }
 
 // Snapshot copies the counters.
 func (s *Stats) Snapshot() StatsSnapshot {
+	s.mu.Lock()
+	start := s.Start
+	per := make([]ServiceSnapshot, len(s.order))
+	for i, ss := range s.order {
+		per[i] = ServiceSnapshot{
+			SID:           ss.SID,
+			UsersTotal:    ss.UsersTotal.Load(),
+			UsersFinished: ss.UsersFinished.Load(),
+			Bindings:      ss.Bindings.Load(),
+			Listing:       ss.Listing.Load(),
+		}
+	}
+	s.mu.Unlock()
+	var elapsed time.Duration
+	if !start.IsZero() {
+		elapsed = time.Since(start)
+	}
 	return StatsSnapshot{
-		Elapsed:      time.Since(s.Start),
+		Elapsed:      elapsed,
 		Services:     s.Services.Load(),
 		UsersTotal:   s.UsersTotal.Load(),
 		UsersDone:    s.UsersDone.Load(),
@@ -54,6 +131,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Pages:        s.Pages.Load(),
 		Parts:        s.Parts.Load(),
 		Retries:      s.Retries.Load(),
+		PerService:   per,
 	}
 }
 

@@ -196,8 +196,7 @@ func newRunID(now time.Time) string {
 
 func (r *run) run(ctx context.Context) (*Result, error) {
 	r.start = r.opts.Now().UTC()
-	r.stats.Start = time.Now()
-	r.stats.Services.Store(int64(len(r.opts.Services)))
+	r.stats.begin(time.Now(), r.opts.Services)
 	st := r.cp.State()
 	resumed := len(st.Runs) > 0
 	r.resume = make(map[checkpoint.UserRef]checkpoint.InFlight, len(st.InFlight))
@@ -411,9 +410,12 @@ func (r *run) enumerate(ctx context.Context, jobs chan<- job, seen map[checkpoin
 		if _, ok := seen[u]; ok {
 			seen[u] = true
 		}
+		ss := r.stats.Service(svc.SID)
 		r.stats.UsersTotal.Add(1)
+		ss.UsersTotal.Add(1)
 		if done(u) {
 			r.stats.UsersSkipped.Add(1)
+			ss.UsersFinished.Add(1)
 			return nil
 		}
 		select {
@@ -434,16 +436,19 @@ func (r *run) enumerate(ctx context.Context, jobs chan<- job, seen map[checkpoin
 			continue
 		}
 		r.stats.Listing.Add(1)
+		r.stats.Service(svc.SID).Listing.Store(true)
 		next := ""
 		for {
 			page, err := r.src.ListUsers(ctx, twilio.UsersQuery{ServiceSID: svc.SID, PageSize: r.opts.PageSize, Next: next})
 			if err != nil {
 				r.stats.Listing.Add(-1)
+				r.stats.Service(svc.SID).Listing.Store(false)
 				return fmt.Errorf("list users of service %s: %w", svc.SID, err)
 			}
 			for _, u := range page.Users {
 				if err := emit(svc, u.SID); err != nil {
 					r.stats.Listing.Add(-1)
+					r.stats.Service(svc.SID).Listing.Store(false)
 					return err
 				}
 			}
@@ -453,6 +458,7 @@ func (r *run) enumerate(ctx context.Context, jobs chan<- job, seen map[checkpoin
 			next = page.Next
 		}
 		r.stats.Listing.Add(-1)
+		r.stats.Service(svc.SID).Listing.Store(false)
 	}
 	return nil
 }
@@ -469,6 +475,7 @@ func (r *run) readUser(ctx context.Context, w *writer, j job) error {
 		resumed = true
 		log.Debug("resuming user", zap.String("page", f.Next), zap.Int64("bindings_before", f.Bindings))
 	}
+	ss := r.stats.Service(j.svc.SID)
 	first := true
 	for {
 		page, err := r.src.ListBindings(ctx, q)
@@ -481,6 +488,7 @@ func (r *run) readUser(ctx context.Context, w *writer, j job) error {
 		case errors.Is(err, twilio.ErrNotFound):
 			log.Info("user not found; it was deleted", zap.Error(err))
 			w.send(event{kind: evGone, user: j.user})
+			ss.UsersFinished.Add(1)
 			return nil
 		case first && resumed && errors.Is(err, twilio.ErrPageTokenRejected):
 			log.Warn("saved page token rejected; reading the user again from the first page", zap.Error(err))
@@ -492,13 +500,16 @@ func (r *run) readUser(ctx context.Context, w *writer, j job) error {
 		default:
 			log.Error("user failed", zap.Error(err))
 			w.send(event{kind: evFailed, user: j.user, reason: err.Error()})
+			ss.UsersFinished.Add(1)
 			return nil
 		}
 		first = false
 		r.stats.Pages.Add(1)
 		r.stats.Bindings.Add(int64(len(page.Bindings)))
+		ss.Bindings.Add(int64(len(page.Bindings)))
 		w.send(event{kind: evPage, user: j.user, bindings: page.Bindings, next: page.Next})
 		if page.Next == "" {
+			ss.UsersFinished.Add(1)
 			return nil
 		}
 		q.Next = page.Next

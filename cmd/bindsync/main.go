@@ -6,6 +6,7 @@
 //
 //	bindsync run --config FILE [--snapshot-date YYYY-MM-DD] [--force]
 //	bindsync validate --config FILE
+//	bindsync status --config FILE [--snapshot-date YYYY-MM-DD] [--json]
 //	bindsync demo [--dir DIR]
 //
 // Exit codes: 0 done, 1 the run failed (run it again to resume), 2 bad
@@ -75,6 +76,7 @@ const usageText = `bindsync copies Twilio Chat v2 user bindings into a warehouse
 Usage:
   bindsync run      --config FILE [--snapshot-date YYYY-MM-DD] [--force]
   bindsync validate --config FILE
+  bindsync status   --config FILE [--snapshot-date YYYY-MM-DD] [--json]
   bindsync demo     [--dir DIR]
   bindsync version
 
@@ -95,6 +97,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdValidate(rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, rest, stdout, stderr)
+	case "status":
+		return cmdStatus(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "bindsync %s\n", version)
 		return nil

@@ -1,0 +1,416 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bindsync/bindsync/checkpoint"
+	"github.com/bindsync/bindsync/staging"
+)
+
+// States of a snapshot, as `status --json` names them.
+const (
+	stateNoCheckpoint = "no_checkpoint"
+	stateInProgress   = "in_progress"
+	stateFailed       = "failed"
+	stateComplete     = "complete"
+	statePublished    = "published"
+)
+
+// stateTexts are the states as the table names them.
+var stateTexts = map[string]string{
+	stateNoCheckpoint: "no checkpoint",
+	stateInProgress:   "in progress / interrupted",
+	stateFailed:       "failed",
+	stateComplete:     "complete, not yet published",
+	statePublished:    "published",
+}
+
+// failedShown bounds the failed users listed in the table; --json lists all.
+const failedShown = 20
+
+// statusReport is what `bindsync status --json` prints. Field names are a
+// contract with scripts and dashboards: add fields, never rename them.
+// Every list is present (empty rather than null).
+type statusReport struct {
+	Snapshot string `json:"snapshot"`
+	// Location is where the snapshot lives in staging.
+	Location string `json:"location"`
+	// Snapshots are the dates that have a checkpoint in staging, oldest first.
+	Snapshots []string `json:"snapshots"`
+	State     string   `json:"state"`
+	StateText string   `json:"state_text"`
+
+	// UsersDone counts users finished over every run; UsersTotal is the
+	// number of users the newest ended run knew of (0: no run ended yet).
+	UsersDone     int64 `json:"users_done"`
+	UsersTotal    int64 `json:"users_total"`
+	UsersInFlight int   `json:"users_in_flight"`
+	UsersGone     int   `json:"users_gone"`
+	UsersFailed   int   `json:"users_failed"`
+	// BindingsDone are the rows of finished users; Rows also counts the
+	// rows so far of users in flight.
+	BindingsDone int64 `json:"bindings_done"`
+	Parts        int   `json:"parts"`
+	Rows         int64 `json:"rows"`
+	Bytes        int64 `json:"bytes"`
+
+	Published   bool              `json:"published"`
+	PublishedAt *time.Time        `json:"published_at"`
+	Cleaned     bool              `json:"cleaned"`
+	Publish     map[string]string `json:"publish"`
+
+	InFlight []statusInFlight `json:"in_flight"`
+	Failed   []statusFailed   `json:"failed"`
+	Runs     []statusRun      `json:"runs"`
+}
+
+type statusInFlight struct {
+	ServiceSID string `json:"service_sid"`
+	User       string `json:"user"`
+	Bindings   int64  `json:"bindings"`
+	Pages      int64  `json:"pages"`
+}
+
+type statusFailed struct {
+	ServiceSID string `json:"service_sid"`
+	User       string `json:"user"`
+	Reason     string `json:"reason"`
+}
+
+type statusRun struct {
+	RunID       string     `json:"run_id"`
+	Start       time.Time  `json:"start"`
+	End         *time.Time `json:"end"` // null while running, or after a crash
+	Status      string     `json:"status"`
+	Error       string     `json:"error"`
+	UsersTotal  int64      `json:"users_total"`
+	UsersDone   int64      `json:"users_done"`
+	UsersGone   int64      `json:"users_gone"`
+	UsersFailed int        `json:"users_failed"`
+	Bindings    int64      `json:"bindings"`
+	Pages       int64      `json:"pages"`
+	Retries     int64      `json:"retries"`
+}
+
+// cmdStatus prints what the checkpoint of a snapshot says. It only reads
+// staging and never takes the snapshot's lock, so it can watch a run that
+// is going on.
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c common
+	fs := newFlagSet("status", stderr, &c, true)
+	date := fs.String("snapshot-date", "", "snapshot date YYYY-MM-DD (UTC); default the newest snapshot in staging, or today in UTC when there is none")
+	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var day time.Time
+	if *date != "" {
+		d, err := snapshotDate(*date, time.Now())
+		if err != nil {
+			return err
+		}
+		day = d
+	}
+	cfg, err := loadConfig(&c)
+	if err != nil {
+		return err
+	}
+	var store staging.Store
+	if cfg.StagingIsGCS() || dirExists(cfg.Staging) {
+		if store, err = openStaging(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	rep, err := readStatus(ctx, store, day, time.Now())
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	return printStatus(stdout, rep)
+}
+
+// dirExists keeps status from creating a missing local staging directory:
+// a status command changes nothing.
+func dirExists(dir string) bool {
+	_, err := os.Stat(dir)
+	return !errors.Is(err, os.ErrNotExist)
+}
+
+// readStatus reads the checkpoint of day from store (nil: staging does not
+// exist yet). A zero day means the newest snapshot in staging, or the
+// current UTC date when there is none.
+func readStatus(ctx context.Context, store staging.Store, day, now time.Time) (*statusReport, error) {
+	var dates []string
+	if store != nil {
+		var err error
+		if dates, err = listSnapshots(ctx, store); err != nil {
+			return nil, err
+		}
+	}
+	if day.IsZero() {
+		day, _ = snapshotDate("", now)
+		if len(dates) > 0 {
+			day, _ = time.Parse(time.DateOnly, dates[len(dates)-1])
+		}
+	}
+	st := &checkpoint.State{Date: day}
+	location := checkpoint.Dir(day)
+	if store != nil {
+		cp, err := checkpoint.Open(ctx, store, day)
+		if err != nil {
+			return nil, err
+		}
+		st = cp.State()
+		location = store.URI(checkpoint.Dir(day))
+	}
+	rep := newStatusReport(st)
+	rep.Location = location
+	rep.Snapshots = append(rep.Snapshots, dates...)
+	return rep, nil
+}
+
+// listSnapshots returns the dates, oldest first, that have a checkpoint log
+// in staging.
+func listSnapshots(ctx context.Context, store staging.Store) ([]string, error) {
+	names, err := store.List(ctx, "snapshots/")
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots in staging %s: %w", store.URI("snapshots"), err)
+	}
+	var dates []string
+	for _, name := range names {
+		parts := strings.Split(name, "/")
+		if len(parts) < 4 || parts[2] != "_log" {
+			continue
+		}
+		if _, err := time.Parse(time.DateOnly, parts[1]); err != nil {
+			continue
+		}
+		if len(dates) == 0 || dates[len(dates)-1] != parts[1] {
+			dates = append(dates, parts[1])
+		}
+	}
+	return dates, nil
+}
+
+// newStatusReport summarises a replayed checkpoint.
+func newStatusReport(st *checkpoint.State) *statusReport {
+	rep := &statusReport{
+		Snapshot:      st.Date.Format(time.DateOnly),
+		Snapshots:     []string{},
+		State:         snapshotState(st),
+		UsersDone:     st.UsersDone,
+		UsersTotal:    usersTotal(st),
+		UsersInFlight: len(st.InFlight),
+		UsersGone:     len(st.Gone),
+		UsersFailed:   len(st.Failed),
+		BindingsDone:  st.BindingsDone,
+		Parts:         len(st.Parts),
+		Rows:          st.Rows(),
+		Published:     st.Published,
+		Cleaned:       st.Cleaned,
+		Publish:       map[string]string{},
+		InFlight:      []statusInFlight{},
+		Failed:        []statusFailed{},
+		Runs:          []statusRun{},
+	}
+	rep.StateText = stateTexts[rep.State]
+	for _, p := range st.Parts {
+		rep.Bytes += p.Bytes
+	}
+	if st.Published {
+		t := st.PublishedTime.UTC()
+		rep.PublishedAt = &t
+	}
+	for k, v := range st.Publish {
+		rep.Publish[k] = v
+	}
+	for _, f := range st.InFlight {
+		rep.InFlight = append(rep.InFlight, statusInFlight{ServiceSID: f.Service, User: f.User, Bindings: f.Bindings, Pages: f.Pages})
+	}
+	slices.SortFunc(rep.InFlight, func(a, b statusInFlight) int {
+		return cmp.Or(cmp.Compare(a.ServiceSID, b.ServiceSID), cmp.Compare(a.User, b.User))
+	})
+	for u, reason := range st.Failed {
+		rep.Failed = append(rep.Failed, statusFailed{ServiceSID: u.Service, User: u.User, Reason: reason})
+	}
+	slices.SortFunc(rep.Failed, func(a, b statusFailed) int {
+		return cmp.Or(cmp.Compare(a.ServiceSID, b.ServiceSID), cmp.Compare(a.User, b.User))
+	})
+	for _, r := range st.Runs {
+		run := statusRun{
+			RunID: r.RunID, Start: r.Start.UTC(), Status: r.Status, Error: r.Error,
+			UsersTotal: r.UsersTotal, UsersDone: r.UsersDone, UsersGone: r.UsersGone, UsersFailed: len(r.UsersFailed),
+			Bindings: r.Bindings, Pages: r.Pages, Retries: r.Retries,
+		}
+		if !r.End.IsZero() {
+			end := r.End.UTC()
+			run.End = &end
+		}
+		rep.Runs = append(rep.Runs, run)
+	}
+	return rep
+}
+
+// usersTotal is the number of users the newest ended run knew of; runs
+// that are still going (or died) have not written theirs.
+func usersTotal(st *checkpoint.State) int64 {
+	for i := len(st.Runs) - 1; i >= 0; i-- {
+		if !st.Runs[i].End.IsZero() {
+			return st.Runs[i].UsersTotal
+		}
+	}
+	return 0
+}
+
+// snapshotState classifies a snapshot from its checkpoint alone. A run
+// that was killed looks like a running one (it never wrote its end), so
+// the two share a state.
+func snapshotState(st *checkpoint.State) string {
+	last := st.LastRun()
+	switch {
+	case st.Published:
+		return statePublished
+	case last == nil && len(st.Parts) == 0 && st.UsersDone == 0 && len(st.Publish) == 0:
+		return stateNoCheckpoint
+	case last == nil || last.Status == "running" || last.Status == "interrupted":
+		return stateInProgress
+	case last.Status == "succeeded" || readComplete(st):
+		return stateComplete
+	default:
+		return stateFailed
+	}
+}
+
+// readComplete reports whether every user is read although the snapshot
+// is not published: publishing began, or the last run's users are all
+// finished with none failed or half read.
+func readComplete(st *checkpoint.State) bool {
+	if len(st.Failed) > 0 || len(st.InFlight) > 0 {
+		return false
+	}
+	if len(st.Publish) > 0 {
+		return true
+	}
+	total := st.LastRun().UsersTotal
+	return total > 0 && st.UsersDone+int64(len(st.Gone)) >= total
+}
+
+// stateHints tell the person reading the table what to do next.
+var stateHints = map[string]string{
+	stateNoCheckpoint: "no run has started this snapshot",
+	stateInProgress:   "a run is going on, or died; if none is alive, `bindsync run` with this date resumes it",
+	stateFailed:       "`bindsync run` with this date resumes it and retries the failed users",
+	stateComplete:     "every user is read; `bindsync run` with this date publishes it",
+	statePublished:    "nothing to do",
+}
+
+// printStatus writes the report as aligned tables for a person.
+func printStatus(w io.Writer, rep *statusReport) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	snapshots := "none in staging"
+	if len(rep.Snapshots) > 0 {
+		snapshots = strings.Join(rep.Snapshots, ", ")
+	}
+	fmt.Fprintf(tw, "snapshot\t%s\t(%s)\n", rep.Snapshot, rep.Location)
+	fmt.Fprintf(tw, "state\t%s\t(%s)\n", rep.StateText, stateHints[rep.State])
+	if rep.State == stateNoCheckpoint {
+		fmt.Fprintf(tw, "snapshots\t%s\n", snapshots)
+		return tw.Flush()
+	}
+	total := "(total not known until a run ends)"
+	if rep.UsersTotal > 0 {
+		total = fmt.Sprintf("of %d known", rep.UsersTotal)
+	}
+	fmt.Fprintf(tw, "users\t%d done %s, %d in flight, %d gone, %d failed\n", rep.UsersDone, total, rep.UsersInFlight, rep.UsersGone, rep.UsersFailed)
+	fmt.Fprintf(tw, "parts\t%s, %s, %s (%d bindings of finished users)\n",
+		plural(int64(rep.Parts), "part", "parts"), plural(rep.Rows, "row", "rows"), formatBytes(rep.Bytes), rep.BindingsDone)
+	published := "no"
+	if rep.PublishedAt != nil {
+		published = rep.PublishedAt.Format(time.RFC3339)
+		if rep.Cleaned {
+			published += " (parts removed from staging)"
+		}
+	}
+	fmt.Fprintf(tw, "published\t%s\n", published)
+	label := "publish"
+	for _, k := range sortedKeys(rep.Publish) {
+		fmt.Fprintf(tw, "%s\t%s = %s\n", label, k, rep.Publish[k])
+		label = ""
+	}
+	fmt.Fprintf(tw, "snapshots\t%s\n", snapshots)
+
+	if len(rep.Runs) > 0 {
+		fmt.Fprintf(tw, "\nRUN\tSTART\tEND\tSTATUS\tUSERS\tDONE\tGONE\tFAILED\tBINDINGS\tPAGES\tRETRIES\n")
+		for _, r := range rep.Runs {
+			end := "-"
+			if r.End != nil {
+				end = r.End.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", r.RunID, r.Start.Format(time.RFC3339), end, r.Status,
+				r.UsersTotal, r.UsersDone, r.UsersGone, r.UsersFailed, r.Bindings, r.Pages, r.Retries)
+		}
+		if last := rep.Runs[len(rep.Runs)-1]; last.Error != "" {
+			fmt.Fprintf(tw, "\nlast run error: %s\n", oneLine(last.Error, 300))
+		}
+	}
+
+	if len(rep.Failed) > 0 {
+		fmt.Fprintf(tw, "\nfailed users (%d):\nSERVICE\tUSER\tREASON\n", len(rep.Failed))
+		for i, f := range rep.Failed {
+			if i == failedShown {
+				fmt.Fprintf(tw, "and %d more (bindsync status --json lists them all)\n", len(rep.Failed)-failedShown)
+				break
+			}
+			fmt.Fprintf(tw, "%s\t%q\t%s\n", f.ServiceSID, f.User, oneLine(f.Reason, 200))
+		}
+	}
+	return tw.Flush()
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// oneLine keeps a table row on one line: newlines and tabs become spaces
+// and long texts are cut at max runes.
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > max {
+		return string(r[:max-1]) + "…"
+	}
+	return s
+}
+
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return plural(n, "byte", "bytes")
+	}
+	v, suffix := float64(n)/unit, "KiB"
+	for _, s := range []string{"MiB", "GiB", "TiB"} {
+		if v < unit {
+			break
+		}
+		v, suffix = v/unit, s
+	}
+	return fmt.Sprintf("%.1f %s", v, suffix)
+}

@@ -14,7 +14,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := newFlagSet("run", stderr, &c, true)
 	date := fs.String("snapshot-date", "", "snapshot date YYYY-MM-DD (UTC); default today in UTC")
 	force := fs.Bool("force", false, "read the snapshot again even if it was already published")
-	progress := fs.Duration("progress", 10*time.Second, "interval of progress log lines (0 to disable)")
+	progress := fs.Duration("progress", 10*time.Second, "interval of progress log lines (0 to disable); in a terminal a live progress line replaces them")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -26,7 +26,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(&c, cfg, stderr)
+	logOut, live := liveOutput(cfg, stderr)
+	log, err := newLogger(&c, cfg, logOut)
 	if err != nil {
 		return err
 	}
@@ -35,7 +36,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	res, err := j.run(ctx, day, *force, *progress)
+	res, err := j.run(ctx, day, *force, live.begin(j.stats, *progress))
+	live.end()
 	if res != nil {
 		printResult(stdout, res, err)
 	}

@@ -8,8 +8,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/config"
 	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/metrics"
 	"github.com/bindsync/bindsync/staging"
 	"github.com/bindsync/bindsync/twilio"
 	"github.com/bindsync/bindsync/worker"
@@ -23,13 +25,25 @@ type job struct {
 	publishers []exporter.Publisher
 	stats      *worker.Stats
 	log        *zap.Logger
+	// metrics counts the Twilio requests of the job's client and the users
+	// its runs skip; the outcome of a run is recorded by whoever started it
+	// (recordRun), since serve records runs it did not build.
+	metrics *metrics.Metrics
 	// afterRun hooks see every run's outcome, failed ones included (the
 	// BigQuery sync_runs table is written by one).
 	afterRun []func(ctx context.Context, res *worker.Result, err error)
 }
 
 func newJob(ctx context.Context, cfg *config.Config, log *zap.Logger) (*job, error) {
-	j := &job{cfg: cfg, log: log, stats: &worker.Stats{}}
+	return newJobWithMetrics(ctx, cfg, log, metrics.New())
+}
+
+// newJobWithMetrics is newJob counting into m, which may outlive the job:
+// serve builds a fresh job, and so fresh worker.Stats, for every run, and
+// serves one m all along.
+func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (*job, error) {
+	j := &job{cfg: cfg, log: log, stats: &worker.Stats{}, metrics: m}
+	observe := m.Hooks()
 	var err error
 	j.store, err = openStaging(ctx, cfg)
 	if err != nil {
@@ -44,8 +58,11 @@ func newJob(ctx context.Context, cfg *config.Config, log *zap.Logger) (*job, err
 		MaxAttempts:    cfg.Twilio.MaxAttempts,
 		MaxInFlight:    cfg.Twilio.Concurrency,
 		Hooks: twilio.Hooks{
+			OnRequest: observe.OnRequest,
+			InFlight:  observe.InFlight,
 			OnRetry: func(reason string, attempt int, wait time.Duration) {
 				j.stats.Retries.Add(1)
+				observe.OnRetry(reason, attempt, wait)
 				log.Debug("retrying Twilio request", zap.String("reason", reason), zap.Int("attempt", attempt), zap.Duration("wait", wait))
 			},
 		},
@@ -85,6 +102,7 @@ func (j *job) services() []worker.Service {
 
 // run runs one snapshot.
 func (j *job) run(ctx context.Context, date time.Time, force bool, progress time.Duration) (*worker.Result, error) {
+	skipped := j.stats.UsersSkipped.Load()
 	res, err := worker.Run(ctx, j.client, worker.Options{
 		Services:         j.services(),
 		PageSize:         j.cfg.Twilio.PageSize,
@@ -99,6 +117,7 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 		Force:            force,
 		Stats:            j.stats,
 	}, date)
+	j.metrics.AddUsersSkipped(j.stats.UsersSkipped.Load() - skipped)
 	for _, hook := range j.afterRun {
 		hook(context.WithoutCancel(ctx), res, err)
 	}
@@ -106,4 +125,35 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 		return res, usagef("%v\nTwilio refused the credentials: check twilio.account_sid and twilio.auth_token (or api_key_sid and api_key_secret) in %s", err, j.cfg.Dir)
 	}
 	return res, err
+}
+
+// recordRun records the outcome of a run that began dur ago, after
+// m.RunStarted, whatever its result: res is nil when the run stopped before
+// it began.
+func recordRun(m *metrics.Metrics, res *worker.Result, err error, dur time.Duration) {
+	var s checkpoint.RunSummary
+	if res != nil {
+		s = res.Summary
+	}
+	m.RunFinished(s, err, dur)
+}
+
+// pushTimeout bounds the push of a run's metrics, so that an unreachable
+// Pushgateway cannot hold the process after its run.
+const pushTimeout = 10 * time.Second
+
+// pushMetrics pushes m to the configured Pushgateway, if any. A failed push
+// is only a warning: the run's outcome and exit code stand.
+func pushMetrics(ctx context.Context, cfg *config.Config, m *metrics.Metrics, log *zap.Logger) {
+	if cfg.Metrics.Pushgateway == "" {
+		return
+	}
+	// An interrupted run is worth reporting too: push even after ctx ends.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pushTimeout)
+	defer cancel()
+	if err := m.Push(ctx, cfg.Metrics.Pushgateway, cfg.Metrics.Job); err != nil {
+		log.Warn("metrics not pushed", zap.Error(err))
+		return
+	}
+	log.Debug("metrics pushed", zap.String("job", cfg.Metrics.Job))
 }

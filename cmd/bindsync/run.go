@@ -36,8 +36,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	j.metrics.RunStarted()
+	start := time.Now()
 	res, err := j.run(ctx, day, *force, live.begin(j.stats, *progress))
 	live.end()
+	recordRun(j.metrics, res, err, time.Since(start))
+	pushMetrics(ctx, cfg, j.metrics, log)
 	if res != nil {
 		printResult(stdout, res, err)
 	}

@@ -6,6 +6,7 @@
 //
 //	bindsync run --config FILE [--snapshot-date YYYY-MM-DD] [--force]
 //	bindsync validate --config FILE
+//	bindsync serve --config FILE
 //	bindsync status --config FILE [--snapshot-date YYYY-MM-DD] [--json]
 //	bindsync demo [--dir DIR]
 //
@@ -76,6 +77,7 @@ const usageText = `bindsync copies Twilio Chat v2 user bindings into a warehouse
 Usage:
   bindsync run      --config FILE [--snapshot-date YYYY-MM-DD] [--force]
   bindsync validate --config FILE
+  bindsync serve    --config FILE
   bindsync status   --config FILE [--snapshot-date YYYY-MM-DD] [--json]
   bindsync demo     [--dir DIR]
   bindsync version
@@ -97,6 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdValidate(rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, rest, stdout, stderr)
+	case "serve":
+		return cmdServe(ctx, rest, stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "version", "--version":

@@ -1,0 +1,58 @@
+// Package bench measures the whole bindsync pipeline against the fake Twilio
+// of twilio/twiliotest, next to a decode-only baseline measured in the same
+// run against the same server, so that the cost of Arrow, Parquet, the
+// checkpoint and publishing shows as the gap between two figures taken under
+// equal conditions. It holds only benchmarks and quick sanity tests of them; run
+// it with `make bench`.
+//
+// The benchmarks are:
+//
+//   - BenchmarkDecodeOnly: the Twilio client lists every user and pages
+//     through every user's bindings with the pipeline's concurrency, decoding
+//     each page into structs and dropping it. Nothing is faster than this
+//     with this client and server: it is the ceiling.
+//   - BenchmarkPipeline: worker.Run end to end (users, pages, Parquet parts,
+//     checkpoint, publish to a local warehouse) into a fresh directory per
+//     iteration.
+//   - BenchmarkPipelineScaling: the pipeline on a small and a large world
+//     (the large one with four times the users), to show invariant 4 of the
+//     design: memory grows with concurrency and batch size, never with the
+//     number of users or bindings.
+//
+// How to read the figures:
+//
+//   - bindings/s is the bindings read per second of measured time. The gap
+//     between BenchmarkPipeline and BenchmarkDecodeOnly is what exporting
+//     costs; the fake server runs in the same process and shares the CPUs,
+//     so both figures are lower bounds for a real deployment, whose limit is
+//     Twilio's latency and rate limits rather than CPU.
+//   - peak-heap-MiB is the highest heap (bytes of live objects and of
+//     garbage not yet collected, runtime/metrics
+//     "/memory/classes/heap/objects:bytes"), sampled every 5ms during an
+//     iteration, minus the heap after forced collections just before it; the
+//     largest over the iterations is reported. It is what the process needs
+//     with the default GOGC, and moves with GOGC.
+//   - peak-live-MiB is the same for the heap the collector found alive
+//     ("/gc/heap/live:bytes"): what the pipeline really holds, steadier
+//     from run to run than peak-heap-MiB, and the figure to compare in
+//     BenchmarkPipelineScaling. Both peaks include the fake server's share,
+//     which is about the same in every benchmark: compare figures of one
+//     run, not absolute values across machines.
+//   - B/binding is the heap allocated per binding read (client, server and
+//     pipeline together); the difference between the two benchmarks is the
+//     pipeline's own allocation per row. B/op and allocs/op of -benchmem
+//     are the same allocations per whole run.
+//   - parts is the number of Parquet part files one pipeline run committed.
+//     BenchmarkPipeline keeps the default part size, so the whole world is
+//     one part and one Parquet row group (under 128Ki rows), which the
+//     writer buffers whole: its peak is close to the default
+//     configuration's worst case. BenchmarkPipelineScaling uses smaller
+//     parts, so that both of its worlds fill several.
+//
+// In BenchmarkPipelineScaling, about equal peak-live-MiB for both sizes
+// with four times the bindings is the invariant holding; a peak that grows
+// in step with the world is a leak or an unbounded buffer. Expect some
+// growth: the longer run meets more collections, so its highest sample
+// tends to be a little higher, and the checkpoint keeps a small record of
+// every finished user.
+package bench

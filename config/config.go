@@ -145,6 +145,9 @@ type Export struct {
 	PartRows int `yaml:"part_rows"`
 	// BatchRows is the size of one Arrow record batch.
 	BatchRows int `yaml:"batch_rows"`
+	// RowGroupRows bounds a Parquet row group, which the writer holds in
+	// memory until it is full.
+	RowGroupRows int `yaml:"row_group_rows"`
 	// CommitInterval is the longest time between two checkpoints, and so
 	// the most work a crash can lose.
 	CommitInterval time.Duration `yaml:"commit_interval"`
@@ -177,6 +180,7 @@ const (
 	DefaultStaging        = "./staging"
 	DefaultPartRows       = 500_000
 	DefaultBatchRows      = 8192
+	DefaultRowGroupRows   = 64 * 1024
 	DefaultCommitInterval = 30 * time.Second
 	DefaultTable          = "user_bindings"
 	DefaultLocation       = "US"
@@ -196,7 +200,7 @@ func Default() *Config {
 			MaxAttempts:    DefaultMaxAttempts,
 		},
 		Staging:  DefaultStaging,
-		Export:   Export{PartRows: DefaultPartRows, BatchRows: DefaultBatchRows, CommitInterval: DefaultCommitInterval},
+		Export:   Export{PartRows: DefaultPartRows, BatchRows: DefaultBatchRows, RowGroupRows: DefaultRowGroupRows, CommitInterval: DefaultCommitInterval},
 		Schedule: DefaultSchedule,
 		HTTP:     HTTP{Listen: DefaultListen},
 		Metrics:  Metrics{Job: "bindsync"},
@@ -435,6 +439,9 @@ func (c *Config) Validate() []string {
 	}
 	if c.Export.BatchRows < 1 || c.Export.BatchRows > 1<<20 {
 		p.add("export.batch_rows", "must be between 1 and 1048576 (got %d)", c.Export.BatchRows)
+	}
+	if c.Export.RowGroupRows < c.Export.BatchRows {
+		p.add("export.row_group_rows", "must be at least export.batch_rows (%d) (got %d)", c.Export.BatchRows, c.Export.RowGroupRows)
 	}
 	if c.Export.CommitInterval < 100*time.Millisecond {
 		p.add("export.commit_interval", "must be at least 100ms (got %s)", c.Export.CommitInterval)

@@ -28,7 +28,7 @@ import (
 // while being large enough for efficient scans.
 const (
 	DefaultBatchRows    = 8192
-	DefaultRowGroupRows = 128 * 1024
+	DefaultRowGroupRows = 64 * 1024
 )
 
 // writeBufferSize batches the Parquet writer's many small writes into

@@ -52,8 +52,11 @@ type Options struct {
 
 	// PartRows bounds the rows of a part file; CommitInterval bounds the
 	// time between two checkpoints (and so the work a crash can lose).
-	PartRows       int
-	BatchRows      int
+	PartRows  int
+	BatchRows int
+	// RowGroupRows bounds a Parquet row group, the unit the writer holds
+	// in memory; 0 means the exporter's default.
+	RowGroupRows   int
 	CommitInterval time.Duration
 	// ProgressInterval is the period of progress log lines; 0 disables them.
 	ProgressInterval time.Duration
@@ -186,6 +189,10 @@ type run struct {
 	resume map[checkpoint.UserRef]checkpoint.InFlight
 	// failed are the users that failed in this run, set by the writer.
 	failed []checkpoint.UserFailed
+}
+
+func (r *run) partOptions() exporter.PartOptions {
+	return exporter.PartOptions{BatchRows: r.opts.BatchRows, RowGroupRows: r.opts.RowGroupRows}
 }
 
 func newRunID(now time.Time) string {

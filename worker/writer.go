@@ -182,7 +182,7 @@ func (w *writer) handle(e event) error {
 func (w *writer) openPart() error {
 	w.partSeq++
 	w.partName = checkpoint.PartName(w.r.date, fmt.Sprintf("%s-%05d.parquet", w.r.id, w.partSeq))
-	p, err := exporter.NewPartWriter(w.ctx, w.r.store, w.partName, w.meta, exporter.PartOptions{BatchRows: w.r.opts.BatchRows})
+	p, err := exporter.NewPartWriter(w.ctx, w.r.store, w.partName, w.meta, w.r.partOptions())
 	if err != nil {
 		return fmt.Errorf("create part %s: %w", w.r.store.URI(w.partName), err)
 	}
@@ -239,7 +239,7 @@ func (w *writer) dropUser(u checkpoint.UserRef, gone bool) error {
 	for _, old := range f.Parts {
 		w.partSeq++
 		name := checkpoint.PartName(w.r.date, fmt.Sprintf("%s-%05d.parquet", w.r.id, w.partSeq))
-		info, err := exporter.FilterPart(w.ctx, w.r.store, old, name, keep, exporter.PartOptions{BatchRows: w.r.opts.BatchRows})
+		info, err := exporter.FilterPart(w.ctx, w.r.store, old, name, keep, w.r.partOptions())
 		if err != nil {
 			return fmt.Errorf("drop rows of user %s from %s: %w", u, w.r.store.URI(old), err)
 		}

@@ -112,6 +112,7 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 		Logger:           j.log,
 		PartRows:         j.cfg.Export.PartRows,
 		BatchRows:        j.cfg.Export.BatchRows,
+		RowGroupRows:     j.cfg.Export.RowGroupRows,
 		CommitInterval:   j.cfg.Export.CommitInterval,
 		ProgressInterval: progress,
 		Force:            force,

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,39 +108,50 @@ func (f *fixture) describe(b *testing.B) {
 // page through every user's bindings, at most concurrency users at once,
 // decoding every page and dropping it. It returns the bindings read.
 func (f *fixture) decodeAll(ctx context.Context) (int64, error) {
-	var (
-		mu    sync.Mutex
-		total int64
-	)
+	type user struct{ service, sid string }
+	var total atomic.Int64
+	users := make(chan user, concurrency) // as the worker: the lister runs a little ahead
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(concurrency)
-	for _, svc := range f.services {
-		next := ""
-		for {
-			page, err := f.client.ListUsers(gctx, twilio.UsersQuery{ServiceSID: svc.SID, PageSize: pageSize, Next: next})
-			if err != nil {
-				_ = g.Wait()
-				return 0, err
-			}
-			for _, u := range page.Users {
-				g.Go(func() error {
-					n, err := f.decodeUser(gctx, svc.SID, u.SID)
-					mu.Lock()
-					total += n
-					mu.Unlock()
+	g.Go(func() error {
+		defer close(users)
+		for _, svc := range f.services {
+			next := ""
+			for {
+				page, err := f.client.ListUsers(gctx, twilio.UsersQuery{ServiceSID: svc.SID, PageSize: pageSize, Next: next})
+				if err != nil {
 					return err
-				})
+				}
+				for _, u := range page.Users {
+					select {
+					case users <- user{svc.SID, u.SID}:
+					case <-gctx.Done():
+						return gctx.Err()
+					}
+				}
+				if page.Next == "" {
+					break
+				}
+				next = page.Next
 			}
-			if page.Next == "" {
-				break
-			}
-			next = page.Next
 		}
+		return nil
+	})
+	for range concurrency {
+		g.Go(func() error {
+			for u := range users {
+				n, err := f.decodeUser(gctx, u.service, u.sid)
+				if err != nil {
+					return err
+				}
+				total.Add(n)
+			}
+			return nil
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return 0, err
 	}
-	return total, nil
+	return total.Load(), nil
 }
 
 // decodeUser pages through the bindings of one user and returns how many

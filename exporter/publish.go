@@ -137,7 +137,7 @@ func (l LocalWarehouse) publish(ctx context.Context, s Snapshot, part string) er
 		os.RemoveAll(newDir)
 		return err
 	}
-	if err := syncDir(newDir); err != nil {
+	if err := staging.SyncDir(newDir); err != nil {
 		os.RemoveAll(newDir)
 		return err
 	}
@@ -152,7 +152,7 @@ func (l LocalWarehouse) publish(ctx context.Context, s Snapshot, part string) er
 		os.RemoveAll(newDir)
 		return err
 	}
-	if err := syncDir(tableDir); err != nil {
+	if err := staging.SyncDir(tableDir); err != nil {
 		return err
 	}
 	if old != "" {
@@ -162,7 +162,7 @@ func (l LocalWarehouse) publish(ctx context.Context, s Snapshot, part string) er
 			return fmt.Errorf("remove previous snapshot: %w", err)
 		}
 	}
-	return syncDir(tmpRoot)
+	return staging.SyncDir(tmpRoot)
 }
 
 // removeLeftovers deletes what an interrupted Publish of the same partition
@@ -300,21 +300,4 @@ var renameExchange = func(a, b string) error {
 		return fmt.Errorf("%w: %v", errExchangeUnsupported, err)
 	}
 	return err
-}
-
-// syncDir fsyncs a directory so that the entries created, renamed or
-// removed in it survive a crash.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }

@@ -81,7 +81,7 @@ func (d *Dir) mkdirs(p string) error {
 		err := os.Mkdir(next, 0o755)
 		switch {
 		case err == nil:
-			if err := syncDir(cur); err != nil {
+			if err := SyncDir(cur); err != nil {
 				return err
 			}
 		case !errors.Is(err, fs.ErrExist):
@@ -92,9 +92,9 @@ func (d *Dir) mkdirs(p string) error {
 	return nil
 }
 
-// syncDir fsyncs a directory so that renames, links and removals in it are
+// SyncDir fsyncs a directory so that renames, links and removals in it are
 // durable.
-func syncDir(dir string) error {
+func SyncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -178,7 +178,7 @@ func (w *dirWriter) Close() error {
 		os.Remove(tmp)
 		return fmt.Errorf("commit %q: %w", w.name, err)
 	}
-	if err := syncDir(filepath.Dir(w.final)); err != nil {
+	if err := SyncDir(filepath.Dir(w.final)); err != nil {
 		return fmt.Errorf("commit %q: %w", w.name, err)
 	}
 	return nil
@@ -230,7 +230,7 @@ func (d *Dir) PutIfAbsent(ctx context.Context, name string, data []byte) error {
 	if err := os.Remove(tmp); err != nil {
 		return fmt.Errorf("put %q: remove temporary file: %w", name, err)
 	}
-	if err := syncDir(filepath.Dir(p)); err != nil {
+	if err := SyncDir(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("put %q: %w", name, err)
 	}
 	return nil
@@ -366,7 +366,7 @@ func (d *Dir) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("delete %q: %w", name, mapNotExist(err))
 	}
-	if err := syncDir(filepath.Dir(p)); err != nil {
+	if err := SyncDir(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("delete %q: %w", name, err)
 	}
 	return nil

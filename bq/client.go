@@ -112,6 +112,13 @@ var credentialTypes = map[string]option.CredentialsType{
 	"impersonated_service_account": option.ImpersonatedServiceAccount,
 }
 
+// CredentialsType returns the type of a credentials file, checked as
+// NewClient checks it, for other clients that use the same file.
+func CredentialsType(path string) (option.CredentialsType, error) {
+	typ, _, err := readCredentialsFile(path)
+	return typ, err
+}
+
 // readCredentialsFile reads the type of a credentials file and names the
 // identity it holds.
 func readCredentialsFile(path string) (option.CredentialsType, string, error) {

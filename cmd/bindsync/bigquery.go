@@ -2,16 +2,185 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"time"
 
+	"cloud.google.com/go/storage"
+	"go.uber.org/zap"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
+
+	"github.com/bindsync/bindsync/bq"
 	"github.com/bindsync/bindsync/config"
 	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/worker"
 )
 
-// setupBigQuery adds the BigQuery publisher and the sync_runs recorder to j.
+// bigQueryCallTimeout bounds the table checks at start and the sync_runs
+// append at the end: the client retries 5xx answers until its context
+// ends, and an unreachable BigQuery must not hold the run forever. Load
+// and copy jobs have no such bound; they end with the run's context.
+const bigQueryCallTimeout = 2 * time.Minute
+
+// setupBigQuery adds the BigQuery publisher and the sync_runs recorder to
+// j. It checks the dataset and creates or updates the tables first, so
+// that missing permissions or a wrong dataset stop the run before hours
+// of reading Twilio; those problems exit with code 2, like other
+// configuration errors.
 func setupBigQuery(ctx context.Context, j *job) error {
-	return usagef("warehouse.bigquery: publishing to BigQuery is not available in this build; use warehouse.local")
+	c := j.cfg.Warehouse.BigQuery
+	client, principal, err := bq.NewClient(ctx, bq.ClientConfig{Project: c.Project, Endpoint: c.Endpoint, CredentialsFile: c.CredentialsFile})
+	if err != nil {
+		return usagef("warehouse.bigquery: %v", err)
+	}
+	pub, err := bq.New(client, bq.Options{
+		Project:             c.Project,
+		Dataset:             c.Dataset,
+		Table:               c.Table,
+		Location:            c.Location,
+		PartitionExpiration: time.Duration(c.PartitionExpirationDays) * 24 * time.Hour,
+		Principal:           principal,
+		Logger:              j.log,
+	})
+	if err != nil {
+		return usagef("warehouse.bigquery: %v", err)
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, bigQueryCallTimeout)
+	defer cancel()
+	if err := pub.EnsureTables(checkCtx); err != nil {
+		if operatorMustFix(err) {
+			return usageError{err}
+		}
+		return err
+	}
+	j.publishers = append(j.publishers, pub)
+	j.afterRun = append(j.afterRun, func(ctx context.Context, res *worker.Result, err error) {
+		recordSyncRun(ctx, pub, j.log, res, err)
+	})
+	return nil
 }
 
+// operatorMustFix reports BigQuery errors that another run cannot get past
+// without a change of configuration, permissions or tables.
+func operatorMustFix(err error) bool {
+	for _, kind := range []error{bq.ErrPermission, bq.ErrNotFound, bq.ErrLocation, bq.ErrSchema} {
+		if errors.Is(err, kind) {
+			return true
+		}
+	}
+	return false
+}
+
+// recordSyncRun appends the row of one run to sync_runs. A run that could
+// not even start (res is nil, for example because another run holds the
+// snapshot) has no snapshot date or run ID and is only logged. A failure
+// to append is logged too: the run's own outcome and exit code stand.
+func recordSyncRun(ctx context.Context, pub *bq.Publisher, log *zap.Logger, res *worker.Result, runErr error) {
+	if res == nil {
+		log.Warn("run not recorded in sync_runs: it stopped before it started", zap.Error(runErr))
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, bigQueryCallTimeout)
+	defer cancel()
+	r := syncRun(res, runErr, time.Now())
+	if err := pub.RecordRun(ctx, r); err != nil {
+		log.Error("run not recorded in sync_runs", zap.String("run_id", r.RunID), zap.Error(err))
+		return
+	}
+	log.Debug("run recorded in sync_runs", zap.String("run_id", r.RunID), zap.String("status", r.Status))
+}
+
+// syncRun maps a run's result to its sync_runs row. A run that found its
+// snapshot already published did nothing and has no run ID of its own; it
+// gets one, so that scheduled runs stay visible.
+func syncRun(res *worker.Result, runErr error, now time.Time) bq.Run {
+	if res.AlreadyPublished {
+		return bq.Run{
+			RunID:        now.UTC().Format("20060102T150405Z") + "-" + randomHex(3),
+			SnapshotDate: res.Date,
+			Start:        now,
+			End:          now,
+			Status:       "already_published",
+			SnapshotRows: res.Rows,
+		}
+	}
+	s := res.Summary
+	r := bq.Run{
+		RunID:        res.RunID,
+		SnapshotDate: res.Date,
+		Start:        s.Start,
+		End:          s.End,
+		Status:       s.Status,
+		Error:        s.Error,
+		Services:     s.Services,
+		UsersTotal:   s.UsersTotal,
+		UsersDone:    s.UsersDone,
+		UsersGone:    s.UsersGone,
+		Bindings:     s.Bindings,
+		Pages:        s.Pages,
+		Retries:      s.Retries,
+		SnapshotRows: res.Rows,
+	}
+	for _, f := range s.UsersFailed {
+		r.FailedUsers = append(r.FailedUsers, bq.FailedUser{ServiceSID: f.Service, User: f.User, Reason: f.Reason})
+	}
+	switch {
+	case r.Status == "" && runErr != nil:
+		r.Status = "failed"
+	case r.Status == "":
+		r.Status = "succeeded"
+	}
+	if r.Error == "" && runErr != nil {
+		r.Error = runErr.Error()
+	}
+	if r.RunID == "" {
+		r.RunID = now.UTC().Format("20060102T150405Z") + "-" + randomHex(3)
+	}
+	if r.End.IsZero() {
+		r.End = now
+	}
+	if r.Start.IsZero() {
+		r.Start = r.End
+	}
+	return r
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// openGCSStaging opens a gs://bucket/prefix staging store. The storage
+// client uses warehouse.bigquery.credentials_file when it is set (one
+// identity for the bucket and BigQuery), else Application Default
+// Credentials; it honours STORAGE_EMULATOR_HOST, which points it at an
+// emulator without credentials.
 func openGCSStaging(ctx context.Context, cfg *config.Config) (staging.Store, error) {
-	return nil, usagef("staging: gs:// staging is not available in this build; use a local directory")
+	var opts []option.ClientOption
+	if bqc := cfg.Warehouse.BigQuery; bqc != nil && bqc.CredentialsFile != "" && os.Getenv("STORAGE_EMULATOR_HOST") == "" {
+		typ, err := bq.CredentialsType(bqc.CredentialsFile)
+		if err != nil {
+			return nil, usagef("staging: %v", err)
+		}
+		opts = append(opts, option.WithAuthCredentialsFile(typ, bqc.CredentialsFile))
+	}
+	client, err := storage.NewClient(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("staging %s: create storage client: %w", cfg.Staging, err)
+	}
+	store, err := staging.NewGCS(ctx, client, cfg.Staging, staging.GCSOptions{})
+	if err != nil {
+		client.Close()
+		var gerr *googleapi.Error
+		if errors.Is(err, storage.ErrBucketNotExist) || errors.As(err, &gerr) && (gerr.Code == 401 || gerr.Code == 403 || gerr.Code == 404) {
+			return nil, usagef("%v\ncheck that the bucket exists and that the credentials in use hold roles/storage.objectAdmin on it", err)
+		}
+		return nil, err
+	}
+	return store, nil
 }

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // DefaultBaseURL is where Twilio serves the Programmable Chat v2 API.
@@ -52,6 +54,9 @@ type Config struct {
 	// MaxInFlight caps the requests in flight; the cap adapts below it when
 	// Twilio answers 429 (see InFlightLimit).
 	MaxInFlight int
+	// RequestsPerSecond caps the rate of HTTP attempts, retries included;
+	// 0 means no cap beyond MaxInFlight.
+	RequestsPerSecond float64
 	// Hooks observe requests, retries and concurrency, for logs and metrics.
 	Hooks Hooks
 }
@@ -86,6 +91,7 @@ type Client struct {
 	backoffMax     time.Duration
 	hooks          Hooks
 	limit          *aimd
+	rate           *rate.Limiter // nil: no rate cap
 
 	// Seams replaced by tests, so that retries need no real waiting.
 	sleep  func(ctx context.Context, d time.Duration) error
@@ -108,8 +114,8 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("twilio: config: Password (auth token or API key secret) is empty")
 	case cfg.RequestTimeout < 0, cfg.BackoffBase < 0, cfg.BackoffMax < 0:
 		return nil, errors.New("twilio: config: RequestTimeout, BackoffBase and BackoffMax must not be negative")
-	case cfg.MaxAttempts < 0, cfg.MaxInFlight < 0:
-		return nil, errors.New("twilio: config: MaxAttempts and MaxInFlight must not be negative")
+	case cfg.MaxAttempts < 0, cfg.MaxInFlight < 0, cfg.RequestsPerSecond < 0:
+		return nil, errors.New("twilio: config: MaxAttempts, MaxInFlight and RequestsPerSecond must not be negative")
 	}
 	c := &Client{
 		base:           base,
@@ -125,6 +131,9 @@ func New(cfg Config) (*Client, error) {
 		sleep:          sleepCtx,
 		jitter:         fullJitter,
 		now:            time.Now,
+	}
+	if cfg.RequestsPerSecond > 0 {
+		c.rate = rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), 1)
 	}
 	if c.backoffMax < c.backoffBase {
 		return nil, fmt.Errorf("twilio: config: BackoffMax (%s) is below BackoffBase (%s)", c.backoffMax, c.backoffBase)
@@ -365,6 +374,11 @@ const maxTrailing = 64 << 10
 // attempt makes one HTTP request for ref, within the concurrency limit and
 // the per-attempt timeout, and decodes a 200 body.
 func (c *Client) attempt(ctx context.Context, kind, ref, path string, paged bool) (*listBody, error) {
+	if c.rate != nil {
+		if err := c.rate.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
+		}
+	}
 	if err := c.limit.acquire(ctx); err != nil {
 		return nil, fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
 	}

@@ -50,13 +50,14 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 		return nil, err
 	}
 	j.client, err = twilio.New(twilio.Config{
-		BaseURL:        cfg.Twilio.BaseURL,
-		Username:       cfg.Twilio.Username(),
-		Password:       cfg.Twilio.Password(),
-		UserAgent:      "bindsync/" + version,
-		RequestTimeout: cfg.Twilio.RequestTimeout,
-		MaxAttempts:    cfg.Twilio.MaxAttempts,
-		MaxInFlight:    cfg.Twilio.Concurrency,
+		BaseURL:           cfg.Twilio.BaseURL,
+		Username:          cfg.Twilio.Username(),
+		Password:          cfg.Twilio.Password(),
+		UserAgent:         "bindsync/" + version,
+		RequestTimeout:    cfg.Twilio.RequestTimeout,
+		MaxAttempts:       cfg.Twilio.MaxAttempts,
+		MaxInFlight:       cfg.Twilio.Concurrency,
+		RequestsPerSecond: cfg.Twilio.RequestsPerSecond,
 		Hooks: twilio.Hooks{
 			OnRequest: observe.OnRequest,
 			InFlight:  observe.InFlight,

@@ -209,22 +209,30 @@ func (p *Publisher) tableExists(ctx context.Context, name string) (bool, error) 
 }
 
 // createStagingTable makes an empty staging table with the main table's
-// current schema, so that the copy into the partition matches it exactly.
-// A leftover of an earlier generation is dropped first.
+// current schema, partitioning and clustering, so that the copy into the
+// partition is a copy between two tables of the same shape. It has no
+// partition expiration (a backfilled old date would vanish at once), only
+// a table expiration. A leftover of an earlier generation is dropped first.
 func (p *Publisher) createStagingTable(ctx context.Context, name string) error {
 	sc := p.scope(name)
 	md, err := p.dataset().Table(p.opts.Table).Metadata(ctx)
 	if err != nil {
 		return p.scope(p.opts.Table).explain("read the table", err)
 	}
+	var tp *bigquery.TimePartitioning
+	if md.TimePartitioning != nil {
+		tp = &bigquery.TimePartitioning{Type: md.TimePartitioning.Type, Field: md.TimePartitioning.Field}
+	}
 	t := p.dataset().Table(name)
 	if err := t.Delete(ctx); err != nil && !isNotFound(err) {
 		return sc.explain("drop the old staging table", err)
 	}
 	err = t.Create(ctx, &bigquery.TableMetadata{
-		Description:    "Staging table of bindsync for one snapshot of " + p.opts.Table + "; dropped once copied, and expires by itself.",
-		Schema:         md.Schema,
-		ExpirationTime: p.opts.Now().Add(p.opts.StagingTTL),
+		Description:      "Staging table of bindsync for one snapshot of " + p.opts.Table + "; dropped once copied, and expires by itself.",
+		Schema:           md.Schema,
+		ExpirationTime:   p.opts.Now().Add(p.opts.StagingTTL),
+		TimePartitioning: tp,
+		Clustering:       md.Clustering,
 	})
 	if err != nil {
 		return sc.explain("create the staging table", err)

@@ -181,6 +181,10 @@ func TestPublishResumes(t *testing.T) {
 			if got := e.srv.Rows(dataset, table, "20261126"); len(got) != 0 {
 				t.Fatalf("%d rows visible after a stopped publish", len(got))
 			}
+			st := e.srv.Table(dataset, "user_bindings__staging_20261126")
+			if st == nil || st.TimePartitioning == nil || st.TimePartitioning.Field != "snapshot_date" || st.TimePartitioning.ExpirationMs != 0 || st.ExpirationTime == 0 {
+				t.Fatalf("staging table while publishing: %+v", st)
+			}
 			if tt.between != nil {
 				tt.between(e)
 			}

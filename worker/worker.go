@@ -62,6 +62,12 @@ type Options struct {
 	ProgressInterval time.Duration
 	// Force starts the snapshot over even if it was published already.
 	Force bool
+	// LockWait is how long to wait for the snapshot's lock when another
+	// run holds it. A lock on GCS is a lease that outlives a killed run
+	// until it expires, so waiting a little longer than the lease lets the
+	// next run take over; a local lock dies with its process, so 0 (fail
+	// at once) suits it.
+	LockWait time.Duration
 	// Stats, when set, receives the live counters (for progress displays
 	// and metrics); otherwise the run keeps its own.
 	Stats *Stats
@@ -128,7 +134,7 @@ func Run(ctx context.Context, src Source, opts Options, date time.Time) (*Result
 	log := opts.Logger.With(zap.String("snapshot", date.Format(time.DateOnly)))
 	store := opts.Store
 
-	unlock, err := store.Lock(ctx, checkpoint.Dir(date)+"/LOCK")
+	unlock, err := lock(ctx, store, checkpoint.Dir(date)+"/LOCK", opts.LockWait, log)
 	if err != nil {
 		if errors.Is(err, staging.ErrLocked) {
 			return nil, fmt.Errorf("snapshot %s: %w (lock %s)", date.Format(time.DateOnly), ErrLocked, store.URI(checkpoint.Dir(date)+"/LOCK"))
@@ -171,6 +177,24 @@ func Run(ctx context.Context, src Source, opts Options, date time.Time) (*Result
 		id:    newRunID(opts.Now()),
 	}
 	return r.run(ctx)
+}
+
+// lock takes the snapshot's lock, waiting up to wait while another run
+// holds it.
+func lock(ctx context.Context, store staging.Store, name string, wait time.Duration, log *zap.Logger) (func() error, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		unlock, err := store.Lock(ctx, name)
+		if !errors.Is(err, staging.ErrLocked) || !time.Now().Before(deadline) {
+			return unlock, err
+		}
+		log.Info("snapshot locked by another run; waiting", zap.Error(err), zap.Time("until", deadline))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(min(time.Second, time.Until(deadline))):
+		}
+	}
 }
 
 type run struct {

@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/schemas"
@@ -408,4 +411,31 @@ func TestUnfinishedUserLeftOutIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.checkExact() // want() no longer includes the dropped users
+}
+
+func TestRunWaitsForALockReleased(t *testing.T) {
+	e := newEnv(t, twiliotest.WorldSpec{Seed: 1, Services: 1, UsersPerService: 5, MaxBindingsPerUser: 10}, twiliotest.Faults{})
+	unlock, err := e.store.Lock(context.Background(), checkpoint.Dir(day)+"/LOCK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	go func() {
+		// Release the lock once the run has found it taken.
+		for logs.FilterMessageSnippet("snapshot locked by another run").Len() == 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		unlock()
+	}()
+	opts := e.options()
+	opts.LockWait = time.Minute
+	opts.Logger = zap.New(core)
+	res, err := Run(context.Background(), e.client, opts, day)
+	if err != nil {
+		t.Fatalf("run waiting for the lock: %v", err)
+	}
+	if res.Summary.Status != "succeeded" {
+		t.Errorf("status = %q", res.Summary.Status)
+	}
+	e.checkExact()
 }

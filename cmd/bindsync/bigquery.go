@@ -47,17 +47,20 @@ func setupBigQuery(ctx context.Context, j *job) error {
 		Logger:              j.log,
 	})
 	if err != nil {
+		client.Close()
 		return usagef("warehouse.bigquery: %v", err)
 	}
 	checkCtx, cancel := context.WithTimeout(ctx, bigQueryCallTimeout)
 	defer cancel()
 	if err := pub.EnsureTables(checkCtx); err != nil {
+		client.Close()
 		if operatorMustFix(err) {
 			return usageError{err}
 		}
 		return err
 	}
 	j.publishers = append(j.publishers, pub)
+	j.closers = append(j.closers, client.Close)
 	j.afterRun = append(j.afterRun, func(ctx context.Context, res *worker.Result, err error) {
 		recordSyncRun(ctx, pub, j.log, res, err)
 	})
@@ -173,7 +176,7 @@ func openGCSStaging(ctx context.Context, cfg *config.Config) (staging.Store, err
 	if err != nil {
 		return nil, fmt.Errorf("staging %s: create storage client: %w", cfg.Staging, err)
 	}
-	store, err := staging.NewGCS(ctx, client, cfg.Staging, staging.GCSOptions{})
+	store, err := staging.NewGCS(ctx, client, cfg.Staging, staging.GCSOptions{LockTTL: gcsLockTTL})
 	if err != nil {
 		client.Close()
 		var gerr *googleapi.Error
@@ -182,5 +185,17 @@ func openGCSStaging(ctx context.Context, cfg *config.Config) (staging.Store, err
 		}
 		return nil, err
 	}
-	return store, nil
+	return gcsStaging{store, client}, nil
 }
+
+// gcsLockTTL is the lease of a snapshot's lock on GCS: a run that dies
+// holds its snapshot this long at most; a live run renews it every third.
+const gcsLockTTL = 2 * time.Minute
+
+// gcsStaging is the GCS store together with the client it owns.
+type gcsStaging struct {
+	*staging.GCS
+	client *storage.Client
+}
+
+func (s gcsStaging) Close() error { return s.client.Close() }

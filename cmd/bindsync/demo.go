@@ -87,6 +87,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	defer j.close()
 	day, _ := snapshotDate("", time.Now())
 	res, err := j.run(ctx, day, true, 2*time.Second)
 	if res != nil {

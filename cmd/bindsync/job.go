@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,6 +33,19 @@ type job struct {
 	// afterRun hooks see every run's outcome, failed ones included (the
 	// BigQuery sync_runs table is written by one).
 	afterRun []func(ctx context.Context, res *worker.Result, err error)
+	// closers release the clients the job opened (BigQuery, GCS), newest
+	// first; serve builds a job per run and must not leak them.
+	closers []func() error
+}
+
+// close releases what the job opened.
+func (j *job) close() {
+	for i := len(j.closers) - 1; i >= 0; i-- {
+		if err := j.closers[i](); err != nil {
+			j.log.Debug("close client", zap.Error(err))
+		}
+	}
+	j.closers = nil
 }
 
 func newJob(ctx context.Context, cfg *config.Config, log *zap.Logger) (*job, error) {
@@ -48,6 +62,9 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 	j.store, err = openStaging(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	if c, ok := j.store.(io.Closer); ok {
+		j.closers = append(j.closers, c.Close)
 	}
 	j.client, err = twilio.New(twilio.Config{
 		BaseURL:           cfg.Twilio.BaseURL,
@@ -69,6 +86,7 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 		},
 	})
 	if err != nil {
+		j.close()
 		return nil, usagef("twilio: %v", err)
 	}
 	if l := cfg.Warehouse.Local; l != nil {
@@ -76,6 +94,7 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 	}
 	if cfg.Warehouse.BigQuery != nil {
 		if err := setupBigQuery(ctx, j); err != nil {
+			j.close()
 			return nil, err
 		}
 	}
@@ -101,6 +120,15 @@ func (j *job) services() []worker.Service {
 	return out
 }
 
+// lockWait is how long a run waits for its snapshot's lock: a GCS lease
+// outlives a killed run until it expires, a local lock does not.
+func (j *job) lockWait() time.Duration {
+	if j.cfg.StagingIsGCS() {
+		return gcsLockTTL + 10*time.Second
+	}
+	return 0
+}
+
 // run runs one snapshot.
 func (j *job) run(ctx context.Context, date time.Time, force bool, progress time.Duration) (*worker.Result, error) {
 	skipped := j.stats.UsersSkipped.Load()
@@ -117,6 +145,7 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 		CommitInterval:   j.cfg.Export.CommitInterval,
 		ProgressInterval: progress,
 		Force:            force,
+		LockWait:         j.lockWait(),
 		Stats:            j.stats,
 	}, date)
 	j.metrics.AddUsersSkipped(j.stats.UsersSkipped.Load() - skipped)

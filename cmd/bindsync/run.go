@@ -36,6 +36,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	defer j.close()
 	j.metrics.RunStarted()
 	start := time.Now()
 	res, err := j.run(ctx, day, *force, live.begin(j.stats, *progress))

@@ -60,9 +60,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // cannot work fails at start (exit 2) rather than at the first firing.
 func newServeOptions(ctx context.Context, cfg *config.Config, log *zap.Logger, progress time.Duration) (serveOptions, error) {
 	m := metrics.New()
-	if _, err := newJobWithMetrics(ctx, cfg, log, m); err != nil {
+	probe, err := newJobWithMetrics(ctx, cfg, log, m)
+	if err != nil {
 		return serveOptions{}, err
 	}
+	probe.close()
 	return serveOptions{
 		metrics: m,
 		runOnce: func(ctx context.Context, date time.Time) (*worker.Result, error) {
@@ -70,6 +72,7 @@ func newServeOptions(ctx context.Context, cfg *config.Config, log *zap.Logger, p
 			if err != nil {
 				return nil, err
 			}
+			defer j.close()
 			return j.run(ctx, date, false, progress)
 		},
 	}, nil

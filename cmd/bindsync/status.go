@@ -130,6 +130,9 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if store, err = openStaging(ctx, cfg); err != nil {
 			return err
 		}
+		if c, ok := store.(io.Closer); ok {
+			defer c.Close()
+		}
 	}
 	rep, err := readStatus(ctx, store, day, time.Now())
 	if err != nil {

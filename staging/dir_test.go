@@ -148,23 +148,6 @@ func TestCreateNotVisibleUntilClose(t *testing.T) {
 	}
 }
 
-func TestWriterAfterClose(t *testing.T) {
-	d := newTestDir(t)
-	w, err := d.Create(context.Background(), "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write([]byte("late")); err == nil {
-		t.Error("Write after Close succeeded")
-	}
-	if err := w.Close(); err == nil {
-		t.Error("second Close succeeded")
-	}
-}
-
 func TestPutIfAbsent(t *testing.T) {
 	ctx := context.Background()
 	d := newTestDir(t)
@@ -222,89 +205,6 @@ func TestPutIfAbsentConcurrent(t *testing.T) {
 	}
 }
 
-func TestNotExist(t *testing.T) {
-	ctx := context.Background()
-	d := newTestDir(t)
-	create(t, d, "dir/obj", "x")
-	for _, name := range []string{"missing", "dir/missing", "dir", "nodir/x"} {
-		if _, err := d.Open(ctx, name); !errors.Is(err, ErrNotExist) {
-			t.Errorf("Open(%q): err = %v, want ErrNotExist", name, err)
-		}
-		if _, err := d.ReadAll(ctx, name); !errors.Is(err, ErrNotExist) {
-			t.Errorf("ReadAll(%q): err = %v, want ErrNotExist", name, err)
-		}
-		if err := d.Delete(ctx, name); !errors.Is(err, ErrNotExist) {
-			t.Errorf("Delete(%q): err = %v, want ErrNotExist", name, err)
-		}
-	}
-}
-
-func TestDelete(t *testing.T) {
-	ctx := context.Background()
-	d := newTestDir(t)
-	create(t, d, "a/b", "x")
-	create(t, d, "a/c", "y")
-	if err := d.Delete(ctx, "a/b"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Open(ctx, "a/b"); !errors.Is(err, ErrNotExist) {
-		t.Errorf("Open after Delete: err = %v", err)
-	}
-	names, err := d.List(ctx, "a/")
-	if err != nil || !reflect.DeepEqual(names, []string{"a/c"}) {
-		t.Errorf("List = %v, %v; want [a/c]", names, err)
-	}
-}
-
-func TestList(t *testing.T) {
-	ctx := context.Background()
-	d := newTestDir(t)
-	for _, name := range []string{
-		"snap/2025-01-02/part-00010", "snap/2025-01-02/part-00002", "snap/2025-01-02/manifest",
-		"snap/2025-01-03/part-00001", "snap.x", "snapshot", "other/f",
-	} {
-		create(t, d, name, name)
-	}
-	// Leftovers and locks must never be listed.
-	if _, err := d.Create(ctx, "snap/2025-01-02/part-00003"); err != nil {
-		t.Fatal(err)
-	}
-	unlock, err := d.Lock(ctx, "snap/2025-01-02/lock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unlock()
-
-	tests := []struct {
-		prefix string
-		want   []string
-	}{
-		{"", []string{"other/f", "snap.x", "snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
-			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001", "snapshot"}},
-		{"snap/", []string{"snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
-			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001"}},
-		{"snap/2025-01-02/part-", []string{"snap/2025-01-02/part-00002", "snap/2025-01-02/part-00010"}},
-		{"snap/2025-01", []string{"snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
-			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001"}},
-		{"snap", []string{"snap.x", "snap/2025-01-02/manifest", "snap/2025-01-02/part-00002",
-			"snap/2025-01-02/part-00010", "snap/2025-01-03/part-00001", "snapshot"}},
-		{"snap/2025-01-02/manifest", []string{"snap/2025-01-02/manifest"}},
-		{"missing/dir/x", nil},
-		{"snap/2025-01-04/", nil},
-		{"zzz", nil},
-	}
-	for _, tt := range tests {
-		got, err := d.List(ctx, tt.prefix)
-		if err != nil {
-			t.Errorf("List(%q): %v", tt.prefix, err)
-			continue
-		}
-		if !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("List(%q) =\n%#v\nwant\n%#v", tt.prefix, got, tt.want)
-		}
-	}
-}
-
 func TestBadNames(t *testing.T) {
 	ctx := context.Background()
 	d := newTestDir(t)
@@ -335,24 +235,6 @@ func TestBadNames(t *testing.T) {
 	}
 	if disk := filesOnDisk(t, d); len(disk) != 0 {
 		t.Errorf("files on disk = %v, want none", disk)
-	}
-}
-
-func TestCanceledContext(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	d := newTestDir(t)
-	if _, err := d.Create(ctx, "x"); !errors.Is(err, context.Canceled) {
-		t.Errorf("Create: err = %v", err)
-	}
-	if err := d.PutIfAbsent(ctx, "x", nil); !errors.Is(err, context.Canceled) {
-		t.Errorf("PutIfAbsent: err = %v", err)
-	}
-	if _, err := d.List(ctx, ""); !errors.Is(err, context.Canceled) {
-		t.Errorf("List: err = %v", err)
-	}
-	if _, err := d.Lock(ctx, "x"); !errors.Is(err, context.Canceled) {
-		t.Errorf("Lock: err = %v", err)
 	}
 }
 

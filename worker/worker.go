@@ -558,13 +558,17 @@ func (r *run) startProgress() (stop func()) {
 			select {
 			case <-t.C:
 				s := r.stats.Snapshot()
+				eta := zap.Skip()
+				if d := s.ETA(); d > 0 {
+					eta = zap.Duration("eta", d.Round(time.Second))
+				}
 				r.log.Info("progress",
 					zap.Int64("users_finished", s.Finished()), zap.Int64("users_total", s.UsersTotal),
 					zap.Bool("listing_users", s.Listing), zap.Int64("bindings", s.Bindings),
 					zap.Int64("pages", s.Pages), zap.Int64("retries", s.Retries),
 					zap.Int64("users_failed", s.UsersFailed), zap.Int64("parts", s.Parts),
 					zap.Float64("bindings_per_second", float64(int64(s.Rate()*10))/10),
-					zap.Duration("eta", s.ETA().Round(time.Second)))
+					eta)
 			case <-done:
 				return
 			}

@@ -65,7 +65,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if problems := cfg.Validate(); len(problems) > 0 {
 		return fmt.Errorf("demo configuration: %v", problems)
 	}
-	log, err := newLogger(&c, cfg, stderr)
+	logOut, live := liveOutput(cfg, stderr)
+	log, err := newLogger(&c, cfg, logOut)
 	if err != nil {
 		return err
 	}
@@ -89,7 +90,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer j.close()
 	day, _ := snapshotDate("", time.Now())
-	res, err := j.run(ctx, day, true, 2*time.Second)
+	res, err := j.run(ctx, day, true, live.begin(j.stats, 2*time.Second))
+	live.end()
 	if res != nil {
 		printResult(stdout, res, err)
 	}

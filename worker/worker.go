@@ -378,10 +378,15 @@ func (j journal) Set(ctx context.Context, kv map[string]string) error {
 
 // read walks every user and streams their bindings into committed parts.
 func (r *run) read(ctx, saveCtx context.Context) error {
+	// A writer that fails (a full disk, a staging store that refuses
+	// writes) stops the fetchers: what they read could not be kept.
+	readCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	w := newWriter(r, saveCtx)
+	w.onError = stop
 	jobs := make(chan job, r.opts.Concurrency)
 
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(readCtx)
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- w.loop() }()
 
@@ -407,7 +412,7 @@ func (r *run) read(ctx, saveCtx context.Context) error {
 		})
 	}
 	err := g.Wait()
-	if err == nil && ctx.Err() == nil {
+	if err == nil && readCtx.Err() == nil {
 		// Users that a crashed run had begun but that no longer exist
 		// (deleted, or taken out of the configuration) lose the rows read
 		// so far, so that the snapshot holds no half user.
@@ -419,6 +424,9 @@ func (r *run) read(ctx, saveCtx context.Context) error {
 	}
 	w.close()
 	werr := <-writerDone
+	if werr != nil && ctx.Err() == nil {
+		return werr // the fetchers' errors only echo the writer's cancel
+	}
 	if err == nil {
 		err = ctx.Err()
 	}

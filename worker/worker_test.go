@@ -439,3 +439,52 @@ func TestRunWaitsForALockReleased(t *testing.T) {
 	}
 	e.checkExact()
 }
+
+// failingStore refuses to create part files after the first n.
+type failingStore struct {
+	staging.Store
+	n       atomic.Int64
+	allowed int64
+}
+
+var errDiskFull = errors.New("no space left on device")
+
+func (s *failingStore) Create(ctx context.Context, name string) (staging.Writer, error) {
+	if strings.Contains(name, "/parts/") && s.n.Add(1) > s.allowed {
+		return nil, errDiskFull
+	}
+	return s.Store.Create(ctx, name)
+}
+
+func TestWriterFailureStopsTheRun(t *testing.T) {
+	e := newEnv(t, twiliotest.WorldSpec{Seed: 13, Services: 1, UsersPerService: 200, MaxBindingsPerUser: 60}, twiliotest.Faults{Latency: time.Millisecond})
+	opts := e.options()
+	opts.Store = &failingStore{Store: e.store, allowed: 1}
+	opts.PartRows = 100
+	opts.Concurrency = 4
+	res, err := Run(context.Background(), e.client, opts, day)
+	if !errors.Is(err, errDiskFull) {
+		t.Fatalf("err = %v, want the store's error", err)
+	}
+	if res.Summary.Status != "failed" {
+		t.Errorf("status = %q, want failed", res.Summary.Status)
+	}
+	// The fetchers stopped soon after the writer failed instead of reading
+	// every user.
+	if got, all := e.srv.Stats().BindingsRequests, int64(len(e.world.Services[0].Users)); got >= all {
+		t.Errorf("%d bindings requests after the writer failed, at least one per user (%d): the run went on", got, all)
+	}
+	// What was committed before the failure is kept for the next run.
+	l, err := checkpoint.Open(context.Background(), e.store, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.State().Parts) != 1 {
+		t.Errorf("committed parts = %d, want the one written before the failure", len(l.State().Parts))
+	}
+	opts.Store = e.store
+	if _, err := Run(context.Background(), e.client, opts, day); err != nil {
+		t.Fatal(err)
+	}
+	e.checkExact()
+}

@@ -59,6 +59,8 @@ type writer struct {
 	inFlight map[checkpoint.UserRef]*checkpoint.InFlight
 
 	err error // first error; later events are drained and ignored
+	// onError, when set, is called once with the first error.
+	onError func(error)
 }
 
 func newWriter(r *run, ctx context.Context) *writer {
@@ -113,14 +115,23 @@ func (w *writer) loop() error {
 			if e.ack != nil {
 				e.ack <- err
 			}
-			if err != nil {
-				w.err = err
-			}
+			w.fail(err)
 		case <-tick.C:
 			if w.err == nil && w.pending() {
-				w.err = w.commit()
+				w.fail(w.commit())
 			}
 		}
+	}
+}
+
+// fail records the writer's first error and reports it.
+func (w *writer) fail(err error) {
+	if err == nil || w.err != nil {
+		return
+	}
+	w.err = err
+	if w.onError != nil {
+		w.onError(err)
 	}
 }
 

@@ -2,12 +2,10 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +17,7 @@ import (
 
 	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/exporter"
-	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/internal/snapshottest"
 	"github.com/bindsync/bindsync/staging"
 	"github.com/bindsync/bindsync/twilio"
 	"github.com/bindsync/bindsync/twilio/twiliotest"
@@ -91,86 +89,24 @@ func (e *env) options() Options {
 	}
 }
 
-// want is the world's bindings for the environment's services, one JSON
-// line per binding, sorted.
-func (e *env) want() []string {
-	var out []string
-	for _, svc := range e.services {
-		users := svc.Users
-		if svc.AllUsers {
-			users = nil
-			for _, u := range e.world.Service(svc.SID).Users {
-				users = append(users, u.SID)
-			}
-		}
-		for _, u := range users {
-			for _, b := range e.world.Bindings(svc.SID, u, svc.BindingTypes) {
-				out = append(out, canon(b))
-			}
-		}
+// selections describes the environment's services for snapshottest.
+func (e *env) selections() []snapshottest.Selection {
+	var out []snapshottest.Selection
+	for _, s := range e.services {
+		out = append(out, snapshottest.Selection{Service: s.SID, All: s.AllUsers, Users: s.Users, Types: s.BindingTypes})
 	}
-	sort.Strings(out)
 	return out
 }
 
-func canon(b twilio.Binding) string {
-	data, err := json.Marshal(b)
-	if err != nil {
-		panic(err)
-	}
-	return string(data)
-}
+func (e *env) want() []string { return snapshottest.Want(e.world, e.selections()) }
 
-// published reads back every row of the published snapshot.
-func (e *env) published() []string {
-	e.t.Helper()
-	dir := e.warehouse.SnapshotDir(day)
-	files, err := filepath.Glob(filepath.Join(dir, "*.parquet"))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var out []string
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		fi, _ := f.Stat()
-		err = exporter.ReadParquetFile(context.Background(), f, fi.Size(), func(r schemas.Row) error {
-			if !r.SnapshotDate.Equal(day) {
-				e.t.Errorf("row snapshot_date = %v", r.SnapshotDate)
-			}
-			out = append(out, canon(r.Binding))
-			return nil
-		})
-		f.Close()
-		if err != nil {
-			e.t.Fatalf("read %s: %v", name, err)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
+func (e *env) published() []string { return snapshottest.ReadLocal(e.t, e.warehouse.Path, day) }
 
+// checkExact asserts the published snapshot holds every binding of the
+// world exactly once, every field equal.
 func (e *env) checkExact() {
 	e.t.Helper()
-	want, got := e.want(), e.published()
-	if len(want) == 0 {
-		e.t.Fatal("the test world has no bindings")
-	}
-	if len(got) != len(want) {
-		e.t.Errorf("published %d rows, want %d", len(got), len(want))
-	}
-	seen := map[string]int{}
-	for _, g := range got {
-		seen[g]++
-	}
-	for _, w := range want {
-		if seen[w] != 1 {
-			e.t.Errorf("binding present %d times, want once: %s", seen[w], w)
-			return
-		}
-	}
+	snapshottest.Equal(e.t, e.published(), e.want())
 }
 
 func TestRunPublishesEveryBindingOnce(t *testing.T) {
@@ -345,7 +281,7 @@ func TestDeletedUserIsGone(t *testing.T) {
 	got := e.published()
 	for _, b := range e.world.Bindings(e.services[1].SID, gone, nil) {
 		for _, g := range got {
-			if g == canon(b) {
+			if g == snapshottest.Canonical(b) {
 				t.Fatalf("binding of the deleted user published: %s", g)
 			}
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
 	"github.com/bindsync/bindsync/bq/bqtest"
+	"github.com/bindsync/bindsync/internal/snapshottest"
 	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/twilio"
 	"github.com/bindsync/bindsync/twilio/twiliotest"
@@ -127,7 +128,7 @@ func canonicalBQ(b twilio.Binding) string {
 	if b.MessageTypes == nil {
 		b.MessageTypes = []string{}
 	}
-	return canonical(b)
+	return snapshottest.Canonical(b)
 }
 
 // wantBQ is e.want() as BigQuery keeps it.

@@ -15,17 +15,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bindsync/bindsync/checkpoint"
-	"github.com/bindsync/bindsync/exporter"
-	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/internal/snapshottest"
 	"github.com/bindsync/bindsync/staging"
-	"github.com/bindsync/bindsync/twilio"
 	"github.com/bindsync/bindsync/twilio/twiliotest"
 )
 
@@ -60,14 +57,7 @@ type e2e struct {
 	srv      *twiliotest.Server
 	dir      string
 	config   string
-	services []svcSpec
-}
-
-type svcSpec struct {
-	sid   string
-	all   bool
-	users []string
-	types []string
+	services []snapshottest.Selection
 }
 
 func newE2E(t *testing.T, spec twiliotest.WorldSpec, faults twiliotest.Faults, extra string) *e2e {
@@ -76,7 +66,7 @@ func newE2E(t *testing.T, spec twiliotest.WorldSpec, faults twiliotest.Faults, e
 	srv := twiliotest.NewServer(twiliotest.Options{World: world, AccountSID: world.AccountSID, AuthToken: e2eToken, Faults: faults})
 	t.Cleanup(srv.Close)
 	e := &e2e{t: t, world: world, srv: srv, dir: t.TempDir()}
-	e.services = []svcSpec{{sid: world.Services[0].SID, all: true}}
+	e.services = []snapshottest.Selection{{Service: world.Services[0].SID, All: true}}
 	if len(world.Services) > 1 {
 		s := world.Services[1]
 		var users []string
@@ -87,24 +77,24 @@ func newE2E(t *testing.T, spec twiliotest.WorldSpec, faults twiliotest.Faults, e
 				users = append(users, u.SID)
 			}
 		}
-		e.services = append(e.services, svcSpec{sid: s.SID, users: users, types: []string{"gcm", "apn"}})
+		e.services = append(e.services, snapshottest.Selection{Service: s.SID, Users: users, Types: []string{"gcm", "apn"}})
 	}
 	var b strings.Builder
 	// Four users at once: slow enough for the tests that stop a run midway.
 	fmt.Fprintf(&b, "twilio:\n  base_url: %s\n  account_sid: ${E2E_ACCOUNT_SID}\n  auth_token: ${E2E_AUTH_TOKEN}\n  max_attempts: 10\n  concurrency: 4\n", srv.URL())
 	b.WriteString("services:\n")
 	for _, s := range e.services {
-		fmt.Fprintf(&b, "  - sid: %s\n", s.sid)
-		if s.all {
+		fmt.Fprintf(&b, "  - sid: %s\n", s.Service)
+		if s.All {
 			b.WriteString("    users: all\n")
 			continue
 		}
 		b.WriteString("    users:\n")
-		for _, u := range s.users {
+		for _, u := range s.Users {
 			q, _ := json.Marshal(u)
 			fmt.Fprintf(&b, "      - %s\n", q)
 		}
-		fmt.Fprintf(&b, "    binding_types: [%s]\n", strings.Join(s.types, ", "))
+		fmt.Fprintf(&b, "    binding_types: [%s]\n", strings.Join(s.Types, ", "))
 	}
 	b.WriteString("staging: staging\nwarehouse:\n  local:\n    path: warehouse\n")
 	b.WriteString(extra)
@@ -145,82 +135,17 @@ func (e *e2e) runSnapshot(extra ...string) result {
 	return e.run(e2eToken, append([]string{"run", "--config", e.config, "--snapshot-date", e2eDay.Format(time.DateOnly)}, extra...)...)
 }
 
-// usersOf lists the users of a service as the run addresses them.
-func (e *e2e) usersOf(s svcSpec) []string {
-	if !s.all {
-		return s.users
-	}
-	var out []string
-	for _, u := range e.world.Service(s.sid).Users {
-		out = append(out, u.SID)
-	}
-	return out
-}
-
-func (e *e2e) want() []string {
-	var out []string
-	for _, s := range e.services {
-		for _, u := range e.usersOf(s) {
-			for _, b := range e.world.Bindings(s.sid, u, s.types) {
-				out = append(out, canonical(b))
-			}
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-func canonical(b twilio.Binding) string {
-	data, err := json.Marshal(b)
-	if err != nil {
-		panic(err)
-	}
-	return string(data)
-}
+func (e *e2e) want() []string { return snapshottest.Want(e.world, e.services) }
 
 func (e *e2e) published() []string {
-	e.t.Helper()
-	dir := exporter.LocalWarehouse{Path: filepath.Join(e.dir, "warehouse")}.SnapshotDir(e2eDay)
-	files, _ := filepath.Glob(filepath.Join(dir, "*.parquet"))
-	if len(files) == 0 {
-		e.t.Fatalf("no parquet files in %s", dir)
-	}
-	var out []string
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		fi, _ := f.Stat()
-		err = exporter.ReadParquetFile(context.Background(), f, fi.Size(), func(r schemas.Row) error {
-			if !r.SnapshotDate.Equal(e2eDay) || r.SyncedAt.IsZero() {
-				return fmt.Errorf("row with snapshot_date %v synced_at %v", r.SnapshotDate, r.SyncedAt)
-			}
-			out = append(out, canonical(r.Binding))
-			return nil
-		})
-		f.Close()
-		if err != nil {
-			e.t.Fatalf("read %s: %v", name, err)
-		}
-	}
-	sort.Strings(out)
-	return out
+	return snapshottest.ReadLocal(e.t, filepath.Join(e.dir, "warehouse"), e2eDay)
 }
 
 // checkExact asserts the published snapshot holds every binding of the
 // world exactly once, every field equal.
 func (e *e2e) checkExact() {
 	e.t.Helper()
-	want, got := e.want(), e.published()
-	if len(got) != len(want) {
-		e.t.Errorf("published %d rows, want %d", len(got), len(want))
-	}
-	for i := range min(len(got), len(want)) {
-		if got[i] != want[i] {
-			e.t.Fatalf("first difference at row %d:\n got %s\nwant %s", i, got[i], want[i])
-		}
-	}
+	snapshottest.Equal(e.t, e.published(), e.want())
 }
 
 func TestE2ERunWithFaults(t *testing.T) {
@@ -244,7 +169,7 @@ func TestE2ERunWithFaults(t *testing.T) {
 	// The special identities were asked for by identity and are in the output.
 	got := strings.Join(e.published(), "\n")
 	for _, id := range twiliotest.SpecialIdentities {
-		if len(e.world.Bindings(e.services[1].sid, id, e.services[1].types)) == 0 {
+		if len(e.world.Bindings(e.services[1].Service, id, e.services[1].Types)) == 0 {
 			continue
 		}
 		q, _ := json.Marshal(id)
@@ -254,7 +179,7 @@ func TestE2ERunWithFaults(t *testing.T) {
 	}
 	// The filter was honoured.
 	for _, row := range e.published() {
-		if strings.Contains(row, `"service_sid":"`+e.services[1].sid+`"`) && strings.Contains(row, `"binding_type":"fcm"`) {
+		if strings.Contains(row, `"service_sid":"`+e.services[1].Service+`"`) && strings.Contains(row, `"binding_type":"fcm"`) {
 			t.Fatalf("fcm binding published despite the filter: %s", row)
 		}
 	}
@@ -314,9 +239,9 @@ func (e *e2e) pagesByUser() map[checkpoint.UserRef]int64 {
 	st := e.srv.Stats()
 	out := map[checkpoint.UserRef]int64{}
 	for _, s := range e.services {
-		for _, u := range e.usersOf(s) {
-			user := e.world.Service(s.sid).User(u)
-			out[checkpoint.UserRef{Service: s.sid, User: u}] = st.BindingsPagesByUser[twiliotest.UserKey(s.sid, user.SID)]
+		for _, u := range snapshottest.UsersOf(e.world, s) {
+			user := e.world.Service(s.Service).User(u)
+			out[checkpoint.UserRef{Service: s.Service, User: u}] = st.BindingsPagesByUser[twiliotest.UserKey(s.Service, user.SID)]
 		}
 	}
 	return out

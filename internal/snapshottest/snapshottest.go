@@ -1,0 +1,122 @@
+// Package snapshottest holds what tests need to compare a published
+// snapshot with the fake Twilio world it was read from: the bindings a
+// selection of services and users should yield, the rows of a local
+// warehouse snapshot, and one canonical text form of a binding so that two
+// sorted lists compare field by field (nulls, empty lists, timestamps).
+package snapshottest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/twilio"
+	"github.com/bindsync/bindsync/twilio/twiliotest"
+)
+
+// Selection is one configured service: all its users, or the listed ones
+// (SIDs or identities), with an optional binding type filter.
+type Selection struct {
+	Service string
+	All     bool
+	Users   []string
+	Types   []string
+}
+
+// UsersOf lists the users of s as a run addresses them: by SID for all
+// users, as configured otherwise.
+func UsersOf(w *twiliotest.World, s Selection) []string {
+	if !s.All {
+		return s.Users
+	}
+	var out []string
+	for _, u := range w.Service(s.Service).Users {
+		out = append(out, u.SID)
+	}
+	return out
+}
+
+// Want returns the bindings of the world that a run of the selections
+// must publish, in canonical form, sorted.
+func Want(w *twiliotest.World, sel []Selection) []string {
+	var out []string
+	for _, s := range sel {
+		for _, u := range UsersOf(w, s) {
+			for _, b := range w.Bindings(s.Service, u, s.Types) {
+				out = append(out, Canonical(b))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Canonical renders a binding as JSON: a null and an empty list differ,
+// and timestamps are in one form.
+func Canonical(b twilio.Binding) string {
+	data, err := json.Marshal(b)
+	if err != nil {
+		panic(err)
+	}
+	return string(data)
+}
+
+// ReadLocal returns the rows of the snapshot of day in a local warehouse,
+// in canonical form, sorted. Every row must carry that snapshot date and
+// a sync time.
+func ReadLocal(t testing.TB, warehouse string, day time.Time) []string {
+	t.Helper()
+	dir := exporter.LocalWarehouse{Path: warehouse}.SnapshotDir(day)
+	files, err := filepath.Glob(filepath.Join(dir, "*.parquet"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no parquet files in %s (%v)", dir, err)
+	}
+	var out []string
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = exporter.ReadParquetFile(context.Background(), f, fi.Size(), func(r schemas.Row) error {
+			if !r.SnapshotDate.Equal(day) || r.SyncedAt.IsZero() {
+				return fmt.Errorf("row with snapshot_date %v synced_at %v", r.SnapshotDate, r.SyncedAt)
+			}
+			out = append(out, Canonical(r.Binding))
+			return nil
+		})
+		f.Close()
+		if err != nil {
+			t.Fatalf("read %s: %v", name, err)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Equal fails t unless got and want, both sorted, are the same rows: every
+// binding exactly once, every field equal.
+func Equal(t testing.TB, got, want []string) {
+	t.Helper()
+	if len(want) == 0 {
+		t.Fatal("the test world has no bindings to compare")
+	}
+	if len(got) != len(want) {
+		t.Errorf("published %d rows, want %d", len(got), len(want))
+	}
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			t.Fatalf("first difference at row %d:\n got %s\nwant %s", i, got[i], want[i])
+		}
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -219,7 +218,9 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // Push sends the bindsync_* metrics to the Pushgateway at url, in the group
-// job=job, instance=<host name>. The Go and process metrics are left out:
+// job=job alone: a CronJob's pod, and so its host name, changes every night,
+// and a group per pod would pile up in the Pushgateway, while one group per
+// job always holds the latest run. The Go and process metrics are left out:
 // those of a process that is about to exit say nothing once it is gone.
 //
 // It uses POST, which replaces only the metrics pushed, so that the
@@ -235,11 +236,7 @@ func (m *Metrics) Push(ctx context.Context, gateway, job string) error {
 	}
 	user := u.User
 	u.User = nil
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "unknown"
-	}
-	p := push.New(u.String(), job).Gatherer(m.runs).Grouping("instance", host)
+	p := push.New(u.String(), job).Gatherer(m.runs)
 	if user != nil {
 		pass, _ := user.Password()
 		p = p.BasicAuth(user.Username(), pass)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -288,10 +287,6 @@ func counterValue(mf *dto.MetricFamily, label, value string) (float64, bool) {
 }
 
 func TestPush(t *testing.T) {
-	host, err := os.Hostname()
-	if err != nil {
-		t.Fatal(err)
-	}
 	tests := []struct {
 		name     string
 		userinfo string // put in the gateway URL
@@ -331,7 +326,7 @@ func TestPush(t *testing.T) {
 			if r.err != nil {
 				t.Fatalf("decode the pushed body: %v", r.err)
 			}
-			if wantPath := "/metrics/job/" + tt.job + "/instance/" + host; r.method != http.MethodPost || r.path != wantPath {
+			if wantPath := "/metrics/job/" + tt.job; r.method != http.MethodPost || r.path != wantPath {
 				t.Errorf("request %s %s, want POST %s", r.method, r.path, wantPath)
 			}
 			if r.user != tt.wantUser || (tt.wantUser != "" && r.pass != "s3cret") {

@@ -93,7 +93,16 @@ type serveOptions struct {
 	// stopTimeout bounds the wait for a running run at shutdown; zero means
 	// serveStopTimeout.
 	stopTimeout time.Duration
+	// retryDelays are the pauses before each new try of a snapshot whose
+	// run failed; nil means serveRetryDelays.
+	retryDelays []time.Duration
 }
+
+// serveRetryDelays space the new tries of a failed scheduled run. With a
+// daily schedule the next firing reads the next day, so a failed snapshot
+// is finished by these tries or not at all (then `bindsync run
+// --snapshot-date` finishes it); they add up to about two hours.
+var serveRetryDelays = []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute, 30 * time.Minute, time.Hour}
 
 // serve runs snapshots on a schedule until ctx ends, one at a time, and
 // serves /healthz, /readyz and /metrics meanwhile. Each firing reads the
@@ -107,7 +116,10 @@ type serveOptions struct {
 // the stop timeout, closes the listener and returns nil. It returns an
 // error only when it cannot start or the HTTP server fails.
 func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, opts serveOptions) error {
-	s := &server{log: log, runOnce: opts.runOnce, metrics: opts.metrics, schedule: opts.schedule}
+	s := &server{log: log, runOnce: opts.runOnce, metrics: opts.metrics, schedule: opts.schedule, retryDelays: opts.retryDelays}
+	if s.retryDelays == nil {
+		s.retryDelays = serveRetryDelays
+	}
 	if s.metrics == nil {
 		s.metrics = metrics.New()
 	}
@@ -186,6 +198,8 @@ type server struct {
 	// ready is true from the start of the scheduler to the start of the
 	// shutdown.
 	ready atomic.Bool
+	// retryDelays space the new tries of a failed run.
+	retryDelays []time.Duration
 }
 
 func (s *server) routes() http.Handler {
@@ -228,16 +242,43 @@ func (s *server) fire(ctx context.Context) {
 
 	res, err := s.runOnce(ctx, date)
 	recordRun(s.metrics, res, err, time.Since(start))
+	// A failed snapshot is tried again (resuming from its checkpoint) while
+	// the failure may pass: not after a shutdown, not for a configuration
+	// or credentials problem that needs a person.
+	tries := 1
+	for try := 0; err != nil && ctx.Err() == nil && !isUsage(err) && try < len(s.retryDelays); try++ {
+		log.Error("scheduled run failed; trying again", zap.Error(err), zap.Duration("in", s.retryDelays[try]), zap.Int("try", try+2))
+		select {
+		case <-ctx.Done():
+		case <-time.After(s.retryDelays[try]):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		s.metrics.RunStarted()
+		again := time.Now()
+		res, err = s.runOnce(ctx, date)
+		recordRun(s.metrics, res, err, time.Since(again))
+		tries++
+	}
 	switch {
 	case err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil:
-		log.Warn("scheduled run interrupted by the shutdown; the next firing resumes it", zap.Error(err))
+		log.Warn("scheduled run interrupted by the shutdown; the next firing of the same day resumes it", zap.Error(err))
 	case err != nil:
-		log.Error("scheduled run failed; the next firing resumes it", zap.Error(err))
+		log.Error("scheduled run failed; finish it with `bindsync run --snapshot-date` once the cause is fixed",
+			zap.Error(err), zap.Int("tries", tries))
 	case res != nil && res.AlreadyPublished:
 		log.Info("scheduled run found the snapshot already published")
 	default:
 		log.Info("scheduled run done", zap.Duration("duration", time.Since(start).Round(time.Millisecond)))
 	}
+}
+
+// isUsage reports errors that another try cannot get past: configuration,
+// credentials, permissions.
+func isUsage(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
 }
 
 // cronLogger passes the scheduler's own messages to zap: its routine ones

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -66,6 +67,19 @@ func startServe(t *testing.T, cfg *config.Config, opts serveOptions) *served {
 		}
 	})
 	return s
+}
+
+// waitStatus polls path until it answers want or the wait runs out, and
+// returns the last status.
+func (s *served) waitStatus(path string, want int) int {
+	deadline := time.Now().Add(waitLimit)
+	for {
+		code, _ := s.get(path)
+		if code == want || time.Now().After(deadline) {
+			return code
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // stop cancels serve's context and returns what serve returned.
@@ -293,7 +307,9 @@ func TestServeProbesAndShutdown(t *testing.T) {
 			if code, body := s.get("/healthz"); code != http.StatusOK || body != "ok\n" {
 				t.Errorf("GET /healthz = %d %q, want 200 ok", code, body)
 			}
-			if code, _ := s.get("/readyz"); code != http.StatusOK {
+			// The listener answers a moment before the scheduler has
+			// started; readiness follows.
+			if code := s.waitStatus("/readyz", http.StatusOK); code != http.StatusOK {
 				t.Errorf("GET /readyz = %d once started, want 200", code)
 			}
 			receive(t, entered, "the run")
@@ -506,4 +522,76 @@ metrics:
 			}
 		})
 	}
+}
+
+func TestServeTriesAFailedSnapshotAgain(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		dates []time.Time
+	)
+	runOnce := func(ctx context.Context, date time.Time) (*worker.Result, error) {
+		mu.Lock()
+		dates = append(dates, date)
+		n := len(dates)
+		mu.Unlock()
+		if n <= 2 {
+			return &worker.Result{Date: date, Summary: checkpoint.RunSummary{Status: "failed"}}, errors.New("twilio: 503 after 6 attempts")
+		}
+		return &worker.Result{Date: date, Summary: checkpoint.RunSummary{Status: "succeeded", UsersDone: 3, Bindings: 7, Pages: 2}}, nil
+	}
+	s := startServe(t, config.Default(), serveOptions{
+		runOnce:     runOnce,
+		schedule:    soon(), // one firing: the tries come from the retries alone
+		retryDelays: []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond},
+	})
+	got := s.waitMetric(`bindsync_runs_total{status="succeeded"}`, 1)
+	checkSeries(t, got, map[string]float64{
+		`bindsync_runs_total{status="failed"}`:    2,
+		`bindsync_runs_total{status="succeeded"}`: 1,
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(dates) != 3 || !dates[0].Equal(dates[1]) || !dates[1].Equal(dates[2]) {
+		t.Errorf("runs for dates %v, want three tries of one date", dates)
+	}
+	if n := s.logs.FilterMessage("scheduled run failed; trying again").Len(); n != 2 {
+		t.Errorf("%d retries logged, want 2", n)
+	}
+}
+
+func TestServeDoesNotRetryAConfigurationError(t *testing.T) {
+	var calls atomic.Int32
+	runOnce := func(ctx context.Context, date time.Time) (*worker.Result, error) {
+		calls.Add(1)
+		return nil, usagef("twilio: 401 Unauthorized: check twilio.auth_token")
+	}
+	s := startServe(t, config.Default(), serveOptions{
+		runOnce:     runOnce,
+		schedule:    soon(),
+		retryDelays: []time.Duration{time.Millisecond, time.Millisecond},
+	})
+	// The firing is over once it logs the next run time.
+	deadline := time.Now().Add(waitLimit)
+	for s.logs.FilterMessage("next run").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the firing never ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d runs after a configuration error, want 1", n)
+	}
+}
+
+// fireOnce is a schedule that fires once, at a moment, and then not for
+// an hour.
+type fireOnce struct{ at time.Time }
+
+func soon() *fireOnce { return &fireOnce{at: time.Now().Add(50 * time.Millisecond)} }
+
+func (f *fireOnce) Next(t time.Time) time.Time {
+	if t.Before(f.at) {
+		return f.at
+	}
+	return t.Add(time.Hour)
 }

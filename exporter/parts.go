@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
@@ -93,6 +94,7 @@ type PartInfo struct {
 type PartWriter struct {
 	ctx     context.Context
 	name    string
+	schema  *arrow.Schema
 	meta    schemas.RowMeta
 	opts    PartOptions
 	sink    staging.Writer
@@ -109,6 +111,10 @@ type PartWriter struct {
 // NewPartWriter starts the part file name in store. Every row gets the
 // columns of meta. ctx bounds the whole life of the writer.
 func NewPartWriter(ctx context.Context, store staging.Store, name string, meta schemas.RowMeta, opts PartOptions) (*PartWriter, error) {
+	return newPartWriter(ctx, store, name, schemas.Binding(), meta, opts)
+}
+
+func newPartWriter(ctx context.Context, store staging.Store, name string, schema *arrow.Schema, meta schemas.RowMeta, opts PartOptions) (*PartWriter, error) {
 	opts = opts.withDefaults()
 	sink, err := store.Create(ctx, name)
 	if err != nil {
@@ -127,7 +133,7 @@ func NewPartWriter(ctx context.Context, store staging.Store, name string, meta s
 		pqarrow.WithStoreSchema(),
 		pqarrow.WithAllocator(opts.Allocator),
 	)
-	fw, err := pqarrow.NewFileWriter(schemas.Binding(), buf, props, arrowProps)
+	fw, err := pqarrow.NewFileWriter(schema, buf, props, arrowProps)
 	if err != nil {
 		sink.Abort()
 		return nil, fmt.Errorf("start parquet part %q: %w", name, err)
@@ -135,13 +141,14 @@ func NewPartWriter(ctx context.Context, store staging.Store, name string, meta s
 	return &PartWriter{
 		ctx:     ctx,
 		name:    name,
+		schema:  schema,
 		meta:    meta,
 		opts:    opts,
 		sink:    sink,
 		counter: counter,
 		buf:     buf,
 		fw:      fw,
-		b:       array.NewRecordBuilder(opts.Allocator, schemas.Binding()),
+		b:       array.NewRecordBuilder(opts.Allocator, schema),
 	}, nil
 }
 
@@ -149,6 +156,9 @@ func NewPartWriter(ctx context.Context, store staging.Store, name string, meta s
 // BatchRows rows; an error leaves the writer unusable, and the caller should
 // Abort it.
 func (w *PartWriter) Append(bs []twilio.Binding) error {
+	if w.schema != schemas.Binding() {
+		return fmt.Errorf("append bindings to part %q: it holds other rows", w.name)
+	}
 	for i := range bs {
 		if err := w.add(w.meta, &bs[i]); err != nil {
 			return err
@@ -159,13 +169,18 @@ func (w *PartWriter) Append(bs []twilio.Binding) error {
 
 // add appends one row with its own meta columns, flushing a full batch.
 func (w *PartWriter) add(meta schemas.RowMeta, bd *twilio.Binding) error {
+	return w.addRow(func(b *array.RecordBuilder) { schemas.AppendBinding(b, meta, bd) })
+}
+
+// addRow appends one row built by fn, flushing a full batch.
+func (w *PartWriter) addRow(fn func(*array.RecordBuilder)) error {
 	if w.done {
 		return fmt.Errorf("append to part %q: %w", w.name, ErrClosed)
 	}
 	if w.err != nil {
 		return w.err
 	}
-	schemas.AppendBinding(w.b, meta, bd)
+	fn(w.b)
 	w.pending++
 	w.rows++
 	if w.pending >= w.opts.BatchRows {

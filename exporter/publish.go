@@ -25,6 +25,9 @@ type Snapshot struct {
 	Store staging.Store
 	// Parts are the committed parts of the snapshot, in any order.
 	Parts []PartInfo
+	// Users are the parts of the users table (schemas.Users): one row per
+	// user the snapshot read, with its number of bindings.
+	Users []PartInfo
 	// RunID identifies the run that produced the snapshot, for logs and
 	// for publishers that need deterministic job names.
 	RunID string
@@ -60,6 +63,8 @@ type Publisher interface {
 const (
 	// TableDir is the directory of the user_bindings table under Path.
 	TableDir = "user_bindings"
+	// UsersTableDir is the directory of the users table under Path.
+	UsersTableDir = "user_bindings_users"
 	// warehouseTmpDir holds snapshots being built; it is outside TableDir
 	// so that readers globbing user_bindings/*/*.parquet never see them.
 	warehouseTmpDir = ".tmp"
@@ -98,42 +103,57 @@ func (l LocalWarehouse) SnapshotDir(date time.Time) string {
 // swaps it in place of the date's directory. Leftovers of an earlier
 // interrupted Publish of the same date are removed first, which makes a
 // retry converge to the same state.
+//
+// The users table, when s has users parts, is published the same way after
+// the bindings: each table's day changes atomically.
 func (l LocalWarehouse) Publish(ctx context.Context, s Snapshot) error {
 	part := partitionName(s.Date)
-	if err := l.publish(ctx, s, part); err != nil {
+	if err := l.publish(ctx, s, TableDir, s.Parts, part); err != nil {
 		return fmt.Errorf("publish %s to %s: %w", part, l.Describe(), err)
+	}
+	if s.Users != nil {
+		if err := l.publish(ctx, s, UsersTableDir, s.Users, part); err != nil {
+			return fmt.Errorf("publish users of %s to %s: %w", part, l.Describe(), err)
+		}
 	}
 	return nil
 }
 
-func (l LocalWarehouse) publish(ctx context.Context, s Snapshot, part string) error {
+// UsersSnapshotDir returns the directory of the users of the snapshot of
+// date.
+func (l LocalWarehouse) UsersSnapshotDir(date time.Time) string {
+	return filepath.Join(l.Path, UsersTableDir, partitionName(date))
+}
+
+func (l LocalWarehouse) publish(ctx context.Context, s Snapshot, table string, parts []PartInfo, part string) error {
 	if l.Path == "" {
 		return errors.New("warehouse path is empty")
 	}
 	if s.Store == nil {
 		return errors.New("snapshot has no staging store")
 	}
-	tableDir := filepath.Join(l.Path, TableDir)
+	tableDir := filepath.Join(l.Path, table)
 	tmpRoot := filepath.Join(l.Path, warehouseTmpDir)
 	for _, dir := range []string{tableDir, tmpRoot} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
 	}
-	if err := removeLeftovers(tmpRoot, part); err != nil {
+	key := table + "_" + part // one table's leftovers never match another's
+	if err := removeLeftovers(tmpRoot, key); err != nil {
 		return err
 	}
 
 	// The trailing "." keeps one date's leftovers from matching another's
 	// prefix in removeLeftovers.
-	newDir, err := os.MkdirTemp(tmpRoot, part+".")
+	newDir, err := os.MkdirTemp(tmpRoot, key+".")
 	if err != nil {
 		return err
 	}
 	if err := os.Chmod(newDir, 0o755); err != nil {
 		return err
 	}
-	if err := l.fill(ctx, newDir, s); err != nil {
+	if err := l.fill(ctx, newDir, s.Store, parts); err != nil {
 		os.RemoveAll(newDir)
 		return err
 	}
@@ -147,7 +167,7 @@ func (l LocalWarehouse) publish(ctx context.Context, s Snapshot, part string) er
 	}
 
 	target := filepath.Join(tableDir, part)
-	old, err := swapIn(newDir, target, tmpRoot, part)
+	old, err := swapIn(newDir, target, tmpRoot, key)
 	if err != nil {
 		os.RemoveAll(newDir)
 		return err
@@ -183,8 +203,8 @@ func removeLeftovers(tmpRoot, part string) error {
 }
 
 // fill puts the parts of s into dir as part-NNNNN.parquet, in name order.
-func (l LocalWarehouse) fill(ctx context.Context, dir string, s Snapshot) error {
-	parts := append([]PartInfo(nil), s.Parts...)
+func (l LocalWarehouse) fill(ctx context.Context, dir string, store staging.Store, parts []PartInfo) error {
+	parts = append([]PartInfo(nil), parts...)
 	sort.Slice(parts, func(i, j int) bool { return parts[i].Name < parts[j].Name })
 	for i, p := range parts {
 		if i > 0 && p.Name == parts[i-1].Name {
@@ -194,7 +214,7 @@ func (l LocalWarehouse) fill(ctx context.Context, dir string, s Snapshot) error 
 			return err
 		}
 		dst := filepath.Join(dir, fmt.Sprintf("part-%05d.parquet", i))
-		if err := placePart(ctx, s.Store, p, dst); err != nil {
+		if err := placePart(ctx, store, p, dst); err != nil {
 			return fmt.Errorf("copy part %q: %w", p.Name, err)
 		}
 	}

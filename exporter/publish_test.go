@@ -161,7 +161,7 @@ func TestLocalWarehouseRemovesLeftovers(t *testing.T) {
 	store := newDirStore(t)
 	l := LocalWarehouse{Path: t.TempDir()}
 	// What a publish killed halfway would leave, for day 1 and for day 2.
-	for _, dir := range []string{"snapshot_date=2025-06-01.123", "snapshot_date=2025-06-01.456/old", "snapshot_date=2025-06-02.789"} {
+	for _, dir := range []string{"user_bindings_snapshot_date=2025-06-01.123", "user_bindings_snapshot_date=2025-06-01.456/old", "user_bindings_snapshot_date=2025-06-02.789"} {
 		p := filepath.Join(l.Path, ".tmp", dir)
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			t.Fatal(err)
@@ -179,7 +179,7 @@ func TestLocalWarehouseRemovesLeftovers(t *testing.T) {
 	}
 	// Only the leftovers of the published date are removed: day 2 may be
 	// being published by someone else.
-	if left := tmpEntries(t, l); !reflect.DeepEqual(left, []string{"snapshot_date=2025-06-02.789"}) {
+	if left := tmpEntries(t, l); !reflect.DeepEqual(left, []string{"user_bindings_snapshot_date=2025-06-02.789"}) {
 		t.Errorf(".tmp holds %v, want only the day 2 leftover", left)
 	}
 }

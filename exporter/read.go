@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
@@ -36,6 +37,38 @@ func ReadPart(ctx context.Context, store staging.Store, name string, fn func(sch
 // columns are ignored); any Parquet file with those columns works, not only
 // the parts this package writes.
 func ReadParquetFile(ctx context.Context, r io.ReaderAt, size int64, fn func(schemas.Row) error) error {
+	return readRecords(ctx, r, size, func(rec arrow.RecordBatch) error {
+		rows, err := schemas.BindingsFromRecord(rec)
+		if err != nil {
+			return fmt.Errorf("decode rows: %w", err)
+		}
+		for _, row := range rows {
+			if err := fn(row); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ReadUsersFile calls fn for every row of a users part file (schemas.Users).
+func ReadUsersFile(ctx context.Context, r io.ReaderAt, size int64, fn func(schemas.UserRow) error) error {
+	return readRecords(ctx, r, size, func(rec arrow.RecordBatch) error {
+		rows, err := schemas.UsersFromRecord(rec)
+		if err != nil {
+			return fmt.Errorf("decode user rows: %w", err)
+		}
+		for _, row := range rows {
+			if err := fn(row); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// readRecords calls fn for every record batch of a Parquet file.
+func readRecords(ctx context.Context, r io.ReaderAt, size int64, fn func(arrow.RecordBatch) error) error {
 	pf, err := file.NewParquetReader(io.NewSectionReader(r, 0, size))
 	if err != nil {
 		return fmt.Errorf("open parquet file: %w", err)
@@ -54,14 +87,8 @@ func ReadParquetFile(ctx context.Context, r io.ReaderAt, size int64, fn func(sch
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rows, err := schemas.BindingsFromRecord(rr.RecordBatch())
-		if err != nil {
-			return fmt.Errorf("decode rows: %w", err)
-		}
-		for _, row := range rows {
-			if err := fn(row); err != nil {
-				return err
-			}
+		if err := fn(rr.RecordBatch()); err != nil {
+			return err
 		}
 	}
 	if err := rr.Err(); err != nil {

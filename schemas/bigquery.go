@@ -68,6 +68,8 @@ func bigQueryType(t arrow.DataType) (bigquery.FieldType, error) {
 		return bigquery.TimestampFieldType, nil
 	case *arrow.Date32Type:
 		return bigquery.DateFieldType, nil
+	case *arrow.Int64Type:
+		return bigquery.IntegerFieldType, nil
 	default:
 		return "", fmt.Errorf("arrow type %s has no BigQuery mapping", t)
 	}

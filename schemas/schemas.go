@@ -88,20 +88,7 @@ var columns = [numColumns]column{
 }
 
 // binding is built once; arrow schemas are immutable, so sharing it is safe.
-var binding = buildSchema()
-
-func buildSchema() *arrow.Schema {
-	fields := make([]arrow.Field, len(columns))
-	for i, c := range columns {
-		fields[i] = arrow.Field{
-			Name:     c.name,
-			Type:     c.typ,
-			Nullable: c.nullable,
-			Metadata: arrow.NewMetadata([]string{DescriptionKey}, []string{c.description}),
-		}
-	}
-	return arrow.NewSchema(fields, nil)
-}
+var binding = buildFrom(columns[:])
 
 // Binding returns the Arrow schema of a binding row. The same value is
 // returned on every call and must not be modified.

@@ -134,7 +134,7 @@ func TestBigQueryUnsupported(t *testing.T) {
 		typ     arrow.DataType
 		wantErr string
 	}{
-		{"int", arrow.PrimitiveTypes.Int64, "no BigQuery mapping"},
+		{"float", arrow.PrimitiveTypes.Float64, "no BigQuery mapping"},
 		{"naive_ts", &arrow.TimestampType{Unit: arrow.Microsecond}, "without time zone"},
 		{"list_of_int", arrow.ListOf(arrow.PrimitiveTypes.Int32), "no BigQuery mapping"},
 	}

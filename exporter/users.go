@@ -1,0 +1,38 @@
+package exporter
+
+import (
+	"context"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/staging"
+)
+
+// UsersPartWriter streams user rows (schemas.Users) into one Parquet part
+// file, with the same guarantees as PartWriter.
+type UsersPartWriter struct{ p *PartWriter }
+
+// NewUsersPartWriter starts the users part file name in store.
+func NewUsersPartWriter(ctx context.Context, store staging.Store, name string, meta schemas.RowMeta, opts PartOptions) (*UsersPartWriter, error) {
+	p, err := newPartWriter(ctx, store, name, schemas.Users(), meta, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &UsersPartWriter{p}, nil
+}
+
+// Append adds one user row.
+func (w *UsersPartWriter) Append(u *schemas.UserRow) error {
+	meta := w.p.meta
+	return w.p.addRow(func(b *array.RecordBuilder) { schemas.AppendUser(b, meta, u) })
+}
+
+// Rows returns the number of rows appended so far.
+func (w *UsersPartWriter) Rows() int64 { return w.p.Rows() }
+
+// Close commits the part; see PartWriter.Close.
+func (w *UsersPartWriter) Close() (PartInfo, error) { return w.p.Close() }
+
+// Abort discards the part; see PartWriter.Abort.
+func (w *UsersPartWriter) Abort() { w.p.Abort() }

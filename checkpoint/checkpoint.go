@@ -59,6 +59,10 @@ type UserDone struct {
 	UserRef
 	Bindings int64 `json:"bindings"`
 	Pages    int64 `json:"pages"`
+	// UserSID and Identity are what the run learnt of the user, from the
+	// Users API or its bindings; empty when unknown.
+	UserSID  string `json:"user_sid,omitempty"`
+	Identity string `json:"identity,omitempty"`
 }
 
 // InFlight is a user partly read: its rows so far are in Parts and reading
@@ -69,6 +73,8 @@ type InFlight struct {
 	Parts    []string `json:"parts"`
 	Bindings int64    `json:"bindings"`
 	Pages    int64    `json:"pages"`
+	UserSID  string   `json:"user_sid,omitempty"`
+	Identity string   `json:"identity,omitempty"`
 }
 
 // UserFailed is a user that could not be read in a run, with the reason.
@@ -103,14 +109,18 @@ type RunSummary struct {
 
 // Entry is one record of the log. Only the fields of its Kind are set.
 type Entry struct {
-	Seq      int64             `json:"seq"`
-	Kind     string            `json:"kind"`
-	RunID    string            `json:"run_id"`
-	Time     time.Time         `json:"time"`
-	Parts    []Part            `json:"parts,omitempty"`
-	Replaced []Replace         `json:"replaced,omitempty"`
-	Done     []UserDone        `json:"done,omitempty"`
-	Gone     []UserRef         `json:"gone,omitempty"`
+	Seq      int64      `json:"seq"`
+	Kind     string     `json:"kind"`
+	RunID    string     `json:"run_id"`
+	Time     time.Time  `json:"time"`
+	Parts    []Part     `json:"parts,omitempty"`
+	Replaced []Replace  `json:"replaced,omitempty"`
+	Done     []UserDone `json:"done,omitempty"`
+	Gone     []UserRef  `json:"gone,omitempty"`
+	// Dropped are unfinished users left out of the snapshot (no longer
+	// configured or listed): their rows were removed, and they are neither
+	// done nor gone, so a run that meets them again reads them afresh.
+	Dropped  []UserRef         `json:"dropped,omitempty"`
 	InFlight []InFlight        `json:"in_flight,omitempty"`
 	Failed   []UserFailed      `json:"failed,omitempty"`
 	Run      *RunSummary       `json:"run,omitempty"`
@@ -222,6 +232,36 @@ func (l *Log) State() *State {
 	defer l.mu.Unlock()
 	return l.state
 }
+
+// Each calls fn for every entry of the snapshot's log, in order, reading
+// one entry at a time.
+func Each(ctx context.Context, store staging.Store, date time.Time, fn func(*Entry) error) error {
+	dir := Dir(date)
+	names, err := store.List(ctx, dir+"/_log/")
+	if err != nil {
+		return fmt.Errorf("list checkpoint of %s: %w", date.Format(time.DateOnly), err)
+	}
+	for _, name := range names {
+		if _, ok := parseSeq(name); !ok {
+			continue
+		}
+		data, err := store.ReadAll(ctx, name)
+		if err != nil {
+			return fmt.Errorf("read checkpoint entry %s: %w", store.URI(name), err)
+		}
+		var e Entry
+		if err := json.Unmarshal(data, &e); err != nil {
+			return fmt.Errorf("checkpoint entry %s is corrupt: %w", store.URI(name), err)
+		}
+		if err := fn(&e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UsersPartName is the staging name of the users part of a snapshot.
+func UsersPartName(date time.Time) string { return path.Join(Dir(date), "users", "users.parquet") }
 
 // Reset moves the log of a snapshot aside (renamed under _old/<time>/) so
 // that the next run starts the snapshot from scratch. Part files of the old
@@ -381,6 +421,10 @@ func (s *State) apply(e *Entry) {
 		s.done[userHash(g)] = struct{}{}
 		delete(s.InFlight, g)
 		delete(s.Failed, g)
+	}
+	for _, d := range e.Dropped {
+		delete(s.InFlight, d)
+		delete(s.Failed, d)
 	}
 	for _, f := range e.InFlight {
 		f := f

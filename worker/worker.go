@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/staging"
 	"github.com/bindsync/bindsync/twilio"
 )
@@ -346,7 +348,11 @@ func (r *run) publish(ctx context.Context, res *Result) error {
 	for i, p := range st.Parts {
 		parts[i] = exporter.PartInfo{Name: p.Name, Rows: p.Rows, Bytes: p.Bytes}
 	}
-	snap := exporter.Snapshot{Date: r.date, Store: r.store, Parts: parts, RunID: r.id, Journal: journal{r.cp}}
+	users, err := r.writeUsers(ctx)
+	if err != nil {
+		return err
+	}
+	snap := exporter.Snapshot{Date: r.date, Store: r.store, Parts: parts, Users: []exporter.PartInfo{users}, RunID: r.id, Journal: journal{r.cp}}
 	for _, p := range r.opts.Publishers {
 		r.log.Info("publishing", zap.String("to", p.Describe()), zap.Int("parts", len(parts)), zap.Int64("rows", st.Rows()))
 		if err := p.Publish(ctx, snap); err != nil {
@@ -357,13 +363,63 @@ func (r *run) publish(ctx context.Context, res *Result) error {
 	if err := r.cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindPublished, RunID: r.id}); err != nil {
 		return err
 	}
-	for _, p := range st.Parts {
+	for _, p := range append(slices.Clone(st.Parts), checkpoint.Part{Name: users.Name}) {
 		if err := r.store.Delete(ctx, p.Name); err != nil && !errors.Is(err, staging.ErrNotExist) {
 			r.log.Warn("remove published part from staging", zap.String("part", p.Name), zap.Error(err))
 			return nil
 		}
 	}
 	return r.cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindCleaned, RunID: r.id})
+}
+
+// writeUsers writes the users part of the snapshot from its checkpoint
+// log: one row per user finished or gone, over every run. It is derived
+// anew at each publish, so a rerun writes the same part.
+func (r *run) writeUsers(ctx context.Context) (exporter.PartInfo, error) {
+	synced := r.start
+	if runs := r.cp.State().Runs; len(runs) > 0 {
+		synced = runs[0].Start // when the snapshot began to be read
+	}
+	name := checkpoint.UsersPartName(r.date)
+	w, err := exporter.NewUsersPartWriter(ctx, r.store, name, schemas.RowMeta{SnapshotDate: r.date, SyncedAt: synced}, r.partOptions())
+	if err != nil {
+		return exporter.PartInfo{}, fmt.Errorf("write users of snapshot %s: %w", r.date.Format(time.DateOnly), err)
+	}
+	err = checkpoint.Each(ctx, r.store, r.date, func(e *checkpoint.Entry) error {
+		for i := range e.Done {
+			d := &e.Done[i]
+			row := schemas.UserRow{ServiceSID: d.Service, User: d.User, UserSID: optional(d.UserSID), Identity: optional(d.Identity), Bindings: d.Bindings, State: schemas.UserRead}
+			if err := w.Append(&row); err != nil {
+				return err
+			}
+		}
+		for _, g := range e.Gone {
+			row := schemas.UserRow{ServiceSID: g.Service, User: g.User, State: schemas.UserGone}
+			if userSIDPattern.MatchString(g.User) {
+				row.UserSID = &g.User
+			}
+			if err := w.Append(&row); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		w.Abort()
+		return exporter.PartInfo{}, fmt.Errorf("write users of snapshot %s: %w", r.date.Format(time.DateOnly), err)
+	}
+	info, err := w.Close()
+	if err != nil {
+		return exporter.PartInfo{}, fmt.Errorf("write users of snapshot %s: %w", r.date.Format(time.DateOnly), err)
+	}
+	return info, nil
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // journal lets publishers keep their progress (job IDs, attempts) in the
@@ -436,7 +492,13 @@ func (r *run) read(ctx, saveCtx context.Context) error {
 type job struct {
 	svc  *Service
 	user checkpoint.UserRef
+	// sid and identity are what is known of the user before reading it:
+	// both from the Users API, or the configured string, which is one or
+	// the other.
+	sid, identity string
 }
+
+var userSIDPattern = regexp.MustCompile(`^US[0-9a-fA-F]{32}$`)
 
 // enumerate sends every user still to read, service by service.
 //
@@ -444,7 +506,7 @@ type job struct {
 // those it meets, so that the others can be dropped at the end.
 func (r *run) enumerate(ctx context.Context, jobs chan<- job, seen map[checkpoint.UserRef]bool) error {
 	done := r.cp.IsDone
-	emit := func(svc *Service, user string) error {
+	emit := func(svc *Service, user, sid, identity string) error {
 		u := checkpoint.UserRef{Service: svc.SID, User: user}
 		if _, ok := seen[u]; ok {
 			seen[u] = true
@@ -458,7 +520,7 @@ func (r *run) enumerate(ctx context.Context, jobs chan<- job, seen map[checkpoin
 			return nil
 		}
 		select {
-		case jobs <- job{svc: svc, user: u}:
+		case jobs <- job{svc: svc, user: u, sid: sid, identity: identity}:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
@@ -468,7 +530,11 @@ func (r *run) enumerate(ctx context.Context, jobs chan<- job, seen map[checkpoin
 		svc := &r.opts.Services[i]
 		if !svc.AllUsers {
 			for _, u := range svc.Users {
-				if err := emit(svc, u); err != nil {
+				sid, identity := "", u
+				if userSIDPattern.MatchString(u) {
+					sid, identity = u, ""
+				}
+				if err := emit(svc, u, sid, identity); err != nil {
 					return err
 				}
 			}
@@ -485,7 +551,11 @@ func (r *run) enumerate(ctx context.Context, jobs chan<- job, seen map[checkpoin
 				return fmt.Errorf("list users of service %s: %w", svc.SID, err)
 			}
 			for _, u := range page.Users {
-				if err := emit(svc, u.SID); err != nil {
+				identity := ""
+				if u.Identity != nil {
+					identity = *u.Identity
+				}
+				if err := emit(svc, u.SID, u.SID, identity); err != nil {
 					r.stats.Listing.Add(-1)
 					r.stats.Service(svc.SID).Listing.Store(false)
 					return err
@@ -546,7 +616,7 @@ func (r *run) readUser(ctx context.Context, w *writer, j job) error {
 		r.stats.Pages.Add(1)
 		r.stats.Bindings.Add(int64(len(page.Bindings)))
 		ss.Bindings.Add(int64(len(page.Bindings)))
-		w.send(event{kind: evPage, user: j.user, bindings: page.Bindings, next: page.Next})
+		w.send(event{kind: evPage, user: j.user, bindings: page.Bindings, next: page.Next, sid: j.sid, identity: j.identity})
 		if page.Next == "" {
 			ss.UsersFinished.Add(1)
 			return nil

@@ -103,10 +103,18 @@ func (e *env) want() []string { return snapshottest.Want(e.world, e.selections()
 func (e *env) published() []string { return snapshottest.ReadLocal(e.t, e.warehouse.Path, day) }
 
 // checkExact asserts the published snapshot holds every binding of the
-// world exactly once, every field equal.
+// world exactly once, every field equal, and every user once with its
+// number of bindings.
 func (e *env) checkExact() {
 	e.t.Helper()
 	snapshottest.Equal(e.t, e.published(), e.want())
+	e.checkUsers(nil)
+}
+
+// checkUsers asserts the published users table; gone names deleted users.
+func (e *env) checkUsers(gone map[string]bool) {
+	e.t.Helper()
+	snapshottest.Equal(e.t, snapshottest.ReadLocalUsers(e.t, e.warehouse.Path, e.world, day), snapshottest.WantUsers(e.world, e.selections(), gone))
 }
 
 func TestRunPublishesEveryBindingOnce(t *testing.T) {
@@ -278,6 +286,7 @@ func TestDeletedUserIsGone(t *testing.T) {
 	if res.Summary.UsersGone != 1 {
 		t.Errorf("users gone = %d, want 1", res.Summary.UsersGone)
 	}
+	e.checkUsers(map[string]bool{gone: true})
 	got := e.published()
 	for _, b := range e.world.Bindings(e.services[1].SID, gone, nil) {
 		for _, g := range got {

@@ -31,7 +31,9 @@ type event struct {
 	bindings []twilio.Binding
 	next     string
 	reason   string
-	ack      chan error
+	// sid and identity: what the fetcher knew of the user (may be empty).
+	sid, identity string
+	ack           chan error
 }
 
 // writer is the single goroutine that owns the open part file and the
@@ -163,10 +165,11 @@ func (w *writer) handle(e event) error {
 		f.Bindings += int64(len(e.bindings))
 		f.Pages++
 		f.Next = e.next
+		learn(f, e)
 		if e.next == "" {
 			delete(w.inFlight, e.user)
 			delete(w.touched, e.user)
-			w.done = append(w.done, checkpoint.UserDone{UserRef: e.user, Bindings: f.Bindings, Pages: f.Pages})
+			w.done = append(w.done, checkpoint.UserDone{UserRef: e.user, Bindings: f.Bindings, Pages: f.Pages, UserSID: f.UserSID, Identity: f.Identity})
 			w.r.stats.UsersDone.Add(1)
 		} else {
 			w.touched[e.user] = true
@@ -188,6 +191,26 @@ func (w *writer) handle(e event) error {
 		return w.dropUser(e.user, e.kind == evDrop)
 	}
 	return nil
+}
+
+// learn fills in the user's SID and identity from what the fetcher knew or,
+// failing that, from its bindings, for the users table.
+func learn(f *checkpoint.InFlight, e event) {
+	if f.UserSID == "" {
+		f.UserSID = e.sid
+	}
+	if f.Identity == "" {
+		f.Identity = e.identity
+	}
+	if len(e.bindings) > 0 {
+		b := &e.bindings[0]
+		if f.UserSID == "" && b.UserSID != nil {
+			f.UserSID = *b.UserSID
+		}
+		if f.Identity == "" && b.Identity != nil {
+			f.Identity = *b.Identity
+		}
+	}
 }
 
 func (w *writer) openPart() error {
@@ -235,9 +258,10 @@ func (w *writer) commit() error {
 
 // dropUser rewrites the committed parts that hold rows of u without them,
 // so that u can be read again from its first page (its saved page token was
-// rejected) or left out (it no longer exists) without a row twice. Only
-// rows of earlier runs are concerned: they are all in committed parts.
-func (w *writer) dropUser(u checkpoint.UserRef, gone bool) error {
+// rejected) or left out (it is no longer configured or listed) without a
+// row twice. Only rows of earlier runs are concerned: they are all in
+// committed parts.
+func (w *writer) dropUser(u checkpoint.UserRef, leftOut bool) error {
 	f := w.inFlight[u]
 	if f == nil {
 		return nil
@@ -258,8 +282,8 @@ func (w *writer) dropUser(u checkpoint.UserRef, gone bool) error {
 	}
 	delete(w.inFlight, u)
 	delete(w.touched, u)
-	if gone {
-		e.Gone = []checkpoint.UserRef{u}
+	if leftOut {
+		e.Dropped = []checkpoint.UserRef{u}
 	} else {
 		e.InFlight = []checkpoint.InFlight{{UserRef: u}}
 	}

@@ -120,3 +120,64 @@ func Equal(t testing.TB, got, want []string) {
 		}
 	}
 }
+
+// WantUsers returns the user rows a run of the selections must publish, as
+// "service|user|bindings|state", sorted; gone lists users deleted in the
+// world (by the key the run addresses them with), who are "gone" with no
+// bindings.
+func WantUsers(w *twiliotest.World, sel []Selection, gone map[string]bool) []string {
+	var out []string
+	for _, s := range sel {
+		for _, u := range UsersOf(w, s) {
+			if gone[u] {
+				out = append(out, fmt.Sprintf("%s|%s|0|gone", s.Service, u))
+				continue
+			}
+			out = append(out, fmt.Sprintf("%s|%s|%d|read", s.Service, u, len(w.Bindings(s.Service, u, s.Types))))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ReadLocalUsers returns the user rows of the snapshot of day in a local
+// warehouse, as WantUsers renders them, sorted. Every user read must carry
+// its SID, and the identity the world gives it.
+func ReadLocalUsers(t testing.TB, warehouse string, w *twiliotest.World, day time.Time) []string {
+	t.Helper()
+	dir := exporter.LocalWarehouse{Path: warehouse}.UsersSnapshotDir(day)
+	files, err := filepath.Glob(filepath.Join(dir, "*.parquet"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no parquet files in %s (%v)", dir, err)
+	}
+	var out []string
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = exporter.ReadUsersFile(context.Background(), f, fi.Size(), func(u schemas.UserRow) error {
+			if !u.SnapshotDate.Equal(day) {
+				return fmt.Errorf("user row with snapshot_date %v", u.SnapshotDate)
+			}
+			if u.State == schemas.UserRead && u.Bindings > 0 {
+				wu := w.Service(u.ServiceSID).User(u.User)
+				if wu == nil || u.UserSID == nil || *u.UserSID != wu.SID || u.Identity == nil || *u.Identity != wu.Identity {
+					return fmt.Errorf("user row %+v: SID or identity missing or wrong", u)
+				}
+			}
+			out = append(out, fmt.Sprintf("%s|%s|%d|%s", u.ServiceSID, u.User, u.Bindings, u.State))
+			return nil
+		})
+		f.Close()
+		if err != nil {
+			t.Fatalf("read %s: %v", name, err)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

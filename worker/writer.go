@@ -22,7 +22,7 @@ const (
 	evGone                     // the user no longer exists
 	evFailed                   // the user failed after retries
 	evRestart                  // drop the user's committed rows: it is read again from page one
-	evDrop                     // drop the user's committed rows: it no longer exists
+	evDrop                     // drop the user's committed rows: it is left out of the snapshot
 )
 
 type event struct {

@@ -42,6 +42,9 @@ const (
 	RunsTable = "sync_runs"
 	// LatestSuffix names the view of the newest snapshot: <table>_latest.
 	LatestSuffix = "_latest"
+	// UsersSuffix names the users table beside a bindings table:
+	// <table>_users.
+	UsersSuffix = "_users"
 )
 
 // Options configure a Publisher. Project, Dataset and Table are required.

@@ -16,6 +16,8 @@ import (
 
 	"github.com/bindsync/bindsync/bq"
 	"github.com/bindsync/bindsync/config"
+	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/staging"
 	"github.com/bindsync/bindsync/worker"
 )
@@ -59,12 +61,43 @@ func setupBigQuery(ctx context.Context, j *job) error {
 		}
 		return err
 	}
-	j.publishers = append(j.publishers, pub)
+	// The users table: one row per user of each snapshot, for the users
+	// that no binding reaches.
+	usersPub, err := bq.New(client, bq.Options{
+		Project:             c.Project,
+		Dataset:             c.Dataset,
+		Table:               c.Table + bq.UsersSuffix,
+		Location:            c.Location,
+		PartitionExpiration: time.Duration(c.PartitionExpirationDays) * 24 * time.Hour,
+		Schema:              schemas.UsersBigQuery(),
+		Principal:           principal,
+		Logger:              j.log,
+	})
+	if err == nil {
+		err = usersPub.EnsureTables(checkCtx)
+	}
+	if err != nil {
+		client.Close()
+		if operatorMustFix(err) {
+			return usageError{err}
+		}
+		return err
+	}
+	j.publishers = append(j.publishers, pub, usersPublisher{usersPub})
 	j.closers = append(j.closers, client.Close)
 	j.afterRun = append(j.afterRun, func(ctx context.Context, res *worker.Result, err error) {
 		recordSyncRun(ctx, pub, j.log, res, err)
 	})
 	return nil
+}
+
+// usersPublisher publishes the users parts of a snapshot to the users
+// table.
+type usersPublisher struct{ *bq.Publisher }
+
+func (u usersPublisher) Publish(ctx context.Context, s exporter.Snapshot) error {
+	s.Parts = s.Users
+	return u.Publisher.Publish(ctx, s)
 }
 
 // operatorMustFix reports BigQuery errors that another run cannot get past

@@ -233,6 +233,18 @@ func (e *bqE2E) checkBQExact(date time.Time) {
 	}
 }
 
+// checkBQUsers asserts the users table's partition of date holds every
+// user of the world once, with its number of bindings.
+func (e *bqE2E) checkBQUsers(date time.Time) {
+	e.t.Helper()
+	var got []string
+	for _, r := range e.bq.Rows(bqDataset, "user_bindings_users", date.Format("20060102")) {
+		got = append(got, fmt.Sprintf("%v|%v|%v|%v", r["service_sid"], r["user"], r["bindings"], r["state"]))
+	}
+	sort.Strings(got)
+	snapshottest.Equal(e.t, got, snapshottest.WantUsers(e.world, e.services, nil))
+}
+
 // checkJobsOnce asserts BigQuery accepted no job ID twice.
 func (e *bqE2E) checkJobsOnce() {
 	e.t.Helper()
@@ -243,12 +255,13 @@ func (e *bqE2E) checkJobsOnce() {
 	}
 }
 
-// snapshotJobs lists the load and copy jobs that wrote snapshots (not
-// sync_runs rows), in order.
+// snapshotJobs lists the load and copy jobs that wrote snapshots of
+// user_bindings (not sync_runs rows, not the users table), in order.
 func (e *bqE2E) snapshotJobs() []string {
 	var out []string
 	for _, j := range e.bq.Jobs() {
-		if !strings.HasPrefix(j.JobReference.JobId, "bindsync_sync_runs_") {
+		id := j.JobReference.JobId
+		if !strings.HasPrefix(id, "bindsync_sync_runs_") && !strings.HasPrefix(id, "bindsync_user_bindings_users_") {
 			out = append(out, j.JobReference.JobId)
 		}
 	}
@@ -291,6 +304,7 @@ func TestE2EBigQuery(t *testing.T) {
 			}
 			e.checkExact()
 			e.checkBQExact(e2eDay)
+			e.checkBQUsers(e2eDay)
 			first := e.snapshotJobs()
 			if gcs {
 				if len(first) != 1 {

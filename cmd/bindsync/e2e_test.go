@@ -142,10 +142,12 @@ func (e *e2e) published() []string {
 }
 
 // checkExact asserts the published snapshot holds every binding of the
-// world exactly once, every field equal.
+// world exactly once, every field equal, and every user once with its
+// number of bindings.
 func (e *e2e) checkExact() {
 	e.t.Helper()
 	snapshottest.Equal(e.t, e.published(), e.want())
+	snapshottest.Equal(e.t, snapshottest.ReadLocalUsers(e.t, filepath.Join(e.dir, "warehouse"), e.world, e2eDay), snapshottest.WantUsers(e.world, e.services, nil))
 }
 
 func TestE2ERunWithFaults(t *testing.T) {

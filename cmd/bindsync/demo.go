@@ -112,6 +112,10 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, "  duckdb -c \"SELECT snapshot_date, binding_type, count(*) AS bindings, count(DISTINCT user_sid) AS users\n"+
 		"    FROM read_parquet('%s/user_bindings/*/*.parquet', hive_partitioning = true)\n"+
 		"    GROUP BY ALL ORDER BY ALL\"\n", cfg.Warehouse.Local.Path)
+	fmt.Fprintf(stdout, "\nand the users no push reaches:\n\n")
+	fmt.Fprintf(stdout, "  duckdb -c \"SELECT service_sid, user, identity\n"+
+		"    FROM read_parquet('%s/user_bindings_users/*/*.parquet', hive_partitioning = true)\n"+
+		"    WHERE state = 'read' AND bindings = 0 ORDER BY ALL LIMIT 20\"\n", cfg.Warehouse.Local.Path)
 	if res.Rows != int64(want) {
 		return fmt.Errorf("the published snapshot has %d rows, want %d", res.Rows, want)
 	}

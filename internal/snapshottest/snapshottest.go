@@ -73,33 +73,16 @@ func Canonical(b twilio.Binding) string {
 // a sync time.
 func ReadLocal(t testing.TB, warehouse string, day time.Time) []string {
 	t.Helper()
-	dir := exporter.LocalWarehouse{Path: warehouse}.SnapshotDir(day)
-	files, err := filepath.Glob(filepath.Join(dir, "*.parquet"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no parquet files in %s (%v)", dir, err)
-	}
 	var out []string
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fi, err := f.Stat()
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = exporter.ReadParquetFile(context.Background(), f, fi.Size(), func(r schemas.Row) error {
+	eachFile(t, exporter.LocalWarehouse{Path: warehouse}.SnapshotDir(day), func(f *os.File, size int64) error {
+		return exporter.ReadParquetFile(context.Background(), f, size, func(r schemas.Row) error {
 			if !r.SnapshotDate.Equal(day) || r.SyncedAt.IsZero() {
 				return fmt.Errorf("row with snapshot_date %v synced_at %v", r.SnapshotDate, r.SyncedAt)
 			}
 			out = append(out, Canonical(r.Binding))
 			return nil
 		})
-		f.Close()
-		if err != nil {
-			t.Fatalf("read %s: %v", name, err)
-		}
-	}
+	})
 	sort.Strings(out)
 	return out
 }
@@ -145,22 +128,9 @@ func WantUsers(w *twiliotest.World, sel []Selection, gone map[string]bool) []str
 // its SID, and the identity the world gives it.
 func ReadLocalUsers(t testing.TB, warehouse string, w *twiliotest.World, day time.Time) []string {
 	t.Helper()
-	dir := exporter.LocalWarehouse{Path: warehouse}.UsersSnapshotDir(day)
-	files, err := filepath.Glob(filepath.Join(dir, "*.parquet"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no parquet files in %s (%v)", dir, err)
-	}
 	var out []string
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fi, err := f.Stat()
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = exporter.ReadUsersFile(context.Background(), f, fi.Size(), func(u schemas.UserRow) error {
+	eachFile(t, exporter.LocalWarehouse{Path: warehouse}.UsersSnapshotDir(day), func(f *os.File, size int64) error {
+		return exporter.ReadUsersFile(context.Background(), f, size, func(u schemas.UserRow) error {
 			if !u.SnapshotDate.Equal(day) {
 				return fmt.Errorf("user row with snapshot_date %v", u.SnapshotDate)
 			}
@@ -173,11 +143,30 @@ func ReadLocalUsers(t testing.TB, warehouse string, w *twiliotest.World, day tim
 			out = append(out, fmt.Sprintf("%s|%s|%d|%s", u.ServiceSID, u.User, u.Bindings, u.State))
 			return nil
 		})
+	})
+	sort.Strings(out)
+	return out
+}
+
+// eachFile calls read for every Parquet file of dir, which must hold some.
+func eachFile(t testing.TB, dir string, read func(f *os.File, size int64) error) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.parquet"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no parquet files in %s (%v)", dir, err)
+	}
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := f.Stat()
+		if err == nil {
+			err = read(f, fi.Size())
+		}
 		f.Close()
 		if err != nil {
 			t.Fatalf("read %s: %v", name, err)
 		}
 	}
-	sort.Strings(out)
-	return out
 }

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -164,44 +163,6 @@ func TestPutIfAbsent(t *testing.T) {
 	}
 	if disk := filesOnDisk(t, d); !reflect.DeepEqual(disk, []string{"log/000001.json"}) {
 		t.Errorf("files on disk = %v", disk)
-	}
-}
-
-func TestPutIfAbsentConcurrent(t *testing.T) {
-	ctx := context.Background()
-	d := newTestDir(t)
-	const n = 16
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = d.PutIfAbsent(ctx, "commit", []byte(fmt.Sprintf("writer %d", i)))
-		}()
-	}
-	wg.Wait()
-	winner := -1
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			if winner >= 0 {
-				t.Fatalf("writers %d and %d both won", winner, i)
-			}
-			winner = i
-		case !errors.Is(err, ErrExists):
-			t.Errorf("writer %d: err = %v, want ErrExists", i, err)
-		}
-	}
-	if winner < 0 {
-		t.Fatal("no writer won")
-	}
-	got, err := d.ReadAll(ctx, "commit")
-	if want := fmt.Sprintf("writer %d", winner); err != nil || string(got) != want {
-		t.Errorf("content = %q, %v; want %q", got, err, want)
-	}
-	if disk := filesOnDisk(t, d); !reflect.DeepEqual(disk, []string{"commit"}) {
-		t.Errorf("files on disk = %v, want only the object", disk)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -215,6 +216,9 @@ type run struct {
 	resume map[checkpoint.UserRef]checkpoint.InFlight
 	// failed are the users that failed in this run, set by the writer.
 	failed []checkpoint.UserFailed
+	// pageSizeNoted makes the run say once that Twilio serves smaller
+	// pages than configured (meta.page_size is the truth).
+	pageSizeNoted sync.Once
 }
 
 func (r *run) partOptions() exporter.PartOptions {
@@ -613,6 +617,11 @@ func (r *run) readUser(ctx context.Context, w *writer, j job) error {
 			return nil
 		}
 		first = false
+		if ps := page.Meta.PageSize; ps > 0 && ps < r.opts.PageSize {
+			r.pageSizeNoted.Do(func() {
+				r.log.Info("Twilio serves fewer bindings per page than twilio.page_size asks", zap.Int("page_size", ps), zap.Int("configured", r.opts.PageSize))
+			})
+		}
 		r.stats.Pages.Add(1)
 		r.stats.Bindings.Add(int64(len(page.Bindings)))
 		ss.Bindings.Add(int64(len(page.Bindings)))

@@ -433,3 +433,23 @@ func TestWriterFailureStopsTheRun(t *testing.T) {
 	}
 	e.checkExact()
 }
+
+func TestSmallerPagesThanAskedAreNotedAndRead(t *testing.T) {
+	world := twiliotest.NewWorld(twiliotest.WorldSpec{Seed: 17, Services: 1, UsersPerService: 20, MaxBindingsPerUser: 130})
+	srv := twiliotest.NewServer(twiliotest.Options{World: world, PageSizeCap: 20})
+	t.Cleanup(srv.Close)
+	e := newEnv(t, twiliotest.WorldSpec{Seed: 17, Services: 1, UsersPerService: 20, MaxBindingsPerUser: 130}, twiliotest.Faults{})
+	e.srv, e.client = srv, newClient(t, srv.URL(), world.AccountSID, twiliotest.DefaultAuthToken)
+	core, logs := observer.New(zap.InfoLevel)
+	opts := e.options()
+	opts.PageSize = 50
+	opts.Logger = zap.New(core)
+	if _, err := Run(context.Background(), e.client, opts, day); err != nil {
+		t.Fatal(err)
+	}
+	e.checkExact()
+	noted := logs.FilterMessageSnippet("fewer bindings per page").All()
+	if len(noted) != 1 || noted[0].ContextMap()["page_size"] != int64(20) {
+		t.Errorf("page size notes = %v, want one saying 20", noted)
+	}
+}

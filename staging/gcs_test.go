@@ -496,21 +496,7 @@ func TestGCSLockTakeoverRace(t *testing.T) {
 		wg.Go(func() { unlocks[i], errs[i] = stores[i].Lock(ctx, "run") })
 	}
 	wg.Wait()
-	winner := -1
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			if winner >= 0 {
-				t.Fatalf("stores %d and %d both took the lock over", winner, i)
-			}
-			winner = i
-		case !errors.Is(err, ErrLocked):
-			t.Errorf("store %d: err = %v, want ErrLocked", i, err)
-		}
-	}
-	if winner < 0 {
-		t.Fatal("nobody took over the expired lock")
-	}
+	winner := oneWinner(t, errs, ErrLocked, "store taking over the expired lock")
 	if got, want := f.lease(t, "stage/.locks/run").Owner, string(rune('a'+winner)); got != want {
 		t.Errorf("lease owner = %q, want the winner %q", got, want)
 	}

@@ -326,21 +326,7 @@ func storePutIfAbsentConcurrent(t *testing.T, s Store) {
 		})
 	}
 	wg.Wait()
-	winner := -1
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			if winner >= 0 {
-				t.Fatalf("writers %d and %d both won", winner, i)
-			}
-			winner = i
-		case !errors.Is(err, ErrExists):
-			t.Errorf("writer %d: err = %v, want ErrExists", i, err)
-		}
-	}
-	if winner < 0 {
-		t.Fatal("no writer won")
-	}
+	winner := oneWinner(t, errs, ErrExists, "writer")
 	got, err := s.ReadAll(ctx, "commit")
 	if want := fmt.Sprintf("writer %d", winner); err != nil || string(got) != want {
 		t.Errorf("content = %q, %v; want %q", got, err, want)
@@ -545,22 +531,31 @@ func storeLockConcurrent(t *testing.T, s Store) {
 		wg.Go(func() { unlocks[i], errs[i] = s.Lock(ctx, "run") })
 	}
 	wg.Wait()
+	winner := oneWinner(t, errs, ErrLocked, "locker")
+	if err := unlocks[winner](); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// oneWinner checks that exactly one of errs is nil and every other is
+// lost (ErrExists, ErrLocked), and returns the index of the winner. what
+// names a contender in messages.
+func oneWinner(t *testing.T, errs []error, lost error, what string) int {
+	t.Helper()
 	winner := -1
 	for i, err := range errs {
 		switch {
 		case err == nil:
 			if winner >= 0 {
-				t.Fatalf("lockers %d and %d both won", winner, i)
+				t.Fatalf("%s: %d and %d both won", what, winner, i)
 			}
 			winner = i
-		case !errors.Is(err, ErrLocked):
-			t.Errorf("locker %d: err = %v, want ErrLocked", i, err)
+		case !errors.Is(err, lost):
+			t.Errorf("%s %d: err = %v, want %v", what, i, err, lost)
 		}
 	}
 	if winner < 0 {
-		t.Fatal("no locker won")
+		t.Fatalf("no %s won", what)
 	}
-	if err := unlocks[winner](); err != nil {
-		t.Fatal(err)
-	}
+	return winner
 }

@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/bindsync/bindsync/checkpoint"
+	"github.com/bindsync/bindsync/metrics/metricstest"
 )
 
 // fixedNow is the clock of the tests; its Unix time is 1795000000.
@@ -39,35 +38,11 @@ func scrape(t *testing.T, m *Metrics) map[string]float64 {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("GET /metrics: status %d: %s", rec.Code, rec.Body)
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(rec.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("bad sample line %q: %v", line, err)
-		}
-		out[line[:i]] = v
+	out, err := metricstest.Samples(rec.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
-}
-
-func checkSamples(t *testing.T, got map[string]float64, want map[string]float64) {
-	t.Helper()
-	for series, w := range want {
-		g, ok := got[series]
-		if !ok {
-			t.Errorf("%s: missing", series)
-			continue
-		}
-		if g != w {
-			t.Errorf("%s = %v, want %v", series, g, w)
-		}
-	}
 }
 
 func TestRunFinishedCountsOneRun(t *testing.T) {
@@ -131,7 +106,7 @@ func TestRunFinishedCountsOneRun(t *testing.T) {
 				want[fmt.Sprintf(`bindsync_runs_total{status=%q}`, s)] = 0
 			}
 			want[fmt.Sprintf(`bindsync_runs_total{status=%q}`, tt.wantStatus)] = 1
-			checkSamples(t, got, want)
+			metricstest.Check(t, got, want)
 
 			success, ok := got["bindsync_last_success_timestamp_seconds"]
 			switch {
@@ -157,7 +132,7 @@ func TestRunsAccumulate(t *testing.T) {
 	m.RunStarted()
 	m.RunPanicked(3 * time.Second)
 
-	checkSamples(t, scrape(t, m), map[string]float64{
+	metricstest.Check(t, scrape(t, m), map[string]float64{
 		`bindsync_runs_total{status="succeeded"}`:   1,
 		`bindsync_runs_total{status="interrupted"}`: 1,
 		`bindsync_runs_total{status="failed"}`:      0,
@@ -191,7 +166,7 @@ func TestNewShowsEverySeriesAtZero(t *testing.T) {
 		"bindsync_run_in_progress":                          0,
 		"bindsync_bindings_total":                           0,
 	}
-	checkSamples(t, got, want)
+	metricstest.Check(t, got, want)
 	for _, series := range []string{"bindsync_last_success_timestamp_seconds", "bindsync_last_run_timestamp_seconds"} {
 		if v, ok := got[series]; ok {
 			t.Errorf("%s = %v before any run, want no sample", series, v)
@@ -221,7 +196,7 @@ func TestHooksCountRequests(t *testing.T) {
 	h.InFlight(+1)
 	h.InFlight(+1)
 
-	checkSamples(t, scrape(t, m), map[string]float64{
+	metricstest.Check(t, scrape(t, m), map[string]float64{
 		`bindsync_twilio_requests_total{kind="bindings"}`:   10,
 		`bindsync_twilio_requests_total{kind="users"}`:      1,
 		`bindsync_twilio_retries_total{reason="429"}`:       2,

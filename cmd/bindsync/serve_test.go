@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/config"
+	"github.com/bindsync/bindsync/metrics/metricstest"
 	"github.com/bindsync/bindsync/twilio/twiliotest"
 	"github.com/bindsync/bindsync/worker"
 )
@@ -118,19 +117,9 @@ func (s *served) metrics() map[string]float64 {
 	if code != http.StatusOK {
 		s.t.Fatalf("GET /metrics: status %d", code)
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			s.t.Fatalf("bad sample line %q: %v", line, err)
-		}
-		out[line[:i]] = v
+	out, err := metricstest.Samples(strings.NewReader(body))
+	if err != nil {
+		s.t.Fatal(err)
 	}
 	return out
 }
@@ -149,15 +138,6 @@ func (s *served) waitMetric(series string, min float64) map[string]float64 {
 			s.t.Fatalf("%s stayed at %v, below %v", series, m[series], min)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func checkSeries(t *testing.T, got map[string]float64, want map[string]float64) {
-	t.Helper()
-	for series, w := range want {
-		if g, ok := got[series]; !ok || g != w {
-			t.Errorf("%s = %v (present %v), want %v", series, g, ok, w)
-		}
 	}
 }
 
@@ -201,7 +181,7 @@ func TestServeSkipsFiringsWhileARunIsGoing(t *testing.T) {
 		t.Errorf("the run was for %s, want today in UTC %s", date, want)
 	}
 	during := s.waitMetric(`bindsync_runs_total{status="skipped"}`, 2)
-	checkSeries(t, during, map[string]float64{
+	metricstest.Check(t, during, map[string]float64{
 		"bindsync_run_in_progress":                1,
 		`bindsync_runs_total{status="succeeded"}`: 0,
 	})
@@ -211,7 +191,7 @@ func TestServeSkipsFiringsWhileARunIsGoing(t *testing.T) {
 
 	close(release)
 	after := s.waitMetric(`bindsync_runs_total{status="succeeded"}`, 1)
-	checkSeries(t, after, map[string]float64{
+	metricstest.Check(t, after, map[string]float64{
 		`bindsync_runs_total{status="succeeded"}`: 1,
 		`bindsync_runs_total{status="failed"}`:    0,
 		`bindsync_runs_total{status="panicked"}`:  0,
@@ -422,7 +402,7 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Errorf("serve returned %v, want nil", err)
 	}
 
-	checkSeries(t, got, map[string]float64{
+	metricstest.Check(t, got, map[string]float64{
 		"bindsync_bindings_total":                      float64(world.TotalBindings()),
 		`bindsync_users_total{state="done"}`:           24,
 		`bindsync_users_total{state="failed"}`:         0,
@@ -545,7 +525,7 @@ func TestServeTriesAFailedSnapshotAgain(t *testing.T) {
 		retryDelays: []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond},
 	})
 	got := s.waitMetric(`bindsync_runs_total{status="succeeded"}`, 1)
-	checkSeries(t, got, map[string]float64{
+	metricstest.Check(t, got, map[string]float64{
 		`bindsync_runs_total{status="failed"}`:    2,
 		`bindsync_runs_total{status="succeeded"}`: 1,
 	})

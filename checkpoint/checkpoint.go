@@ -155,28 +155,13 @@ type Log struct {
 // for appending, with its replayed state. A missing log is an empty state.
 func Open(ctx context.Context, store staging.Store, date time.Time) (*Log, error) {
 	l := &Log{store: store, dir: Dir(date), next: 1, state: newState(date)}
-	names, err := store.List(ctx, l.dir+"/_log/")
+	err := Each(ctx, store, date, func(e *Entry) error {
+		l.state.apply(e)
+		l.next = e.Seq + 1
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("list checkpoint of %s: %w", date.Format(time.DateOnly), err)
-	}
-	for _, name := range names {
-		seq, ok := parseSeq(name)
-		if !ok {
-			continue
-		}
-		data, err := store.ReadAll(ctx, name)
-		if err != nil {
-			return nil, fmt.Errorf("read checkpoint entry %s: %w", store.URI(name), err)
-		}
-		var e Entry
-		if err := json.Unmarshal(data, &e); err != nil {
-			return nil, fmt.Errorf("checkpoint entry %s is corrupt (%v): move it away to resume from the entries before it", store.URI(name), err)
-		}
-		if e.Seq != seq {
-			return nil, fmt.Errorf("checkpoint entry %s holds seq %d, want %d", store.URI(name), e.Seq, seq)
-		}
-		l.state.apply(&e)
-		l.next = seq + 1
+		return nil, err
 	}
 	return l, nil
 }
@@ -236,13 +221,13 @@ func (l *Log) State() *State {
 // Each calls fn for every entry of the snapshot's log, in order, reading
 // one entry at a time.
 func Each(ctx context.Context, store staging.Store, date time.Time, fn func(*Entry) error) error {
-	dir := Dir(date)
-	names, err := store.List(ctx, dir+"/_log/")
+	names, err := store.List(ctx, Dir(date)+"/_log/")
 	if err != nil {
 		return fmt.Errorf("list checkpoint of %s: %w", date.Format(time.DateOnly), err)
 	}
 	for _, name := range names {
-		if _, ok := parseSeq(name); !ok {
+		seq, ok := parseSeq(name)
+		if !ok {
 			continue
 		}
 		data, err := store.ReadAll(ctx, name)
@@ -251,7 +236,10 @@ func Each(ctx context.Context, store staging.Store, date time.Time, fn func(*Ent
 		}
 		var e Entry
 		if err := json.Unmarshal(data, &e); err != nil {
-			return fmt.Errorf("checkpoint entry %s is corrupt: %w", store.URI(name), err)
+			return fmt.Errorf("checkpoint entry %s is corrupt (%v): move it away to resume from the entries before it", store.URI(name), err)
+		}
+		if e.Seq != seq {
+			return fmt.Errorf("checkpoint entry %s holds seq %d, want %d", store.URI(name), e.Seq, seq)
 		}
 		if err := fn(&e); err != nil {
 			return err

@@ -251,9 +251,9 @@ func Each(ctx context.Context, store staging.Store, date time.Time, fn func(*Ent
 // UsersPartName is the staging name of the users part of a snapshot.
 func UsersPartName(date time.Time) string { return path.Join(Dir(date), "users", "users.parquet") }
 
-// Reset moves the log of a snapshot aside (renamed under _old/<time>/) so
-// that the next run starts the snapshot from scratch. Part files of the old
-// log are deleted.
+// Reset deletes everything staged for a snapshot but its lock (the log,
+// the part files, the users part), so that the next run starts the
+// snapshot from scratch; the caller holds the lock.
 func Reset(ctx context.Context, store staging.Store, date time.Time) error {
 	dir := Dir(date)
 	names, err := store.List(ctx, dir+"/")

@@ -153,7 +153,7 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 		hook(context.WithoutCancel(ctx), res, err)
 	}
 	if errors.Is(err, twilio.ErrUnauthorized) {
-		return res, usagef("%v\nTwilio refused the credentials: check twilio.account_sid and twilio.auth_token (or api_key_sid and api_key_secret) in %s", err, j.cfg.Dir)
+		return res, usageError{withHint(err, fmt.Sprintf("Twilio refused the credentials: check twilio.account_sid and twilio.auth_token (or api_key_sid and api_key_secret) in %s", j.cfg.Dir))}
 	}
 	return res, err
 }

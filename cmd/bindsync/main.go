@@ -56,6 +56,8 @@ type errSilent struct{ code int }
 
 func (e errSilent) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
+// exitCode prints err, if any, and returns the exit code it calls for. The
+// text is escaped (and redacted, when a command made err presentable).
 func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
@@ -64,7 +66,7 @@ func exitCode(err error, stderr io.Writer) int {
 	if errors.As(err, &s) {
 		return s.code
 	}
-	fmt.Fprintf(stderr, "bindsync: %v\n", err)
+	fmt.Fprintf(stderr, "bindsync: %s\n", errorText(err, nil))
 	var u usageError
 	if errors.As(err, &u) {
 		return exitUsage

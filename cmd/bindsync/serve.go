@@ -27,7 +27,7 @@ const (
 	serveHTTPTimeout = 5 * time.Second
 )
 
-func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var c common
 	fs := newFlagSet("serve", stderr, &c, true)
 	progress := fs.Duration("progress", time.Minute, "interval of progress log lines during a run (0 to disable)")
@@ -38,6 +38,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	red := newRedactor(cfg)
+	defer func() { err = presentable(err, red) }()
 	if cfg.Schedule == "" {
 		return usagef("schedule: is required by serve (a cron line such as %q)", config.DefaultSchedule)
 	}
@@ -46,6 +48,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	logWarnings(log, cfg)
 
 	opts, err := newServeOptions(ctx, cfg, log, *progress)
 	if err != nil {

@@ -160,11 +160,15 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 
 // recordRun records the outcome of a run that began dur ago, after
 // m.RunStarted, whatever its result: res is nil when the run stopped before
-// it began.
+// it began. A run whose error wraps worker.ErrPanic counts as panicked,
+// with the users and bindings its summary counted.
 func recordRun(m *metrics.Metrics, res *worker.Result, err error, dur time.Duration) {
 	var s checkpoint.RunSummary
 	if res != nil {
 		s = res.Summary
+	}
+	if errors.Is(err, worker.ErrPanic) {
+		s.Status = metrics.StatusPanicked
 	}
 	m.RunFinished(s, err, dur)
 }

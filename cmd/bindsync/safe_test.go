@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -124,6 +125,32 @@ func TestErrorText(t *testing.T) {
 				t.Errorf("exit code %d, want %d", code, want)
 			}
 		})
+	}
+}
+
+// panicWriter panics on the first write, as a bug on the main goroutine
+// of a command would.
+type panicWriter struct{}
+
+func (panicWriter) Write([]byte) (int, error) { panic("a bug\nsnapshot published") }
+
+func TestPanicIsAFailedRun(t *testing.T) {
+	var errb strings.Builder
+	err := run(context.Background(), []string{"version"}, panicWriter{}, &errb)
+	if !errors.Is(err, worker.ErrPanic) {
+		t.Fatalf("run = %v, want an error wrapping worker.ErrPanic", err)
+	}
+	if code := exitCode(err, &errb); code != exitFailed {
+		t.Errorf("exit code %d after a panic, want %d", code, exitFailed)
+	}
+	if got := errb.String(); !strings.HasPrefix(got, `bindsync: panic: a bug\nsnapshot published [at `) ||
+		!strings.Contains(got, "panicWriter.Write (safe_test.go:") || strings.Count(got, "\n") != 1 {
+		t.Errorf("stderr = %q, want one line naming the panic and where", got)
+	}
+	// A panic of the worker, returned as an error, exits 1 even inside an
+	// error that would otherwise exit 2.
+	if code := exitCode(usageError{fmt.Errorf("run: %w", worker.Recovered("boom"))}, &errb); code != exitFailed {
+		t.Errorf("exit code %d for a wrapped panic, want %d", code, exitFailed)
 	}
 }
 

@@ -9,15 +9,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
+
+	"github.com/bindsync/bindsync/internal/safetext"
 )
 
 // Config is the whole configuration of bindsync.
@@ -39,18 +44,29 @@ type Config struct {
 
 // Twilio configures the Chat v2 client.
 type Twilio struct {
-	BaseURL        string        `yaml:"base_url"`
-	AccountSID     string        `yaml:"account_sid"`
-	AuthToken      string        `yaml:"auth_token"`
-	APIKeySID      string        `yaml:"api_key_sid"`
-	APIKeySecret   string        `yaml:"api_key_secret"`
+	BaseURL      string `yaml:"base_url"`
+	AccountSID   string `yaml:"account_sid"`
+	AuthToken    string `yaml:"auth_token"`
+	APIKeySID    string `yaml:"api_key_sid"`
+	APIKeySecret string `yaml:"api_key_secret"`
+	// PageSize is the PageSize asked of the Bindings lists; UsersPageSize
+	// that of the Users list. Twilio's current API documents at most 50 and
+	// 100 (Warnings says so for more); its meta.page_size is the truth.
 	PageSize       int           `yaml:"page_size"`
+	UsersPageSize  int           `yaml:"users_page_size"`
 	Concurrency    int           `yaml:"concurrency"`
 	RequestTimeout time.Duration `yaml:"request_timeout"`
 	MaxAttempts    int           `yaml:"max_attempts"`
 	// RequestsPerSecond caps the request rate to Twilio; 0 means no cap
 	// beyond the concurrency limit.
 	RequestsPerSecond float64 `yaml:"requests_per_second"`
+	// MaxResponseBytes bounds one response body after decompression; a
+	// page over it fails its user with a clear message.
+	MaxResponseBytes ByteSize `yaml:"max_response_bytes"`
+	// UnavailableAfter is how long every request may fail before the run
+	// stops early, saying Twilio is unavailable, instead of trying each
+	// remaining user through all its retries.
+	UnavailableAfter time.Duration `yaml:"unavailable_after"`
 }
 
 // Username and Password return the basic-auth pair: the API key when one is
@@ -148,6 +164,11 @@ type Export struct {
 	// RowGroupRows bounds a Parquet row group, which the writer holds in
 	// memory until it is full.
 	RowGroupRows int `yaml:"row_group_rows"`
+	// BatchBytes bounds an Arrow record batch in bytes, and RowGroupBytes a
+	// Parquet row group, whatever the size of the fields: rows alone bound
+	// neither memory nor Arrow's 32-bit offsets when fields are large.
+	BatchBytes    ByteSize `yaml:"batch_bytes"`
+	RowGroupBytes ByteSize `yaml:"row_group_bytes"`
 	// CommitInterval is the longest time between two checkpoints, and so
 	// the most work a crash can lose.
 	CommitInterval time.Duration `yaml:"commit_interval"`
@@ -174,18 +195,25 @@ type Log struct {
 const (
 	DefaultBaseURL        = "https://chat.twilio.com"
 	DefaultPageSize       = 50
+	DefaultUsersPageSize  = 100
 	DefaultConcurrency    = 16
 	DefaultRequestTimeout = 30 * time.Second
 	DefaultMaxAttempts    = 6
-	DefaultStaging        = "./staging"
-	DefaultPartRows       = 500_000
-	DefaultBatchRows      = 8192
-	DefaultRowGroupRows   = 64 * 1024
-	DefaultCommitInterval = 30 * time.Second
-	DefaultTable          = "user_bindings"
-	DefaultLocation       = "US"
-	DefaultListen         = ":9090"
-	DefaultSchedule       = "CRON_TZ=UTC 0 2 * * *"
+	// DefaultMaxResponseBytes is generous: a full page of 50 bindings is
+	// about 50 KB.
+	DefaultMaxResponseBytes = 32 << 20
+	DefaultUnavailableAfter = 2 * time.Minute
+	DefaultStaging          = "./staging"
+	DefaultPartRows         = 500_000
+	DefaultBatchRows        = 8192
+	DefaultRowGroupRows     = 64 * 1024
+	DefaultBatchBytes       = 16 << 20
+	DefaultRowGroupBytes    = 64 << 20
+	DefaultCommitInterval   = 30 * time.Second
+	DefaultTable            = "user_bindings"
+	DefaultLocation         = "US"
+	DefaultListen           = ":9090"
+	DefaultSchedule         = "CRON_TZ=UTC 0 2 * * *"
 )
 
 // Default returns a configuration holding every default value and no
@@ -193,14 +221,21 @@ const (
 func Default() *Config {
 	return &Config{
 		Twilio: Twilio{
-			BaseURL:        DefaultBaseURL,
-			PageSize:       DefaultPageSize,
-			Concurrency:    DefaultConcurrency,
-			RequestTimeout: DefaultRequestTimeout,
-			MaxAttempts:    DefaultMaxAttempts,
+			BaseURL:          DefaultBaseURL,
+			PageSize:         DefaultPageSize,
+			UsersPageSize:    DefaultUsersPageSize,
+			Concurrency:      DefaultConcurrency,
+			RequestTimeout:   DefaultRequestTimeout,
+			MaxAttempts:      DefaultMaxAttempts,
+			MaxResponseBytes: DefaultMaxResponseBytes,
+			UnavailableAfter: DefaultUnavailableAfter,
 		},
-		Staging:  DefaultStaging,
-		Export:   Export{PartRows: DefaultPartRows, BatchRows: DefaultBatchRows, RowGroupRows: DefaultRowGroupRows, CommitInterval: DefaultCommitInterval},
+		Staging: DefaultStaging,
+		Export: Export{
+			PartRows: DefaultPartRows, BatchRows: DefaultBatchRows, RowGroupRows: DefaultRowGroupRows,
+			BatchBytes: DefaultBatchBytes, RowGroupBytes: DefaultRowGroupBytes,
+			CommitInterval: DefaultCommitInterval,
+		},
 		Schedule: DefaultSchedule,
 		HTTP:     HTTP{Listen: DefaultListen},
 		Metrics:  Metrics{Job: "bindsync"},
@@ -306,15 +341,22 @@ var (
 func (c *Config) Validate() []string {
 	var p problems
 	t := c.Twilio
+	// Secrets must never come back in an error, even pasted into the wrong
+	// field: URLs are shown without their user info, and the SIDs not at
+	// all (a token pasted into account_sid is a token).
 	if u, err := url.Parse(t.BaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		p.add("twilio.base_url", "must be an absolute http(s) URL (got %q)", t.BaseURL)
-	} else if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		p.add("twilio.base_url", "must be a scheme and host only, like https://chat.twilio.com (got %q)", t.BaseURL)
+		p.add("twilio.base_url", "must be an absolute https URL %s", gotURL(t.BaseURL))
+	} else if u.User != nil {
+		p.add("twilio.base_url", "must not hold credentials (user info before @): give them as account_sid and auth_token (the value is not shown)")
+	} else if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		p.add("twilio.base_url", "must be a scheme and host only, like https://chat.twilio.com %s", gotURL(t.BaseURL))
+	} else if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		p.add("twilio.base_url", "must use https: the credentials would travel in clear; http is allowed only for a loopback host (localhost, 127.0.0.0/8, ::1) %s", gotURL(t.BaseURL))
 	}
 	switch {
 	case t.APIKeySID != "" || t.APIKeySecret != "":
 		if !apiKeySIDPattern.MatchString(t.APIKeySID) {
-			p.add("twilio.api_key_sid", "must match ^SK[0-9a-fA-F]{32}$ (got %q)", t.APIKeySID)
+			p.add("twilio.api_key_sid", "%s", sidProblem(t.APIKeySID, "SK"))
 		}
 		if t.APIKeySecret == "" {
 			p.add("twilio.api_key_secret", "is required with twilio.api_key_sid")
@@ -323,11 +365,11 @@ func (c *Config) Validate() []string {
 			p.add("twilio.auth_token", "give either auth_token or api_key_sid/api_key_secret, not both")
 		}
 		if t.AccountSID != "" && !accountSIDPattern.MatchString(t.AccountSID) {
-			p.add("twilio.account_sid", "must match ^AC[0-9a-fA-F]{32}$ (got %q)", t.AccountSID)
+			p.add("twilio.account_sid", "%s", sidProblem(t.AccountSID, "AC"))
 		}
 	default:
 		if !accountSIDPattern.MatchString(t.AccountSID) {
-			p.add("twilio.account_sid", "must match ^AC[0-9a-fA-F]{32}$ (got %q)", t.AccountSID)
+			p.add("twilio.account_sid", "%s", sidProblem(t.AccountSID, "AC"))
 		}
 		if t.AuthToken == "" {
 			p.add("twilio.auth_token", "is required (or give api_key_sid and api_key_secret)")
@@ -335,6 +377,9 @@ func (c *Config) Validate() []string {
 	}
 	if t.PageSize < 1 || t.PageSize > 1000 {
 		p.add("twilio.page_size", "must be between 1 and 1000 (got %d)", t.PageSize)
+	}
+	if t.UsersPageSize < 1 || t.UsersPageSize > 1000 {
+		p.add("twilio.users_page_size", "must be between 1 and 1000 (got %d)", t.UsersPageSize)
 	}
 	if t.Concurrency < 1 || t.Concurrency > 256 {
 		p.add("twilio.concurrency", "must be between 1 and 256 (got %d)", t.Concurrency)
@@ -347,6 +392,12 @@ func (c *Config) Validate() []string {
 	}
 	if t.RequestsPerSecond < 0 {
 		p.add("twilio.requests_per_second", "must be >= 0 (got %g)", t.RequestsPerSecond)
+	}
+	if t.MaxResponseBytes < minResponseBytes || t.MaxResponseBytes > maxResponseBytes {
+		p.add("twilio.max_response_bytes", "must be between %s and %s (got %s)", ByteSize(minResponseBytes), ByteSize(maxResponseBytes), t.MaxResponseBytes)
+	}
+	if t.UnavailableAfter < minUnavailableAfter {
+		p.add("twilio.unavailable_after", "must be at least %s (got %s)", minUnavailableAfter, t.UnavailableAfter)
 	}
 
 	if len(c.Services) == 0 {
@@ -398,7 +449,7 @@ func (c *Config) Validate() []string {
 			p.add("staging", "bucket name %q is not a valid GCS bucket name", bucket)
 		}
 	} else if strings.Contains(c.Staging, "://") {
-		p.add("staging", "must be a local directory or gs://bucket/prefix (got %q)", c.Staging)
+		p.add("staging", "must be a local directory or gs://bucket/prefix %s", gotURL(c.Staging))
 	}
 
 	w := c.Warehouse
@@ -429,7 +480,7 @@ func (c *Config) Validate() []string {
 		}
 		if bq.Endpoint != "" {
 			if u, err := url.Parse(bq.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-				p.add("warehouse.bigquery.endpoint", "must be an absolute http(s) URL (got %q)", bq.Endpoint)
+				p.add("warehouse.bigquery.endpoint", "must be an absolute http(s) URL %s", gotURL(bq.Endpoint))
 			}
 		}
 	}
@@ -443,6 +494,12 @@ func (c *Config) Validate() []string {
 	if c.Export.RowGroupRows < c.Export.BatchRows {
 		p.add("export.row_group_rows", "must be at least export.batch_rows (%d) (got %d)", c.Export.BatchRows, c.Export.RowGroupRows)
 	}
+	if c.Export.BatchBytes < minBatchBytes || c.Export.BatchBytes > maxBatchBytes {
+		p.add("export.batch_bytes", "must be between %s and %s (got %s)", ByteSize(minBatchBytes), ByteSize(maxBatchBytes), c.Export.BatchBytes)
+	}
+	if c.Export.RowGroupBytes < c.Export.BatchBytes || c.Export.RowGroupBytes > maxRowGroupBytes {
+		p.add("export.row_group_bytes", "must be between export.batch_bytes (%s) and %s (got %s)", c.Export.BatchBytes, ByteSize(maxRowGroupBytes), c.Export.RowGroupBytes)
+	}
 	if c.Export.CommitInterval < 100*time.Millisecond {
 		p.add("export.commit_interval", "must be at least 100ms (got %s)", c.Export.CommitInterval)
 	}
@@ -453,7 +510,7 @@ func (c *Config) Validate() []string {
 	}
 	if c.Metrics.Pushgateway != "" {
 		if u, err := url.Parse(c.Metrics.Pushgateway); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			p.add("metrics.pushgateway", "must be an absolute http(s) URL (got %q)", c.Metrics.Pushgateway)
+			p.add("metrics.pushgateway", "must be an absolute http(s) URL %s", gotURL(c.Metrics.Pushgateway))
 		}
 	}
 	switch c.Log.Level {
@@ -501,3 +558,98 @@ type problems []string
 func (p *problems) add(path, format string, args ...any) {
 	*p = append(*p, path+": "+fmt.Sprintf(format, args...))
 }
+
+// Bounds of the byte sizes and durations Validate checks.
+const (
+	minResponseBytes    = 1 << 10
+	maxResponseBytes    = 1 << 30
+	minUnavailableAfter = 10 * time.Second
+	minBatchBytes       = 64 << 10
+	// maxBatchBytes keeps every column of a record batch far below the
+	// 2 GiB that Arrow's 32-bit offsets can address.
+	maxBatchBytes    = 1 << 30
+	maxRowGroupBytes = 4 << 30
+)
+
+// Page sizes Twilio's current OpenAPI description of Chat v2 allows (it
+// said 1000 before 2025-10); the worker falls back to them when Twilio
+// rejects a larger one.
+const (
+	documentedPageSize      = 50
+	documentedUsersPageSize = 100
+)
+
+// Warnings returns what Validate accepts but is likely to cause trouble,
+// one message per problem, each starting with the path of the field.
+// `bindsync validate` prints them; run and serve log them at start.
+func (c *Config) Warnings() []string {
+	var w problems
+	t := c.Twilio
+	if t.PageSize > documentedPageSize {
+		w.add("twilio.page_size", "%d is above the documented maximum of Twilio's current API (%d); Twilio may reject it; bindsync then falls back to %d",
+			t.PageSize, documentedPageSize, documentedPageSize)
+	}
+	if t.UsersPageSize > documentedUsersPageSize {
+		w.add("twilio.users_page_size", "%d is above the documented maximum of Twilio's current API (%d); Twilio may reject it; bindsync then falls back to %d",
+			t.UsersPageSize, documentedUsersPageSize, documentedUsersPageSize)
+	}
+	for _, s := range []struct{ path, value string }{{"twilio.auth_token", t.AuthToken}, {"twilio.api_key_secret", t.APIKeySecret}} {
+		if s.value != "" && len(s.value) < safetext.MinSecretLen {
+			w.add(s.path, "is shorter than %d characters, too short to be told apart in text: bindsync cannot keep it out of logs and errors (Twilio's are 32)", safetext.MinSecretLen)
+		}
+	}
+	return w
+}
+
+// gotURL is the "(got ...)" of an error about a URL, without the URL when
+// it may hold credentials (anything before an @).
+func gotURL(raw string) string {
+	if strings.Contains(raw, "@") {
+		return "(the value is not shown: it may hold credentials)"
+	}
+	return fmt.Sprintf("(got %q)", raw)
+}
+
+// isLoopback reports whether host names this machine: localhost, an
+// address in 127.0.0.0/8, or ::1. Another name might resolve anywhere.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// sidProblem says what is wrong with v, which should be prefix followed by
+// 32 hexadecimal digits, without showing v: a value in the wrong field may
+// be a secret (an auth token pasted into account_sid).
+func sidProblem(v, prefix string) string {
+	const digits = 32
+	want := fmt.Sprintf("must be %s followed by %d hexadecimal digits", prefix, digits)
+	if v == "" {
+		return want + " (it is empty)"
+	}
+	var what []string
+	if n := utf8.RuneCountInString(v); n != len(prefix)+digits {
+		what = append(what, fmt.Sprintf("it has %d characters, not %d", n, len(prefix)+digits))
+	}
+	rest := v
+	if r, ok := strings.CutPrefix(v, prefix); ok {
+		rest = r
+	} else {
+		what = append(what, "it does not start with "+prefix)
+		if len(v) > len(prefix) {
+			rest = v[len(prefix):]
+		}
+	}
+	if strings.IndexFunc(rest, func(r rune) bool { return !unicode.Is(unicode.ASCII_Hex_Digit, r) }) >= 0 {
+		what = append(what, fmt.Sprintf("it holds characters other than hexadecimal digits after its first %d", len(prefix)))
+	}
+	if hexToken.MatchString(v) {
+		what = append(what, "it looks like an auth token or key secret, not a SID")
+	}
+	return fmt.Sprintf("%s: %s (the value is not shown, in case it is a secret)", want, strings.Join(what, "; "))
+}
+
+// hexToken is the shape of a Twilio auth token.
+var hexToken = regexp.MustCompile(`^[0-9a-fA-F]{32}$`)

@@ -48,6 +48,32 @@ func TestGoodFiles(t *testing.T) {
 		if cfg.Twilio.RequestTimeout != DefaultRequestTimeout || cfg.Export.PartRows != DefaultPartRows || cfg.Twilio.MaxAttempts != DefaultMaxAttempts {
 			t.Errorf("defaults not applied: %+v %+v", cfg.Twilio, cfg.Export)
 		}
+		tw, ex := cfg.Twilio, cfg.Export
+		if tw.PageSize != 50 || tw.UsersPageSize != 100 || tw.MaxResponseBytes != 32<<20 || tw.UnavailableAfter != 2*time.Minute ||
+			ex.BatchBytes != 16<<20 || ex.RowGroupBytes != 64<<20 {
+			t.Errorf("defaults of the sizes: %+v %+v", tw, ex)
+		}
+		if w := cfg.Warnings(); len(w) != 0 {
+			t.Errorf("warnings for the defaults: %q", w)
+		}
+	})
+	t.Run("sizes", func(t *testing.T) {
+		cfg, err := LoadFile("testdata/sizes.good.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tw, ex := cfg.Twilio, cfg.Export
+		if tw.PageSize != 200 || tw.UsersPageSize != 1000 || tw.MaxResponseBytes != 64<<20 || tw.UnavailableAfter != 30*time.Second ||
+			ex.BatchBytes != 4<<20 || ex.RowGroupBytes != 128<<20 {
+			t.Errorf("sizes read: %+v %+v", tw, ex)
+		}
+		want := []string{
+			"twilio.page_size: 200 is above the documented maximum of Twilio's current API (50); Twilio may reject it; bindsync then falls back to 50",
+			"twilio.users_page_size: 1000 is above the documented maximum of Twilio's current API (100); Twilio may reject it; bindsync then falls back to 100",
+		}
+		if got := cfg.Warnings(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
 	})
 	t.Run("bigquery", func(t *testing.T) {
 		cfg, err := LoadFile("testdata/bigquery.good.yaml")
@@ -104,12 +130,12 @@ func TestBadConfigs(t *testing.T) {
 		{"concurrency zero", strings.Replace(base, "auth_token: t", "auth_token: t\n  concurrency: 0", 1), []string{"twilio.concurrency: must be between 1 and 256 (got 0)"}},
 		{"bad timeout", strings.Replace(base, "auth_token: t", "auth_token: t\n  request_timeout: soon", 1), []string{"twilio.request_timeout:"}},
 		{"missing token", strings.Replace(base, "  auth_token: t\n", "", 1), []string{"twilio.auth_token: is required"}},
-		{"bad account sid", strings.Replace(base, "AC0123456789abcdef0123456789abcdef", "AC1", 1), []string{`twilio.account_sid: must match ^AC[0-9a-fA-F]{32}$ (got "AC1")`}},
+		{"bad account sid", strings.Replace(base, "AC0123456789abcdef0123456789abcdef", "AC1", 1), []string{`twilio.account_sid: must be AC followed by 32 hexadecimal digits: it has 3 characters, not 34 (the value is not shown`}},
 		{"token and key", strings.Replace(base, "auth_token: t", "auth_token: t\n  api_key_sid: SK0123456789abcdef0123456789abcdef\n  api_key_secret: s", 1), []string{"twilio.auth_token: give either"}},
 		{"unset env var", strings.Replace(base, "auth_token: t", "auth_token: ${NOPE_NOT_SET}", 1), []string{"twilio.auth_token: environment variable NOPE_NOT_SET is not set (line 4)"}},
 		{"bad env ref", strings.Replace(base, "auth_token: t", "auth_token: ${1X}", 1), []string{`twilio.auth_token: "${1X}" is not a valid environment variable reference`}},
 		{"base url with path", strings.Replace(base, "auth_token: t", "auth_token: t\n  base_url: https://chat.twilio.com/v2", 1), []string{"twilio.base_url: must be a scheme and host only"}},
-		{"base url relative", strings.Replace(base, "auth_token: t", "auth_token: t\n  base_url: chat.twilio.com", 1), []string{"twilio.base_url: must be an absolute http(s) URL"}},
+		{"base url relative", strings.Replace(base, "auth_token: t", "auth_token: t\n  base_url: chat.twilio.com", 1), []string{`twilio.base_url: must be an absolute https URL (got "chat.twilio.com")`}},
 		{"no warehouse", strings.Replace(base, "warehouse:\n  local:\n    path: w\n", "", 1), []string{"warehouse: is required"}},
 		{"no services", "twilio:\n  account_sid: AC0123456789abcdef0123456789abcdef\n  auth_token: t\nwarehouse:\n  local: {path: w}\n", []string{"services: at least one service is required"}},
 		{"bad staging scheme", base + "staging: s3://bucket/x\n", []string{`staging: must be a local directory or gs://bucket/prefix (got "s3://bucket/x")`}},
@@ -186,4 +212,147 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted a config that Validate rejects")
 		}
 	})
+}
+
+// TestBadFiles reads testdata/*.bad.yaml: each must fail with every wanted
+// message and must not show any value listed as hidden (secrets, or values
+// that may be secrets pasted into the wrong field).
+func TestBadFiles(t *testing.T) {
+	credentials := "(the value is not shown: it may hold credentials)"
+	tests := map[string]struct {
+		want   []string
+		hidden []string
+	}{
+		"base_url_credentials": {
+			want:   []string{"twilio.base_url: must not hold credentials (user info before @): give them as account_sid and auth_token (the value is not shown)"},
+			hidden: []string{"s3cr3t-in-url", "@chat.twilio.com"},
+		},
+		"base_url_credentials_unparsable": {
+			want:   []string{"twilio.base_url: must be an absolute https URL " + credentials},
+			hidden: []string{"s3cr3t-in-url"},
+		},
+		"base_url_http": {
+			want: []string{`twilio.base_url: must use https: the credentials would travel in clear; http is allowed only for a loopback host (localhost, 127.0.0.0/8, ::1) (got "http://chat.twilio.com")`},
+		},
+		"base_url_http_lookalike": {
+			want: []string{"twilio.base_url: must use https", `(got "http://localhost.example.com:8080")`},
+		},
+		"account_sid_holds_token": {
+			want: []string{"twilio.account_sid: must be AC followed by 32 hexadecimal digits: it has 32 characters, not 34; " +
+				"it does not start with AC; it looks like an auth token or key secret, not a SID (the value is not shown, in case it is a secret)"},
+			hidden: []string{"0123456789abcdef0123456789abcdef"},
+		},
+		"account_sid_holds_text": {
+			want:   []string{"twilio.account_sid: must be AC followed by 32 hexadecimal digits: it has 26 characters, not 34; it holds characters other than hexadecimal digits after its first 2"},
+			hidden: []string{"s3cr3t", "pasted"},
+		},
+		"api_key_sid_holds_secret": {
+			want:   []string{"twilio.api_key_sid: must be SK followed by 32 hexadecimal digits: it has 24 characters, not 34; it does not start with SK"},
+			hidden: []string{"s3cr3t", "pasted"},
+		},
+		"pushgateway_credentials": {
+			want:   []string{"metrics.pushgateway: must be an absolute http(s) URL " + credentials},
+			hidden: []string{"s3cr3t-push"},
+		},
+		"staging_credentials": {
+			want:   []string{"staging: must be a local directory or gs://bucket/prefix " + credentials},
+			hidden: []string{"s3cr3t-aws", "AKIA"},
+		},
+		"sizes_out_of_range": {
+			want: []string{
+				"twilio.page_size: must be between 1 and 1000 (got 1001)",
+				"twilio.users_page_size: must be between 1 and 1000 (got 0)",
+				"twilio.max_response_bytes: must be between 1KiB and 1GiB (got 512B)",
+				"twilio.unavailable_after: must be at least 10s (got 5s)",
+				"export.batch_bytes: must be between 64KiB and 1GiB (got 2GiB)",
+				"export.row_group_bytes: must be between export.batch_bytes (2GiB) and 4GiB (got 1MiB)",
+			},
+		},
+		"sizes_unreadable": {
+			want: []string{
+				`twilio.max_response_bytes: must be a number of bytes or a size like 32MiB (units B, KiB, MiB, GiB, TiB) (got "lots") (line 4)`,
+				"twilio.users_page_size: cannot read string `many` into int (line 5)",
+				"export.batch_bytes: must be a size such as 32MiB, not a list or mapping (line 13)",
+				`export.row_group_bytes: must be a number of bytes or a size like 32MiB (units B, KiB, MiB, GiB, TiB) (got "32MB") (line 14)`,
+			},
+		},
+	}
+	files, err := filepath.Glob("testdata/*.bad.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != len(tests) {
+		t.Errorf("%d bad files for %d cases: every file needs a case", len(files), len(tests))
+	}
+	for _, file := range files {
+		name := strings.TrimSuffix(filepath.Base(file), ".bad.yaml")
+		t.Run(name, func(t *testing.T) {
+			tt, ok := tests[name]
+			if !ok {
+				t.Fatalf("no expected errors for %s", file)
+			}
+			_, err := LoadFile(file)
+			if err == nil {
+				t.Fatal("no error for a bad configuration")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\nmissing %q", err, w)
+				}
+			}
+			// The token of every file is never shown either.
+			for _, h := range append(tt.hidden, "s3cr3t-token-value") {
+				if strings.Contains(err.Error(), h) {
+					t.Errorf("error %q\nshows %q", err, h)
+				}
+			}
+		})
+	}
+}
+
+func TestLoopbackHTTPAllowed(t *testing.T) {
+	for _, u := range []string{"http://127.0.0.1:8080", "http://127.8.9.10", "http://[::1]:9000", "http://localhost:1234", "http://LOCALHOST", "https://chat.twilio.com/"} {
+		doc := strings.Replace(base, "auth_token: t", "auth_token: t\n  base_url: "+u, 1)
+		if _, err := Parse([]byte(doc), lookup); err != nil {
+			t.Errorf("base_url %s refused: %v", u, err)
+		}
+	}
+	for _, u := range []string{"http://10.0.0.1", "http://[::2]", "http://localhost.evil.example", "http://0.0.0.0"} {
+		doc := strings.Replace(base, "auth_token: t", "auth_token: t\n  base_url: "+u, 1)
+		if _, err := Parse([]byte(doc), lookup); err == nil || !strings.Contains(err.Error(), "must use https") {
+			t.Errorf("base_url %s: err = %v, want must use https", u, err)
+		}
+	}
+}
+
+func TestShortSecretWarns(t *testing.T) {
+	cfg, err := Parse([]byte(base), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "twilio.auth_token: is shorter than 6 characters, too short to be told apart in text: bindsync cannot keep it out of logs and errors (Twilio's are 32)"
+	if got := cfg.Warnings(); len(got) != 1 || got[0] != want {
+		t.Errorf("warnings = %q, want [%q]", got, want)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{
+		"0": 0, "1024": 1024, "1KiB": 1024, "32MiB": 32 << 20, "32 MiB": 32 << 20, " 1GiB ": 1 << 30, "2TiB": 2 << 40, "7B": 7,
+	} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "-1", "1.5GiB", "32MB", "32mib", "1k", "9999999999TiB"} {
+		if got, err := ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) = %v, want an error", in, got)
+		}
+	}
+	for b, want := range map[ByteSize]string{0: "0B", 1500: "1500B", 1024: "1KiB", 32 << 20: "32MiB", 3 << 30: "3GiB", 1<<20 + 1024: "1025KiB"} {
+		if got := b.String(); got != want {
+			t.Errorf("ByteSize(%d).String() = %q, want %q", int64(b), got, want)
+		}
+	}
 }

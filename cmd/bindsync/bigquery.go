@@ -214,7 +214,7 @@ func openGCSStaging(ctx context.Context, cfg *config.Config) (staging.Store, err
 		client.Close()
 		var gerr *googleapi.Error
 		if errors.Is(err, storage.ErrBucketNotExist) || errors.As(err, &gerr) && (gerr.Code == 401 || gerr.Code == 403 || gerr.Code == 404) {
-			return nil, usagef("%v\ncheck that the bucket exists and that the credentials in use hold roles/storage.objectAdmin on it", err)
+			return nil, usageError{withHint(err, "check that the bucket exists and that the credentials in use hold roles/storage.objectAdmin on it")}
 		}
 		return nil, err
 	}

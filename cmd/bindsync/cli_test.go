@@ -58,7 +58,9 @@ func TestBadUsageExitsTwo(t *testing.T) {
 		{"no warehouse", strings.SplitN(goodConfig, "warehouse:", 2)[0], nil, "run", "warehouse: is required"},
 		{"bad staging", replace("staging: st", "staging: s3://b/p"), nil, "run", `staging: must be a local directory or gs://bucket/prefix (got "s3://b/p")`},
 		{"yaml syntax", "twilio: [\n", nil, "run", "invalid configuration"},
-		{"account sid", replace("AC0123456789abcdef0123456789abcdef", "ACnope"), nil, "run", `twilio.account_sid: must match ^AC[0-9a-fA-F]{32}$ (got "ACnope")`},
+		{"account sid", replace("AC0123456789abcdef0123456789abcdef", "ACnope"), nil, "run", `twilio.account_sid: must be AC followed by 32 hexadecimal digits: it has 6 characters, not 34`},
+		{"base url credentials", replace("  auth_token:", "  base_url: https://AC0123456789abcdef0123456789abcdef:hidden-pass@chat.twilio.com\n  auth_token:"), nil, "validate", "twilio.base_url: must not hold credentials"},
+		{"base url http", replace("  auth_token:", "  base_url: http://chat.twilio.com\n  auth_token:"), nil, "validate", "twilio.base_url: must use https"},
 		{"wrong type", replace("  auth_token:", "  concurrency: many\n  auth_token:"), nil, "run", "twilio.concurrency: cannot read string `many` into int"},
 		{"missing config flag", "", nil, "run", "--config FILE is required"},
 		{"missing file", "", []string{"--config", "/nonexistent/bindsync.yaml"}, "run", "/nonexistent/bindsync.yaml"},
@@ -81,6 +83,9 @@ func TestBadUsageExitsTwo(t *testing.T) {
 			}
 			if !strings.Contains(stderr, tt.want) {
 				t.Errorf("stderr does not say %q:\n%s", tt.want, stderr)
+			}
+			if strings.Contains(stdout+stderr, "hidden-pass") {
+				t.Errorf("a credential is printed:\n%s%s", stdout, stderr)
 			}
 		})
 	}
@@ -116,4 +121,24 @@ func mustTime(t *testing.T, s string) (tm time.Time) {
 		t.Fatal(err)
 	}
 	return tm
+}
+
+func TestValidatePrintsWarnings(t *testing.T) {
+	t.Setenv("CLI_TEST_TOKEN", "tok-value-123")
+	conf := strings.Replace(goodConfig, "  auth_token:", "  page_size: 200\n  users_page_size: 500\n  auth_token:", 1)
+	code, stdout, stderr := runCLI(t, "validate", "--config", writeFile(t, conf))
+	if code != exitOK {
+		t.Fatalf("exit %d, want 0 for warnings alone\n%s", code, stderr)
+	}
+	if !strings.Contains(stdout, "page size 200 (users 500)") {
+		t.Errorf("stdout does not show both page sizes:\n%s", stdout)
+	}
+	for _, want := range []string{
+		"bindsync: warning: twilio.page_size: 200 is above the documented maximum of Twilio's current API (50); Twilio may reject it; bindsync then falls back to 50\n",
+		"bindsync: warning: twilio.users_page_size: 500 is above the documented maximum of Twilio's current API (100)",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr misses %q:\n%s", want, stderr)
+		}
+	}
 }

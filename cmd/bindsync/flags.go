@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/bindsync/bindsync/config"
+	"github.com/bindsync/bindsync/internal/safetext"
 )
 
 // common holds the flags every command takes.
@@ -58,6 +59,8 @@ func loadConfig(c *common) (*config.Config, error) {
 
 // newLogger builds the zap logger: JSON when stderr is not a terminal (a
 // pod), colourless console lines in a terminal, unless the config says.
+// Whatever it writes is redacted with the secrets of cfg and escaped (see
+// safetext.WrapCore).
 func newLogger(c *common, cfg *config.Config, stderr io.Writer) (*zap.Logger, error) {
 	level := "info"
 	format := "auto"
@@ -92,12 +95,19 @@ func newLogger(c *common, cfg *config.Config, stderr io.Writer) (*zap.Logger, er
 		enc = zapcore.NewJSONEncoder(encCfg)
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), lvl)
-	return zap.New(core), nil
+	return zap.New(safetext.WrapCore(core, newRedactor(cfg))), nil
 }
 
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// logWarnings logs what cfg.Warnings finds, once at the start of a command.
+func logWarnings(log *zap.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration: " + w)
+	}
 }
 
 func plural(n int64, one, many string) string {

@@ -153,18 +153,22 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 		hook(context.WithoutCancel(ctx), res, err)
 	}
 	if errors.Is(err, twilio.ErrUnauthorized) {
-		return res, usagef("%v\nTwilio refused the credentials: check twilio.account_sid and twilio.auth_token (or api_key_sid and api_key_secret) in %s", err, j.cfg.Dir)
+		return res, usageError{withHint(err, fmt.Sprintf("Twilio refused the credentials: check twilio.account_sid and twilio.auth_token (or api_key_sid and api_key_secret) in %s", j.cfg.Dir))}
 	}
 	return res, err
 }
 
 // recordRun records the outcome of a run that began dur ago, after
 // m.RunStarted, whatever its result: res is nil when the run stopped before
-// it began.
+// it began. A run whose error wraps worker.ErrPanic counts as panicked,
+// with the users and bindings its summary counted.
 func recordRun(m *metrics.Metrics, res *worker.Result, err error, dur time.Duration) {
 	var s checkpoint.RunSummary
 	if res != nil {
 		s = res.Summary
+	}
+	if errors.Is(err, worker.ErrPanic) {
+		s.Status = metrics.StatusPanicked
 	}
 	m.RunFinished(s, err, dur)
 }

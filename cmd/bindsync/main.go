@@ -10,8 +10,8 @@
 //	bindsync status --config FILE [--snapshot-date YYYY-MM-DD] [--json]
 //	bindsync demo [--dir DIR]
 //
-// Exit codes: 0 done, 1 the run failed (run it again to resume), 2 bad
-// usage, configuration or credentials.
+// Exit codes: 0 done, 1 the run failed (run it again to resume; a panic is
+// a failed run too), 2 bad usage, configuration or credentials.
 package main
 
 import (
@@ -22,6 +22,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/bindsync/bindsync/worker"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -56,6 +58,8 @@ type errSilent struct{ code int }
 
 func (e errSilent) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
+// exitCode prints err, if any, and returns the exit code it calls for. The
+// text is escaped (and redacted, when a command made err presentable).
 func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
@@ -64,9 +68,9 @@ func exitCode(err error, stderr io.Writer) int {
 	if errors.As(err, &s) {
 		return s.code
 	}
-	fmt.Fprintf(stderr, "bindsync: %v\n", err)
+	fmt.Fprintf(stderr, "bindsync: %s\n", errorText(err, nil))
 	var u usageError
-	if errors.As(err, &u) {
+	if errors.As(err, &u) && !errors.Is(err, worker.ErrPanic) {
 		return exitUsage
 	}
 	return exitFailed
@@ -86,7 +90,15 @@ Every command takes --log-level debug|info|warn|error (or BINDSYNC_LOG_LEVEL).
 Run "bindsync COMMAND -h" for the flags of a command.
 `
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// run runs the command of args. A panic on its goroutine becomes an error
+// wrapping worker.ErrPanic, like a panic in the worker's goroutines: the
+// run failed (exit 1), and the logs and checkpoint stand.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = worker.Recovered(v)
+		}
+	}()
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usageText)
 		return errSilent{exitUsage}

@@ -6,10 +6,11 @@ import (
 	"io"
 	"time"
 
+	"github.com/bindsync/bindsync/internal/safetext"
 	"github.com/bindsync/bindsync/worker"
 )
 
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var c common
 	fs := newFlagSet("run", stderr, &c, true)
 	date := fs.String("snapshot-date", "", "snapshot date YYYY-MM-DD (UTC); default today in UTC")
@@ -26,12 +27,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	red := newRedactor(cfg)
+	defer func() { err = presentable(err, red) }()
 	logOut, live := liveOutput(cfg, stderr)
 	log, err := newLogger(&c, cfg, logOut)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	logWarnings(log, cfg)
 	j, err := newJob(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -44,7 +48,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	recordRun(j.metrics, res, err, time.Since(start))
 	pushMetrics(ctx, cfg, j.metrics, log)
 	if res != nil {
-		printResult(stdout, res, err)
+		printResult(stdout, res, err, red)
 	}
 	return err
 }
@@ -63,8 +67,9 @@ func snapshotDate(s string, now time.Time) (time.Time, error) {
 }
 
 // printResult writes the outcome of a run for the person who started it;
-// the logs on stderr hold the details.
-func printResult(w io.Writer, res *worker.Result, err error) {
+// the logs on stderr hold the details. Text from Twilio (users, reasons)
+// is redacted with red, cut and escaped: it cannot forge a line.
+func printResult(w io.Writer, res *worker.Result, err error, red *safetext.Redactor) {
 	day := res.Date.Format(time.DateOnly)
 	if res.AlreadyPublished {
 		fmt.Fprintf(w, "snapshot %s was already published (%s in %s); nothing to do (use --force to read it again)\n",
@@ -72,18 +77,20 @@ func printResult(w io.Writer, res *worker.Result, err error) {
 		return
 	}
 	s := res.Summary
-	fmt.Fprintf(w, "snapshot %s: %s in %s\n", day, s.Status, s.End.Sub(s.Start).Round(time.Millisecond))
+	fmt.Fprintf(w, "snapshot %s: %s in %s\n", day, clean(red, s.Status), s.End.Sub(s.Start).Round(time.Millisecond))
 	fmt.Fprintf(w, "  users     %d read now, %d gone, %d failed, %d known in all\n", s.UsersDone, s.UsersGone, len(s.UsersFailed), s.UsersTotal)
 	fmt.Fprintf(w, "  bindings  %d read now in %s (%d retries); the snapshot holds %s\n", s.Bindings, plural(s.Pages, "page", "pages"), s.Retries, plural(res.Rows, "row", "rows"))
 	for _, p := range res.Published {
-		fmt.Fprintf(w, "  published to %s\n", p)
+		fmt.Fprintf(w, "  published to %s\n", clean(red, p))
 	}
 	for i, f := range res.Failed {
 		if i == 20 {
 			fmt.Fprintf(w, "  ... and %d more failed users (see the logs)\n", len(res.Failed)-20)
 			break
 		}
-		fmt.Fprintf(w, "  FAILED service %s user %q: %s\n", f.Service, f.User, f.Reason)
+		// %q escapes the user's control characters as Escape would, and
+		// its quotes too.
+		fmt.Fprintf(w, "  FAILED service %s user %q: %s\n", clean(red, f.Service), red.Redact(f.User), cleanReason(red, f.Reason))
 	}
 	if err != nil {
 		fmt.Fprintf(w, "the snapshot was not published; run the same command again to resume from the checkpoint\n")

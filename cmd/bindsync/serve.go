@@ -27,7 +27,7 @@ const (
 	serveHTTPTimeout = 5 * time.Second
 )
 
-func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var c common
 	fs := newFlagSet("serve", stderr, &c, true)
 	progress := fs.Duration("progress", time.Minute, "interval of progress log lines during a run (0 to disable)")
@@ -38,6 +38,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	red := newRedactor(cfg)
+	defer func() { err = presentable(err, red) }()
 	if cfg.Schedule == "" {
 		return usagef("schedule: is required by serve (a cron line such as %q)", config.DefaultSchedule)
 	}
@@ -46,6 +48,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	logWarnings(log, cfg)
 
 	opts, err := newServeOptions(ctx, cfg, log, *progress)
 	if err != nil {
@@ -219,8 +222,11 @@ func (s *server) routes() http.Handler {
 }
 
 // fire is one firing of the schedule: it runs the snapshot of today (UTC)
-// and records the outcome. A panic in the run is counted and logged, and
-// the process goes on. The recover must be here, inside the chain:
+// and records the outcome. A panic in the run, here or in the worker's
+// goroutines (which return it as an error wrapping worker.ErrPanic), is
+// counted and logged, not tried again before the next firing (it is a bug,
+// likely to come back), and the process goes on. The recover must be here,
+// inside the chain:
 // cron.SkipIfStillRunning does not give its token back when a panic passes
 // through it, and every later firing would then be skipped.
 func (s *server) fire(ctx context.Context) {
@@ -246,7 +252,7 @@ func (s *server) fire(ctx context.Context) {
 	// the failure may pass: not after a shutdown, not for a configuration
 	// or credentials problem that needs a person.
 	tries := 1
-	for try := 0; err != nil && ctx.Err() == nil && !isUsage(err) && try < len(s.retryDelays); try++ {
+	for try := 0; err != nil && ctx.Err() == nil && !isUsage(err) && !errors.Is(err, worker.ErrPanic) && try < len(s.retryDelays); try++ {
 		log.Error("scheduled run failed; trying again", zap.Error(err), zap.Duration("in", s.retryDelays[try]), zap.Int("try", try+2))
 		select {
 		case <-ctx.Done():
@@ -262,6 +268,8 @@ func (s *server) fire(ctx context.Context) {
 		tries++
 	}
 	switch {
+	case errors.Is(err, worker.ErrPanic):
+		log.Error("scheduled run panicked", zap.Error(err))
 	case err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		log.Warn("scheduled run interrupted by the shutdown; the next firing of the same day resumes it", zap.Error(err))
 	case err != nil:

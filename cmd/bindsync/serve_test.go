@@ -254,6 +254,50 @@ func TestServeCountsAPanicAndGoesOn(t *testing.T) {
 	}
 }
 
+// TestServeCountsAWorkerPanic: a panic in a goroutine of the worker comes
+// back as an error wrapping worker.ErrPanic. It is counted as panicked
+// with the users its summary counted, logged, not tried again, and serve
+// goes on.
+func TestServeCountsAWorkerPanic(t *testing.T) {
+	var calls atomic.Int32
+	runOnce := func(ctx context.Context, date time.Time) (*worker.Result, error) {
+		if calls.Add(1) == 1 {
+			res := &worker.Result{Date: date, Summary: checkpoint.RunSummary{Status: "failed", UsersDone: 4, Bindings: 9, Pages: 4}}
+			return res, fmt.Errorf("fetch bindings: %w", worker.Recovered("index out of range"))
+		}
+		return &worker.Result{Date: date, Summary: checkpoint.RunSummary{Status: "succeeded", UsersDone: 2, Bindings: 5, Pages: 1}}, nil
+	}
+	s := startServe(t, config.Default(), serveOptions{
+		runOnce:     runOnce,
+		schedule:    every(50 * time.Millisecond),
+		retryDelays: []time.Duration{time.Hour}, // a retry would hold the next firing an hour
+	})
+
+	got := s.waitMetric(`bindsync_runs_total{status="succeeded"}`, 1)
+	metricstest.Check(t, got, map[string]float64{
+		`bindsync_runs_total{status="panicked"}`: 1,
+		`bindsync_runs_total{status="failed"}`:   0,
+		`bindsync_users_total{state="done"}`:     6,
+		"bindsync_bindings_total":                14,
+	})
+	if s.logs.FilterMessage("scheduled run failed; trying again").Len() != 0 {
+		t.Error("a panicked run was tried again")
+	}
+	panics := s.logs.FilterMessage("scheduled run panicked").All()
+	if len(panics) != 1 {
+		t.Fatalf("%d panics logged, want 1", len(panics))
+	}
+	if msg, _ := panics[0].ContextMap()["error"].(string); !strings.Contains(msg, "panic: index out of range [at ") {
+		t.Errorf("the logged error does not show the panic and its stack: %q", msg)
+	}
+	if code, body := s.get("/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("GET /healthz after a panic = %d %q, want 200 ok", code, body)
+	}
+	if err := s.stop(); err != nil {
+		t.Errorf("serve returned %v, want nil", err)
+	}
+}
+
 func TestServeProbesAndShutdown(t *testing.T) {
 	tests := []struct {
 		name string

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bindsync/bindsync/checkpoint"
+	"github.com/bindsync/bindsync/internal/safetext"
 	"github.com/bindsync/bindsync/staging"
 )
 
@@ -105,7 +106,7 @@ type statusRun struct {
 // cmdStatus prints what the checkpoint of a snapshot says. It only reads
 // staging and never takes the snapshot's lock, so it can watch a run that
 // is going on.
-func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var c common
 	fs := newFlagSet("status", stderr, &c, true)
 	date := fs.String("snapshot-date", "", "snapshot date YYYY-MM-DD (UTC); default the newest snapshot in staging, or today in UTC when there is none")
@@ -125,6 +126,8 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	red := newRedactor(cfg)
+	defer func() { err = presentable(err, red) }()
 	var store staging.Store
 	if cfg.StagingIsGCS() || dirExists(cfg.Staging) {
 		if store, err = openStaging(ctx, cfg); err != nil {
@@ -138,6 +141,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	rep.clean(red)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -268,6 +272,26 @@ func newStatusReport(st *checkpoint.State) *statusReport {
 	return rep
 }
 
+// clean makes the texts of the report that come from Twilio or a run
+// (users, reasons, errors) safe to print: redacted with red, cut, and
+// escaped where JSON would not escape (the table escapes the rest).
+func (rep *statusReport) clean(red *safetext.Redactor) {
+	text := func(s string, max int) string {
+		return safetext.EscapeForJSON(safetext.Truncate(red.Redact(s), max))
+	}
+	rep.Location = text(rep.Location, errorBytes)
+	for i := range rep.InFlight {
+		rep.InFlight[i].User = text(rep.InFlight[i].User, reasonBytes)
+	}
+	for i := range rep.Failed {
+		rep.Failed[i].User = text(rep.Failed[i].User, reasonBytes)
+		rep.Failed[i].Reason = text(rep.Failed[i].Reason, reasonBytes)
+	}
+	for i := range rep.Runs {
+		rep.Runs[i].Error = text(rep.Runs[i].Error, errorBytes)
+	}
+}
+
 // usersTotal is the number of users the newest ended run knew of; runs
 // that are still going (or died) have not written theirs.
 func usersTotal(st *checkpoint.State) int64 {
@@ -328,7 +352,7 @@ func printStatus(w io.Writer, rep *statusReport) error {
 	if len(rep.Snapshots) > 0 {
 		snapshots = strings.Join(rep.Snapshots, ", ")
 	}
-	fmt.Fprintf(tw, "snapshot\t%s\t(%s)\n", rep.Snapshot, rep.Location)
+	fmt.Fprintf(tw, "snapshot\t%s\t(%s)\n", rep.Snapshot, safetext.Escape(rep.Location))
 	fmt.Fprintf(tw, "state\t%s\t(%s)\n", rep.StateText, stateHints[rep.State])
 	if rep.State == stateNoCheckpoint {
 		fmt.Fprintf(tw, "snapshots\t%s\n", snapshots)
@@ -367,7 +391,7 @@ func printStatus(w io.Writer, rep *statusReport) error {
 				r.UsersTotal, r.UsersDone, r.UsersGone, r.UsersFailed, r.Bindings, r.Pages, r.Retries)
 		}
 		if last := rep.Runs[len(rep.Runs)-1]; last.Error != "" {
-			fmt.Fprintf(tw, "\nlast run error: %s\n", oneLine(last.Error, 300))
+			fmt.Fprintf(tw, "\nlast run error: %s\n", safetext.Escape(oneLine(last.Error, 300)))
 		}
 	}
 
@@ -378,7 +402,7 @@ func printStatus(w io.Writer, rep *statusReport) error {
 				fmt.Fprintf(tw, "and %d more (bindsync status --json lists them all)\n", len(rep.Failed)-failedShown)
 				break
 			}
-			fmt.Fprintf(tw, "%s\t%q\t%s\n", f.ServiceSID, f.User, oneLine(f.Reason, 200))
+			fmt.Fprintf(tw, "%s\t%q\t%s\n", f.ServiceSID, f.User, safetext.Escape(oneLine(f.Reason, 200)))
 		}
 	}
 	return tw.Flush()

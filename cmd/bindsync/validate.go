@@ -6,7 +6,9 @@ import (
 	"strings"
 )
 
-func cmdValidate(args []string, stdout, stderr io.Writer) error {
+// cmdValidate loads the configuration, prints what it says (without a
+// secret) and its warnings, which do not change the exit code.
+func cmdValidate(args []string, stdout, stderr io.Writer) (err error) {
 	var c common
 	fs := newFlagSet("validate", stderr, &c, true)
 	if err := parse(fs, args); err != nil {
@@ -16,9 +18,13 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s is valid\n", c.config)
-	fmt.Fprintf(stdout, "  twilio     %s, page size %d, concurrency %d, auth as %s\n",
-		cfg.Twilio.BaseURL, cfg.Twilio.PageSize, cfg.Twilio.Concurrency, redactSID(cfg.Twilio.Username()))
+	red := newRedactor(cfg)
+	defer func() { err = presentable(err, red) }()
+	out := func(format string, args ...any) { fmt.Fprintln(stdout, clean(red, fmt.Sprintf(format, args...))) }
+	out("%s is valid", c.config)
+	t := cfg.Twilio
+	out("  twilio     %s, page size %d (users %d), concurrency %d, auth as %s",
+		t.BaseURL, t.PageSize, t.UsersPageSize, t.Concurrency, redactSID(t.Username()))
 	for _, s := range cfg.Services {
 		users := "all users"
 		if !s.Users.All {
@@ -28,14 +34,17 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		if len(s.BindingTypes) > 0 {
 			filter = ", binding types " + strings.Join(s.BindingTypes, ",")
 		}
-		fmt.Fprintf(stdout, "  service    %s: %s%s\n", s.SID, users, filter)
+		out("  service    %s: %s%s", s.SID, users, filter)
 	}
-	fmt.Fprintf(stdout, "  staging    %s\n", cfg.Staging)
+	out("  staging    %s", cfg.Staging)
 	if l := cfg.Warehouse.Local; l != nil {
-		fmt.Fprintf(stdout, "  warehouse  local %s\n", l.Path)
+		out("  warehouse  local %s", l.Path)
 	}
 	if bq := cfg.Warehouse.BigQuery; bq != nil {
-		fmt.Fprintf(stdout, "  warehouse  bigquery %s.%s.%s (%s)\n", bq.Project, bq.Dataset, bq.Table, bq.Location)
+		out("  warehouse  bigquery %s.%s.%s (%s)", bq.Project, bq.Dataset, bq.Table, bq.Location)
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "bindsync: warning: %s\n", clean(red, w))
 	}
 	return nil
 }

@@ -92,19 +92,20 @@ type Replace struct {
 
 // RunSummary is what a run did, written when it ends.
 type RunSummary struct {
-	RunID       string       `json:"run_id"`
-	Start       time.Time    `json:"start"`
-	End         time.Time    `json:"end"`
-	Status      string       `json:"status"` // "succeeded", "failed", "interrupted"
-	Error       string       `json:"error,omitempty"`
-	Services    int          `json:"services"`
-	UsersTotal  int64        `json:"users_total"`
-	UsersDone   int64        `json:"users_done"`
-	UsersGone   int64        `json:"users_gone"`
-	UsersFailed []UserFailed `json:"users_failed,omitempty"`
-	Bindings    int64        `json:"bindings"`
-	Pages       int64        `json:"pages"`
-	Retries     int64        `json:"retries"`
+	RunID         string       `json:"run_id"`
+	Start         time.Time    `json:"start"`
+	End           time.Time    `json:"end"`
+	Status        string       `json:"status"` // "succeeded", "failed", "interrupted"
+	Error         string       `json:"error,omitempty"`
+	Services      int          `json:"services"`
+	UsersTotal    int64        `json:"users_total"`
+	UsersDone     int64        `json:"users_done"`
+	UsersGone     int64        `json:"users_gone"`
+	UsersNotFound int64        `json:"users_not_found,omitempty"`
+	UsersFailed   []UserFailed `json:"users_failed,omitempty"`
+	Bindings      int64        `json:"bindings"`
+	Pages         int64        `json:"pages"`
+	Retries       int64        `json:"retries"`
 }
 
 // Entry is one record of the log. Only the fields of its Kind are set.
@@ -117,6 +118,10 @@ type Entry struct {
 	Replaced []Replace  `json:"replaced,omitempty"`
 	Done     []UserDone `json:"done,omitempty"`
 	Gone     []UserRef  `json:"gone,omitempty"`
+	// NotFound are configured users that do not exist in Twilio (404 before
+	// any of their pages was read): recorded so that the summary and the
+	// users table name them, and so that a resumed run does not ask again.
+	NotFound []UserRef `json:"not_found,omitempty"`
 	// Dropped are unfinished users left out of the snapshot (no longer
 	// configured or listed): their rows were removed, and they are neither
 	// done nor gone, so a run that meets them again reads them afresh.
@@ -280,8 +285,10 @@ type State struct {
 	InFlight map[UserRef]*InFlight
 	// Failed are the users that failed in the last run that ended, by user.
 	Failed map[UserRef]string
-	// Gone are users that no longer exist (404).
+	// Gone are users deleted while the snapshot was read (404).
 	Gone map[UserRef]bool
+	// NotFound are configured users that never existed (404 at the start).
+	NotFound map[UserRef]bool
 	// UsersDone, BindingsDone and PagesDone count finished users and
 	// their rows over every run.
 	UsersDone    int64
@@ -307,6 +314,7 @@ func newState(date time.Time) *State {
 		InFlight: map[UserRef]*InFlight{},
 		Failed:   map[UserRef]string{},
 		Gone:     map[UserRef]bool{},
+		NotFound: map[UserRef]bool{},
 		Publish:  map[string]string{},
 		done:     map[uint64]struct{}{},
 	}
@@ -406,6 +414,12 @@ func (s *State) apply(e *Entry) {
 	}
 	for _, g := range e.Gone {
 		s.Gone[g] = true
+		s.done[userHash(g)] = struct{}{}
+		delete(s.InFlight, g)
+		delete(s.Failed, g)
+	}
+	for _, g := range e.NotFound {
+		s.NotFound[g] = true
 		s.done[userHash(g)] = struct{}{}
 		delete(s.InFlight, g)
 		delete(s.Failed, g)

@@ -165,6 +165,7 @@ func (m *Metrics) RunFinished(s checkpoint.RunSummary, err error, dur time.Durat
 	}
 	m.users.WithLabelValues("done").Add(float64(s.UsersDone))
 	m.users.WithLabelValues("gone").Add(float64(s.UsersGone))
+	m.users.WithLabelValues("not_found").Add(float64(s.UsersNotFound))
 	m.users.WithLabelValues("failed").Add(float64(len(s.UsersFailed)))
 	m.bindings.Add(float64(s.Bindings))
 	m.pages.Add(float64(s.Pages))

@@ -57,7 +57,7 @@ func TestRunFinishedCountsOneRun(t *testing.T) {
 	}{
 		{
 			name:       "succeeded",
-			summary:    checkpoint.RunSummary{Status: "succeeded", UsersDone: 7, UsersGone: 2, Bindings: 345, Pages: 12},
+			summary:    checkpoint.RunSummary{Status: "succeeded", UsersDone: 7, UsersGone: 2, UsersNotFound: 3, Bindings: 345, Pages: 12},
 			wantStatus: StatusSucceeded, wantSuccess: true,
 		},
 		{
@@ -91,16 +91,17 @@ func TestRunFinishedCountsOneRun(t *testing.T) {
 			got := scrape(t, m)
 
 			want := map[string]float64{
-				`bindsync_users_total{state="done"}`:    float64(tt.summary.UsersDone),
-				`bindsync_users_total{state="gone"}`:    float64(tt.summary.UsersGone),
-				`bindsync_users_total{state="failed"}`:  float64(len(tt.summary.UsersFailed)),
-				`bindsync_users_total{state="skipped"}`: 0,
-				"bindsync_bindings_total":               float64(tt.summary.Bindings),
-				"bindsync_pages_total":                  float64(tt.summary.Pages),
-				"bindsync_run_in_progress":              0,
-				"bindsync_run_duration_seconds_sum":     90,
-				"bindsync_run_duration_seconds_count":   1,
-				"bindsync_last_run_timestamp_seconds":   1795000000,
+				`bindsync_users_total{state="done"}`:      float64(tt.summary.UsersDone),
+				`bindsync_users_total{state="gone"}`:      float64(tt.summary.UsersGone),
+				`bindsync_users_total{state="not_found"}`: float64(tt.summary.UsersNotFound),
+				`bindsync_users_total{state="failed"}`:    float64(len(tt.summary.UsersFailed)),
+				`bindsync_users_total{state="skipped"}`:   0,
+				"bindsync_bindings_total":                 float64(tt.summary.Bindings),
+				"bindsync_pages_total":                    float64(tt.summary.Pages),
+				"bindsync_run_in_progress":                0,
+				"bindsync_run_duration_seconds_sum":       90,
+				"bindsync_run_duration_seconds_count":     1,
+				"bindsync_last_run_timestamp_seconds":     1795000000,
 			}
 			for _, s := range []string{StatusSucceeded, StatusFailed, StatusInterrupted, StatusPanicked, StatusSkipped} {
 				want[fmt.Sprintf(`bindsync_runs_total{status=%q}`, s)] = 0

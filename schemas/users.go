@@ -21,6 +21,9 @@ const (
 const (
 	UserRead = "read" // the user's bindings were read; there may be none
 	UserGone = "gone" // the user was deleted while the snapshot was read
+	// UserNotFound is a configured user (SID or identity) that Twilio
+	// does not know: it never existed, or was deleted before the run.
+	UserNotFound = "not_found"
 )
 
 var userColumns = []column{

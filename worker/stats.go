@@ -13,17 +13,18 @@ type Stats struct {
 	// Snapshot takes, so read it through Snapshot while a run may start.
 	Start time.Time
 
-	Services     atomic.Int64
-	UsersTotal   atomic.Int64 // users known so far (grows while users are listed)
-	UsersDone    atomic.Int64 // finished in this run
-	UsersSkipped atomic.Int64 // finished by an earlier run of the snapshot
-	UsersGone    atomic.Int64
-	UsersFailed  atomic.Int64
-	Listing      atomic.Int64 // services whose users are still being listed
-	Bindings     atomic.Int64 // rows read in this run
-	Pages        atomic.Int64
-	Parts        atomic.Int64
-	Retries      atomic.Int64
+	Services      atomic.Int64
+	UsersTotal    atomic.Int64 // users known so far (grows while users are listed)
+	UsersDone     atomic.Int64 // finished in this run
+	UsersSkipped  atomic.Int64 // finished by an earlier run of the snapshot
+	UsersGone     atomic.Int64
+	UsersNotFound atomic.Int64 // configured users that do not exist
+	UsersFailed   atomic.Int64
+	Listing       atomic.Int64 // services whose users are still being listed
+	Bindings      atomic.Int64 // rows read in this run
+	Pages         atomic.Int64
+	Parts         atomic.Int64
+	Retries       atomic.Int64
 
 	// bySID finds a service's counters without a lock on the hot path;
 	// mu guards Start and order, which keeps services in the order they
@@ -74,18 +75,19 @@ func (s *Stats) begin(now time.Time, services []Service) {
 
 // StatsSnapshot is a plain copy of the counters at one moment.
 type StatsSnapshot struct {
-	Elapsed      time.Duration
-	Services     int64
-	UsersTotal   int64
-	UsersDone    int64
-	UsersSkipped int64
-	UsersGone    int64
-	UsersFailed  int64
-	Listing      bool
-	Bindings     int64
-	Pages        int64
-	Parts        int64
-	Retries      int64
+	Elapsed       time.Duration
+	Services      int64
+	UsersTotal    int64
+	UsersDone     int64
+	UsersSkipped  int64
+	UsersGone     int64
+	UsersNotFound int64
+	UsersFailed   int64
+	Listing       bool
+	Bindings      int64
+	Pages         int64
+	Parts         int64
+	Retries       int64
 	// PerService holds every service's counters, in the configured order.
 	PerService []ServiceSnapshot
 }
@@ -119,26 +121,27 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		elapsed = time.Since(start)
 	}
 	return StatsSnapshot{
-		Elapsed:      elapsed,
-		Services:     s.Services.Load(),
-		UsersTotal:   s.UsersTotal.Load(),
-		UsersDone:    s.UsersDone.Load(),
-		UsersSkipped: s.UsersSkipped.Load(),
-		UsersGone:    s.UsersGone.Load(),
-		UsersFailed:  s.UsersFailed.Load(),
-		Listing:      s.Listing.Load() > 0,
-		Bindings:     s.Bindings.Load(),
-		Pages:        s.Pages.Load(),
-		Parts:        s.Parts.Load(),
-		Retries:      s.Retries.Load(),
-		PerService:   per,
+		Elapsed:       elapsed,
+		Services:      s.Services.Load(),
+		UsersTotal:    s.UsersTotal.Load(),
+		UsersDone:     s.UsersDone.Load(),
+		UsersSkipped:  s.UsersSkipped.Load(),
+		UsersGone:     s.UsersGone.Load(),
+		UsersNotFound: s.UsersNotFound.Load(),
+		UsersFailed:   s.UsersFailed.Load(),
+		Listing:       s.Listing.Load() > 0,
+		Bindings:      s.Bindings.Load(),
+		Pages:         s.Pages.Load(),
+		Parts:         s.Parts.Load(),
+		Retries:       s.Retries.Load(),
+		PerService:    per,
 	}
 }
 
 // Finished is the number of users no longer waiting: done now or before,
-// gone, or failed.
+// gone, not found, or failed.
 func (s StatsSnapshot) Finished() int64 {
-	return s.UsersDone + s.UsersSkipped + s.UsersGone + s.UsersFailed
+	return s.UsersDone + s.UsersSkipped + s.UsersGone + s.UsersNotFound + s.UsersFailed
 }
 
 // Rate is the bindings read per second so far.
@@ -152,7 +155,7 @@ func (s StatsSnapshot) Rate() float64 {
 // ETA estimates the time left from the pace of users so far; zero while
 // unknown (users still being listed, or nothing finished yet).
 func (s StatsSnapshot) ETA() time.Duration {
-	fresh := s.UsersDone + s.UsersGone + s.UsersFailed
+	fresh := s.UsersDone + s.UsersGone + s.UsersNotFound + s.UsersFailed
 	left := s.UsersTotal - s.Finished()
 	if s.Listing || fresh == 0 || left <= 0 {
 		return 0

@@ -46,12 +46,15 @@ type Service struct {
 
 // Options configure a run.
 type Options struct {
-	Services    []Service
-	PageSize    int
-	Concurrency int
-	Store       staging.Store
-	Publishers  []exporter.Publisher
-	Logger      *zap.Logger
+	Services []Service
+	// PageSize is the bindings page size asked of Twilio; UsersPageSize
+	// the Users list's.
+	PageSize      int
+	UsersPageSize int
+	Concurrency   int
+	Store         staging.Store
+	Publishers    []exporter.Publisher
+	Logger        *zap.Logger
 
 	// PartRows bounds the rows of a part file; CommitInterval bounds the
 	// time between two checkpoints (and so the work a crash can lose).
@@ -105,6 +108,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.PageSize <= 0 {
 		o.PageSize = 50
+	}
+	if o.UsersPageSize <= 0 {
+		o.UsersPageSize = 100
 	}
 	if o.PartRows <= 0 {
 		o.PartRows = 500_000
@@ -214,6 +220,8 @@ type run struct {
 	// resume is the checkpoint's unfinished users when the run began; the
 	// fetchers read it while the writer changes the live state.
 	resume map[checkpoint.UserRef]checkpoint.InFlight
+	// claimed are the users this run has taken on, by service and SID.
+	claimed *userSet
 	// failed are the users that failed in this run, set by the writer.
 	failed []checkpoint.UserFailed
 	// pageSizeNoted makes the run say once that Twilio serves smaller
@@ -311,16 +319,17 @@ func (r *run) summary() checkpoint.RunSummary {
 	failed := slices.Clone(r.failed)
 	sort.Slice(failed, func(i, j int) bool { return failed[i].String() < failed[j].String() })
 	return checkpoint.RunSummary{
-		RunID:       r.id,
-		Start:       r.start,
-		Services:    int(s.Services),
-		UsersTotal:  s.UsersTotal,
-		UsersDone:   s.UsersDone,
-		UsersGone:   s.UsersGone,
-		UsersFailed: failed,
-		Bindings:    s.Bindings,
-		Pages:       s.Pages,
-		Retries:     s.Retries,
+		RunID:         r.id,
+		Start:         r.start,
+		Services:      int(s.Services),
+		UsersTotal:    s.UsersTotal,
+		UsersDone:     s.UsersDone,
+		UsersGone:     s.UsersGone,
+		UsersNotFound: s.UsersNotFound,
+		UsersFailed:   failed,
+		Bindings:      s.Bindings,
+		Pages:         s.Pages,
+		Retries:       s.Retries,
 	}
 }
 
@@ -330,7 +339,7 @@ func (r *run) logSummary(s checkpoint.RunSummary) {
 		zap.Duration("duration", s.End.Sub(s.Start).Round(time.Millisecond)),
 		zap.Int("services", s.Services), zap.Int64("users_total", s.UsersTotal),
 		zap.Int64("users_done", s.UsersDone), zap.Int64("users_skipped", r.stats.UsersSkipped.Load()),
-		zap.Int64("users_gone", s.UsersGone), zap.Int("users_failed", len(s.UsersFailed)),
+		zap.Int64("users_gone", s.UsersGone), zap.Int64("users_not_found", s.UsersNotFound), zap.Int("users_failed", len(s.UsersFailed)),
 		zap.Int64("bindings", s.Bindings), zap.Int64("pages", s.Pages), zap.Int64("retries", s.Retries),
 		zap.Int64("snapshot_rows", r.cp.State().Rows()), zap.Int("parts", len(r.cp.State().Parts)),
 	}
@@ -398,11 +407,12 @@ func (r *run) writeUsers(ctx context.Context) (exporter.PartInfo, error) {
 			}
 		}
 		for _, g := range e.Gone {
-			row := schemas.UserRow{ServiceSID: g.Service, User: g.User, State: schemas.UserGone}
-			if userSIDPattern.MatchString(g.User) {
-				row.UserSID = &g.User
+			if err := w.Append(refRow(g, schemas.UserGone)); err != nil {
+				return err
 			}
-			if err := w.Append(&row); err != nil {
+		}
+		for _, g := range e.NotFound {
+			if err := w.Append(refRow(g, schemas.UserNotFound)); err != nil {
 				return err
 			}
 		}
@@ -417,6 +427,18 @@ func (r *run) writeUsers(ctx context.Context) (exporter.PartInfo, error) {
 		return exporter.PartInfo{}, fmt.Errorf("write users of snapshot %s: %w", r.date.Format(time.DateOnly), err)
 	}
 	return info, nil
+}
+
+// refRow is the users-table row of a user that has no bindings in the
+// snapshot: its SID when the reference is one, else its identity.
+func refRow(u checkpoint.UserRef, state string) *schemas.UserRow {
+	row := &schemas.UserRow{ServiceSID: u.Service, User: u.User, State: state}
+	if userSIDPattern.MatchString(u.User) {
+		row.UserSID = &u.User
+	} else {
+		row.Identity = &u.User
+	}
+	return row
 }
 
 func optional(s string) *string {
@@ -453,16 +475,15 @@ func (r *run) read(ctx, saveCtx context.Context) error {
 	stopProgress := r.startProgress()
 	defer stopProgress()
 
-	seen := map[checkpoint.UserRef]bool{}
-	for u := range r.resume {
-		seen[u] = false
-	}
-	g.Go(func() error {
+	r.claimed = newUserSet(r.opts.Services)
+	g.Go(func() (err error) {
 		defer close(jobs)
-		return r.enumerate(gctx, jobs, seen)
+		defer recoverInto(&err, "list users")
+		return r.enumerate(gctx, jobs)
 	})
 	for i := 0; i < r.opts.Concurrency; i++ {
-		g.Go(func() error {
+		g.Go(func() (err error) {
+			defer recoverInto(&err, "read bindings")
 			for j := range jobs {
 				if err := r.readUser(gctx, w, j); err != nil {
 					return err
@@ -476,8 +497,8 @@ func (r *run) read(ctx, saveCtx context.Context) error {
 		// Users that a crashed run had begun but that no longer exist
 		// (deleted, or taken out of the configuration) lose the rows read
 		// so far, so that the snapshot holds no half user.
-		for u, found := range seen {
-			if !found {
+		for u := range r.resume {
+			if !r.claimed.has(u) {
 				w.send(event{kind: evDrop, user: u})
 			}
 		}
@@ -500,31 +521,38 @@ type job struct {
 	// both from the Users API, or the configured string, which is one or
 	// the other.
 	sid, identity string
+	// name is the configured string ("" for users found by listing).
+	name string
 }
 
 var userSIDPattern = regexp.MustCompile(`^US[0-9a-fA-F]{32}$`)
 
-// enumerate sends every user still to read, service by service.
-//
-// seen holds the users left unfinished by earlier runs; enumerate marks
-// those it meets, so that the others can be dropped at the end.
-func (r *run) enumerate(ctx context.Context, jobs chan<- job, seen map[checkpoint.UserRef]bool) error {
-	done := r.cp.IsDone
-	emit := func(svc *Service, user, sid, identity string) error {
-		u := checkpoint.UserRef{Service: svc.SID, User: user}
-		if _, ok := seen[u]; ok {
-			seen[u] = true
-		}
+// enumerate sends every user still to read, service by service. A user
+// named twice (a Users page that repeats it, a configuration naming it
+// twice) is sent once: users are claimed by service and SID.
+func (r *run) enumerate(ctx context.Context, jobs chan<- job) error {
+	emit := func(svc *Service, sid, identity, name string) error {
 		ss := r.stats.Service(svc.SID)
+		var u checkpoint.UserRef
+		if sid != "" {
+			u = checkpoint.UserRef{Service: svc.SID, User: sid}
+			if !r.claimed.claim(u) {
+				r.log.Debug("user named twice; read once", zap.String("service_sid", svc.SID), zap.String("user_sid", sid))
+				return nil
+			}
+		} else {
+			// An identity: the fetcher resolves it to a SID and claims it.
+			u = checkpoint.UserRef{Service: svc.SID, User: identity}
+		}
 		r.stats.UsersTotal.Add(1)
 		ss.UsersTotal.Add(1)
-		if done(u) {
+		if r.cp.IsDone(u) {
 			r.stats.UsersSkipped.Add(1)
 			ss.UsersFinished.Add(1)
 			return nil
 		}
 		select {
-		case jobs <- job{svc: svc, user: u, sid: sid, identity: identity}:
+		case jobs <- job{svc: svc, user: u, sid: sid, identity: identity, name: name}:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
@@ -538,42 +566,50 @@ func (r *run) enumerate(ctx context.Context, jobs chan<- job, seen map[checkpoin
 				if userSIDPattern.MatchString(u) {
 					sid, identity = u, ""
 				}
-				if err := emit(svc, u, sid, identity); err != nil {
+				if err := emit(svc, sid, identity, u); err != nil {
 					return err
 				}
 			}
 			continue
 		}
-		r.stats.Listing.Add(1)
-		r.stats.Service(svc.SID).Listing.Store(true)
-		next := ""
-		for {
-			page, err := r.src.ListUsers(ctx, twilio.UsersQuery{ServiceSID: svc.SID, PageSize: r.opts.PageSize, Next: next})
-			if err != nil {
-				r.stats.Listing.Add(-1)
-				r.stats.Service(svc.SID).Listing.Store(false)
-				return fmt.Errorf("list users of service %s: %w", svc.SID, err)
-			}
-			for _, u := range page.Users {
-				identity := ""
-				if u.Identity != nil {
-					identity = *u.Identity
-				}
-				if err := emit(svc, u.SID, u.SID, identity); err != nil {
-					r.stats.Listing.Add(-1)
-					r.stats.Service(svc.SID).Listing.Store(false)
-					return err
-				}
-			}
-			if page.Next == "" {
-				break
-			}
-			next = page.Next
+		if err := r.listUsers(ctx, svc, emit); err != nil {
+			return err
 		}
-		r.stats.Listing.Add(-1)
-		r.stats.Service(svc.SID).Listing.Store(false)
 	}
 	return nil
+}
+
+// listUsers walks the Users list of svc, calling emit for every user.
+func (r *run) listUsers(ctx context.Context, svc *Service, emit func(svc *Service, sid, identity, name string) error) error {
+	r.stats.Listing.Add(1)
+	r.stats.Service(svc.SID).Listing.Store(true)
+	defer func() {
+		r.stats.Listing.Add(-1)
+		r.stats.Service(svc.SID).Listing.Store(false)
+	}()
+	next := ""
+	for {
+		page, err := r.src.ListUsers(ctx, twilio.UsersQuery{ServiceSID: svc.SID, PageSize: r.opts.UsersPageSize, Next: next})
+		if err != nil {
+			return fmt.Errorf("list users of service %s: %w", svc.SID, err)
+		}
+		for _, u := range page.Users {
+			if !userSIDPattern.MatchString(u.SID) {
+				return fmt.Errorf("list users of service %s: %w: a user has SID %q", svc.SID, twilio.ErrBadResponse, u.SID)
+			}
+			identity := ""
+			if u.Identity != nil {
+				identity = *u.Identity
+			}
+			if err := emit(svc, u.SID, identity, ""); err != nil {
+				return err
+			}
+		}
+		if page.Next == "" {
+			return nil
+		}
+		next = page.Next
+	}
 }
 
 // readUser pages through one user's bindings, handing every page to the
@@ -598,6 +634,12 @@ func (r *run) readUser(ctx context.Context, w *writer, j job) error {
 			return ctx.Err()
 		case errors.Is(err, twilio.ErrUnauthorized):
 			return err
+		case errors.Is(err, twilio.ErrNotFound) && first && !resumed && j.name != "":
+			// A configured user that Twilio does not know at all.
+			log.Warn("configured user not found", zap.Error(err))
+			w.send(event{kind: evNotFound, user: j.user})
+			ss.UsersFinished.Add(1)
+			return nil
 		case errors.Is(err, twilio.ErrNotFound):
 			log.Info("user not found; it was deleted", zap.Error(err))
 			w.send(event{kind: evGone, user: j.user})
@@ -634,6 +676,15 @@ func (r *run) readUser(ctx context.Context, w *writer, j job) error {
 	}
 }
 
+// recoverInto turns a panic of the calling goroutine into *err, an error
+// of the run wrapping ErrPanic, so that a bug in one goroutine ends the run
+// with the reason named (exit 1) instead of killing the process.
+func recoverInto(err *error, what string) {
+	if v := recover(); v != nil {
+		*err = fmt.Errorf("%s: %w", what, Recovered(v))
+	}
+}
+
 func (r *run) startProgress() (stop func()) {
 	if r.opts.ProgressInterval <= 0 {
 		return func() {}
@@ -641,6 +692,11 @@ func (r *run) startProgress() (stop func()) {
 	t := time.NewTicker(r.opts.ProgressInterval)
 	done := make(chan struct{})
 	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				r.log.Error("progress reporting stopped", zap.Error(Recovered(v)))
+			}
+		}()
 		for {
 			select {
 			case <-t.C:

@@ -111,10 +111,11 @@ func (e *env) checkExact() {
 	e.checkUsers(nil)
 }
 
-// checkUsers asserts the published users table; gone names deleted users.
-func (e *env) checkUsers(gone map[string]bool) {
+// checkUsers asserts the published users table; states names the users
+// that are not read (gone, not_found).
+func (e *env) checkUsers(states map[string]string) {
 	e.t.Helper()
-	snapshottest.Equal(e.t, snapshottest.ReadLocalUsers(e.t, e.warehouse.Path, e.world, day), snapshottest.WantUsers(e.world, e.selections(), gone))
+	snapshottest.Equal(e.t, snapshottest.ReadLocalUsers(e.t, e.warehouse.Path, e.world, day), snapshottest.WantUsers(e.world, e.selections(), states))
 }
 
 func TestRunPublishesEveryBindingOnce(t *testing.T) {
@@ -275,7 +276,7 @@ func TestFailedUserNamedAndNotPublished(t *testing.T) {
 	}
 }
 
-func TestDeletedUserIsGone(t *testing.T) {
+func TestConfiguredUserMissingIsNotFound(t *testing.T) {
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 11, Services: 2, UsersPerService: 20, MaxBindingsPerUser: 40}, twiliotest.Faults{})
 	gone := e.services[1].Users[2]
 	e.srv.DeleteUser(e.services[1].SID, gone)
@@ -283,10 +284,10 @@ func TestDeletedUserIsGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Summary.UsersGone != 1 {
-		t.Errorf("users gone = %d, want 1", res.Summary.UsersGone)
+	if res.Summary.UsersNotFound != 1 || res.Summary.UsersGone != 0 {
+		t.Errorf("users not found = %d, gone = %d; want 1 and 0", res.Summary.UsersNotFound, res.Summary.UsersGone)
 	}
-	e.checkUsers(map[string]bool{gone: true})
+	e.checkUsers(map[string]string{gone: "not_found"})
 	got := e.published()
 	for _, b := range e.world.Bindings(e.services[1].SID, gone, nil) {
 		for _, g := range got {

@@ -18,11 +18,12 @@ import (
 type eventKind int
 
 const (
-	evPage    eventKind = iota // a page of a user; next == "" ends the user
-	evGone                     // the user no longer exists
-	evFailed                   // the user failed after retries
-	evRestart                  // drop the user's committed rows: it is read again from page one
-	evDrop                     // drop the user's committed rows: it is left out of the snapshot
+	evPage     eventKind = iota // a page of a user; next == "" ends the user
+	evGone                      // the user was deleted while the snapshot was read: its rows go
+	evNotFound                  // a configured user that does not exist
+	evFailed                    // the user failed after retries
+	evRestart                   // drop the user's committed rows: it is read again from page one
+	evDrop                      // drop the user's committed rows: it is left out of the snapshot
 )
 
 type event struct {
@@ -42,20 +43,20 @@ type event struct {
 // they finish and where each unfinished user resumes. A commit closes the
 // part, makes it durable, and then appends one log entry saying so.
 type writer struct {
-	r       *run
-	ctx     context.Context // not cancelled with the run: commits must land
-	events  chan event
-	closeMu sync.Once
+	r         *run
+	ctx       context.Context // not cancelled with the run: commits must land
+	events    chan event
+	closeOnce sync.Once
 
 	part     *exporter.PartWriter
 	partName string
 	partSeq  int
 	meta     schemas.RowMeta
-	opened   time.Time
 
 	// Since the last commit.
 	done     []checkpoint.UserDone
 	gone     []checkpoint.UserRef
+	notFound []checkpoint.UserRef
 	failed   []checkpoint.UserFailed
 	touched  map[checkpoint.UserRef]bool
 	inFlight map[checkpoint.UserRef]*checkpoint.InFlight
@@ -91,7 +92,7 @@ func (w *writer) sendWait(e event) error {
 	return <-e.ack
 }
 
-func (w *writer) close() { w.closeMu.Do(func() { close(w.events) }) }
+func (w *writer) close() { w.closeOnce.Do(func() { close(w.events) }) }
 
 func (w *writer) loop() error {
 	tick := time.NewTicker(w.r.opts.CommitInterval)
@@ -101,7 +102,7 @@ func (w *writer) loop() error {
 		case e, ok := <-w.events:
 			if !ok {
 				if w.err == nil {
-					w.err = w.commit()
+					w.fail(w.guard(w.commit))
 				} else if w.part != nil {
 					w.part.Abort()
 				}
@@ -113,17 +114,29 @@ func (w *writer) loop() error {
 				}
 				continue
 			}
-			err := w.handle(e)
+			err := w.guard(func() error { return w.handle(e) })
 			if e.ack != nil {
 				e.ack <- err
 			}
 			w.fail(err)
 		case <-tick.C:
 			if w.err == nil && w.pending() {
-				w.fail(w.commit())
+				w.fail(w.guard(w.commit))
 			}
 		}
 	}
+}
+
+// guard runs fn and turns a panic in it into an error of the run, so that
+// the writer goes on draining events (the fetchers never block on it) and
+// the run ends with the panic named instead of killing the process.
+func (w *writer) guard(fn func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("checkpoint writer: %w", Recovered(v))
+		}
+	}()
+	return fn()
 }
 
 // fail records the writer's first error and reports it.
@@ -138,7 +151,7 @@ func (w *writer) fail(err error) {
 }
 
 func (w *writer) pending() bool {
-	return w.part != nil || len(w.done)+len(w.gone)+len(w.failed)+len(w.touched) > 0
+	return w.part != nil || len(w.done)+len(w.gone)+len(w.notFound)+len(w.failed)+len(w.touched) > 0
 }
 
 func (w *writer) handle(e event) error {
@@ -178,17 +191,29 @@ func (w *writer) handle(e event) error {
 			return w.commit()
 		}
 	case evGone:
+		w.r.stats.UsersGone.Add(1)
+		if f := w.inFlight[e.user]; f != nil && len(f.Parts) > 0 {
+			// Deleted after some of its pages were read: a gone user
+			// has no rows, so they are taken out again.
+			return w.dropUser(e.user, dropGone)
+		}
 		delete(w.inFlight, e.user)
 		delete(w.touched, e.user)
 		w.gone = append(w.gone, e.user)
-		w.r.stats.UsersGone.Add(1)
+	case evNotFound:
+		delete(w.inFlight, e.user)
+		delete(w.touched, e.user)
+		w.notFound = append(w.notFound, e.user)
+		w.r.stats.UsersNotFound.Add(1)
 	case evFailed:
 		f := checkpoint.UserFailed{UserRef: e.user, Reason: e.reason}
 		w.failed = append(w.failed, f)
 		w.r.failed = append(w.r.failed, f)
 		w.r.stats.UsersFailed.Add(1)
-	case evRestart, evDrop:
-		return w.dropUser(e.user, e.kind == evDrop)
+	case evRestart:
+		return w.dropUser(e.user, dropRestart)
+	case evDrop:
+		return w.dropUser(e.user, dropLeftOut)
 	}
 	return nil
 }
@@ -221,14 +246,13 @@ func (w *writer) openPart() error {
 		return fmt.Errorf("create part %s: %w", w.r.store.URI(w.partName), err)
 	}
 	w.part = p
-	w.opened = time.Now()
 	return nil
 }
 
 // commit makes the open part durable, then records it, the users it
 // finishes and the resume point of every user it advanced.
 func (w *writer) commit() error {
-	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: w.r.id, Done: w.done, Gone: w.gone, Failed: w.failed}
+	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: w.r.id, Done: w.done, Gone: w.gone, NotFound: w.notFound, Failed: w.failed}
 	if w.part != nil {
 		info, err := w.part.Close()
 		w.part = nil
@@ -243,7 +267,7 @@ func (w *writer) commit() error {
 			e.InFlight = append(e.InFlight, *f)
 		}
 	}
-	if len(e.Parts)+len(e.Done)+len(e.Gone)+len(e.Failed)+len(e.InFlight) == 0 {
+	if len(e.Parts)+len(e.Done)+len(e.Gone)+len(e.NotFound)+len(e.Failed)+len(e.InFlight) == 0 {
 		return nil
 	}
 	if err := w.r.cp.Append(w.ctx, e); err != nil {
@@ -251,23 +275,39 @@ func (w *writer) commit() error {
 	}
 	w.r.log.Debug("checkpoint", zap.Int("parts", len(e.Parts)), zap.Int("users_done", len(e.Done)),
 		zap.Int("users_in_flight", len(e.InFlight)))
-	w.done, w.gone, w.failed = nil, nil, nil
+	w.done, w.gone, w.notFound, w.failed = nil, nil, nil, nil
 	clear(w.touched)
 	return nil
 }
 
-// dropUser rewrites the committed parts that hold rows of u without them,
-// so that u can be read again from its first page (its saved page token was
-// rejected) or left out (it is no longer configured or listed) without a
-// row twice. Only rows of earlier runs are concerned: they are all in
-// committed parts.
-func (w *writer) dropUser(u checkpoint.UserRef, leftOut bool) error {
+// dropMode says why a user's rows are dropped, and so what the user
+// becomes in the checkpoint.
+type dropMode int
+
+const (
+	dropRestart dropMode = iota // read again from page one: in flight, no page
+	dropLeftOut                 // no longer configured or listed: out of the snapshot
+	dropGone                    // deleted while read: gone, with no rows
+)
+
+// dropUser rewrites the parts that hold rows of u without them, so that u
+// can be read again from its first page (its saved page token was
+// rejected), left out (it is no longer configured or listed), or recorded
+// as gone (deleted while it was read), without a row of it published. Rows
+// in the open part are committed first, so that every row of u is in a
+// committed part.
+func (w *writer) dropUser(u checkpoint.UserRef, mode dropMode) error {
 	f := w.inFlight[u]
 	if f == nil {
+		if mode == dropGone {
+			w.gone = append(w.gone, u)
+		}
 		return nil
 	}
-	if slices.Contains(f.Parts, w.partName) && w.part != nil {
-		return fmt.Errorf("user %s: rows of this run cannot be dropped", u)
+	if w.part != nil && slices.Contains(f.Parts, w.partName) {
+		if err := w.commit(); err != nil {
+			return err
+		}
 	}
 	keep := func(row *schemas.Row) bool { return !rowOf(row, u) }
 	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: w.r.id}
@@ -282,9 +322,12 @@ func (w *writer) dropUser(u checkpoint.UserRef, leftOut bool) error {
 	}
 	delete(w.inFlight, u)
 	delete(w.touched, u)
-	if leftOut {
+	switch mode {
+	case dropLeftOut:
 		e.Dropped = []checkpoint.UserRef{u}
-	} else {
+	case dropGone:
+		e.Gone = []checkpoint.UserRef{u}
+	default:
 		e.InFlight = []checkpoint.InFlight{{UserRef: u}}
 	}
 	if err := w.r.cp.Append(w.ctx, e); err != nil {

@@ -78,7 +78,7 @@ func printResult(w io.Writer, res *worker.Result, err error, red *safetext.Redac
 	}
 	s := res.Summary
 	fmt.Fprintf(w, "snapshot %s: %s in %s\n", day, clean(red, s.Status), s.End.Sub(s.Start).Round(time.Millisecond))
-	fmt.Fprintf(w, "  users     %d read now, %d gone, %d failed, %d known in all\n", s.UsersDone, s.UsersGone, len(s.UsersFailed), s.UsersTotal)
+	fmt.Fprintf(w, "  users     %d read now, %d gone, %d not found, %d failed, %d known in all\n", s.UsersDone, s.UsersGone, s.UsersNotFound, len(s.UsersFailed), s.UsersTotal)
 	fmt.Fprintf(w, "  bindings  %d read now in %s (%d retries); the snapshot holds %s\n", s.Bindings, plural(s.Pages, "page", "pages"), s.Retries, plural(res.Rows, "row", "rows"))
 	for _, p := range res.Published {
 		fmt.Fprintf(w, "  published to %s\n", clean(red, p))

@@ -108,12 +108,12 @@ func Equal(t testing.TB, got, want []string) {
 // "service|user|bindings|state", sorted; gone lists users deleted in the
 // world (by the key the run addresses them with), who are "gone" with no
 // bindings.
-func WantUsers(w *twiliotest.World, sel []Selection, gone map[string]bool) []string {
+func WantUsers(w *twiliotest.World, sel []Selection, states map[string]string) []string {
 	var out []string
 	for _, s := range sel {
 		for _, u := range UsersOf(w, s) {
-			if gone[u] {
-				out = append(out, fmt.Sprintf("%s|%s|0|gone", s.Service, u))
+			if st := states[u]; st != "" {
+				out = append(out, fmt.Sprintf("%s|%s|0|%s", s.Service, u, st))
 				continue
 			}
 			out = append(out, fmt.Sprintf("%s|%s|%d|read", s.Service, u, len(w.Bindings(s.Service, u, s.Types))))

@@ -135,6 +135,7 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 	res, err := worker.Run(ctx, j.client, worker.Options{
 		Services:         j.services(),
 		PageSize:         j.cfg.Twilio.PageSize,
+		UsersPageSize:    j.cfg.Twilio.UsersPageSize,
 		Concurrency:      j.cfg.Twilio.Concurrency,
 		Store:            j.store,
 		Publishers:       j.publishers,

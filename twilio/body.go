@@ -28,21 +28,42 @@ func (c *Client) decodeBody(resp *http.Response, method, path string, dst any) e
 		return err
 	}
 	body := &limitedReader{r: r, limit: c.maxBody}
-	if err := json.NewDecoder(body).Decode(dst); err != nil {
-		if body.exceeded {
-			return c.tooLarge(method, path)
-		}
-		return truncatedError(method, path, err)
+	dec := json.NewDecoder(body)
+	if err := dec.Decode(dst); err != nil {
+		return c.bodyError(body, method, path, err)
 	}
 	// A body shorter than its Content-Length, or a chunked body cut off,
-	// shows only when reading on past the JSON value.
-	if _, err := io.Copy(io.Discard, io.LimitReader(body, maxTrailing)); err != nil {
-		if body.exceeded {
-			return c.tooLarge(method, path)
-		}
-		return truncatedError(method, path, err)
+	// shows only when reading on past the JSON value; and anything but
+	// white space there means the body is not one JSON value.
+	rest := io.MultiReader(dec.Buffered(), io.LimitReader(body, maxTrailing))
+	if _, err := io.Copy(whiteSpace{}, rest); err != nil {
+		return c.bodyError(body, method, path, err)
 	}
 	return nil
+}
+
+// bodyError classifies a failure to read a 200 body: over the limit, which
+// is final, or cut off or not JSON, which another attempt may not meet (a
+// proxy's maintenance page comes with 200 too).
+func (c *Client) bodyError(body *limitedReader, method, path string, err error) error {
+	if body.exceeded {
+		return c.tooLarge(method, path)
+	}
+	return truncatedError(method, path, err)
+}
+
+// whiteSpace is a writer that accepts only JSON white space.
+type whiteSpace struct{}
+
+var errTrailingData = errors.New("data after the JSON value")
+
+func (whiteSpace) Write(p []byte) (int, error) {
+	for i, b := range p {
+		if b != ' ' && b != '\t' && b != '\n' && b != '\r' {
+			return i, errTrailingData
+		}
+	}
+	return len(p), nil
 }
 
 // tooLarge is the error of a body over the limit. It is final: the same

@@ -53,7 +53,9 @@ type Config struct {
 	// whatever host Twilio's next_page_url names.
 	BaseURL string
 	// Username and Password are sent as HTTP basic auth: an account SID and
-	// auth token, or an API key SID and secret. They never appear in errors.
+	// auth token, or an API key SID and secret. The client never puts them
+	// in errors, and removes the password and the basic-auth encoding from
+	// any text a server echoes (see Client.Redact).
 	Username, Password string
 	// HTTPClient sends the requests. The client works on a copy that does not
 	// follow redirects, so credentials cannot be sent to another host.
@@ -85,7 +87,8 @@ type Config struct {
 	// Twilio working (a 200, or a 4xx other than 429) resets the clock; a 429
 	// neither counts as a failure nor resets it.
 	UnavailableAfter time.Duration
-	// Hooks observe requests, retries and concurrency, for logs and metrics.
+	// Hooks observe requests, retries, concurrency and page size fallbacks,
+	// for logs and metrics.
 	Hooks Hooks
 }
 

@@ -33,7 +33,8 @@ var (
 	// credentials never leave the configured Twilio host.
 	ErrForeignNextPage = errors.New("next page is not on the Twilio host or not the same list")
 	// ErrBadResponse means a 200 response could not be used: its body did
-	// not decode (after retries) or lacked the "meta" block or the list.
+	// not decode (after retries), lacked the "meta" block or the list, or
+	// (GetUser) did not describe the user asked for.
 	ErrBadResponse = errors.New("malformed response")
 	// ErrResponseTooLarge means a response body exceeded Config.MaxBodyBytes
 	// after decompression. It is not retried: the same page would be as
@@ -173,11 +174,12 @@ func truncatedError(method, path string, err error) error {
 	}
 }
 
-// Limits on reading error responses: the body is read up to maxErrorBody
-// bytes (enough for the JSON of a long, escaped message to decode; it is
-// dropped once read), a non-JSON body is quoted up to maxErrorText bytes, and Twilio's
-// message and more_info are kept up to maxErrorMessage bytes each, so that
-// errors kept per failed user stay small whatever a server sends.
+// Limits on reading error responses. The body is read up to maxErrorBody
+// bytes, enough for the JSON of a long, escaped message to decode; it is
+// dropped once read. A non-JSON body is quoted up to maxErrorText bytes,
+// and Twilio's message and more_info are kept up to maxErrorMessage bytes
+// each, so that errors kept per failed user stay small whatever a server
+// sends.
 const (
 	maxErrorBody    = 1 << 20
 	maxErrorText    = 200

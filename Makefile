@@ -32,6 +32,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
 	$(GO) test -run '^$$' -fuzz '^FuzzNextPage$$' -fuzztime $(FUZZTIME) ./twilio/
 	$(GO) test -run '^$$' -fuzz '^FuzzBindingsPage$$' -fuzztime $(FUZZTIME) ./twilio/
+	$(GO) test -run '^$$' -fuzz '^FuzzPageGuard$$' -fuzztime $(FUZZTIME) ./twilio/
+	$(GO) test -run '^$$' -fuzz '^FuzzRedact$$' -fuzztime $(FUZZTIME) ./twilio/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeToken$$' -fuzztime $(FUZZTIME) ./twilio/twiliotest/
 
 clean:

@@ -3,15 +3,16 @@ package twilio
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -28,6 +29,21 @@ const (
 	DefaultBackoffBase    = 200 * time.Millisecond
 	DefaultBackoffMax     = 30 * time.Second
 	DefaultMaxInFlight    = 16
+	// DefaultMaxBodyBytes bounds a response body after decompression: a
+	// page of 50 bindings is a few tens of kilobytes, so 32 MiB leaves a
+	// wide margin and still keeps a hostile body from taking the memory.
+	DefaultMaxBodyBytes = 32 << 20
+	// DefaultUnavailableAfter is how long requests may keep failing, with no
+	// success between, before the client declares Twilio unavailable.
+	DefaultUnavailableAfter = 2 * time.Minute
+)
+
+// Page size limits documented by Twilio's OpenAPI file for Chat v2 (since
+// 2025-10; the older reference page says 1000). A first page asking for more
+// that Twilio rejects is asked again with these.
+const (
+	MaxBindingsPageSize = 50
+	MaxUsersPageSize    = 100
 )
 
 // Config configures a Client. Zero fields take the defaults above.
@@ -37,7 +53,9 @@ type Config struct {
 	// whatever host Twilio's next_page_url names.
 	BaseURL string
 	// Username and Password are sent as HTTP basic auth: an account SID and
-	// auth token, or an API key SID and secret. They never appear in errors.
+	// auth token, or an API key SID and secret. The client never puts them
+	// in errors, and removes the password and the basic-auth encoding from
+	// any text a server echoes (see Client.Redact).
 	Username, Password string
 	// HTTPClient sends the requests. The client works on a copy that does not
 	// follow redirects, so credentials cannot be sent to another host.
@@ -57,7 +75,20 @@ type Config struct {
 	// RequestsPerSecond caps the rate of HTTP attempts, retries included;
 	// 0 means no cap beyond MaxInFlight.
 	RequestsPerSecond float64
-	// Hooks observe requests, retries and concurrency, for logs and metrics.
+	// MaxBodyBytes bounds a response body after decompression; 0 means
+	// DefaultMaxBodyBytes. A larger body fails its request at once, without
+	// a retry, with an error wrapping ErrResponseTooLarge.
+	MaxBodyBytes int64
+	// UnavailableAfter is how long every attempt may fail (server errors,
+	// broken connections, truncated bodies) with no successful answer
+	// between before the client gives up on Twilio: the request then fails
+	// with ErrUnavailable, and so does every later request of the client.
+	// 0 means DefaultUnavailableAfter (2 minutes). Any answer that shows
+	// Twilio working (a 200, or a 4xx other than 429) resets the clock; a 429
+	// neither counts as a failure nor resets it.
+	UnavailableAfter time.Duration
+	// Hooks observe requests, retries, concurrency and page size fallbacks,
+	// for logs and metrics.
 	Hooks Hooks
 }
 
@@ -66,7 +97,7 @@ type Config struct {
 // concurrent use.
 type Hooks struct {
 	// OnRequest is called before every HTTP attempt; kind is "users" or
-	// "bindings".
+	// "bindings" for the lists, "user" for GetUser.
 	OnRequest func(kind string)
 	// OnRetry is called before waiting to retry; reason is "429", "5xx",
 	// "network" or "truncated", attempt is the number of the attempt that
@@ -75,6 +106,11 @@ type Hooks struct {
 	// InFlight is called with +1 when an HTTP attempt starts and -1 when it
 	// ends, to drive a gauge.
 	InFlight func(delta int)
+	// OnPageSizeFallback is called once per list kind ("users" or
+	// "bindings") for the life of the Client, when Twilio rejected a first
+	// page asking for asked items and the client went on with used, the
+	// documented maximum, for every later first page of that kind.
+	OnPageSizeFallback func(kind string, asked, used int)
 }
 
 // Client reads the Users and User Bindings lists of Chat v2 services, one
@@ -92,6 +128,12 @@ type Client struct {
 	hooks          Hooks
 	limit          *aimd
 	rate           *rate.Limiter // nil: no rate cap
+	maxBody        int64
+	health         *health
+	secrets        []string // what Redact replaces, longest first
+
+	// Set once Twilio rejected a first page's size for that kind of list.
+	usersFallback, bindingsFallback atomic.Bool
 
 	// Seams replaced by tests, so that retries need no real waiting.
 	sleep  func(ctx context.Context, d time.Duration) error
@@ -116,6 +158,10 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("twilio: config: RequestTimeout, BackoffBase and BackoffMax must not be negative")
 	case cfg.MaxAttempts < 0, cfg.MaxInFlight < 0, cfg.RequestsPerSecond < 0:
 		return nil, errors.New("twilio: config: MaxAttempts, MaxInFlight and RequestsPerSecond must not be negative")
+	case cfg.MaxBodyBytes < 0:
+		return nil, fmt.Errorf("twilio: config: MaxBodyBytes must not be negative (got %d)", cfg.MaxBodyBytes)
+	case cfg.UnavailableAfter < 0:
+		return nil, fmt.Errorf("twilio: config: UnavailableAfter must not be negative (got %s)", cfg.UnavailableAfter)
 	}
 	c := &Client{
 		base:           base,
@@ -128,6 +174,9 @@ func New(cfg Config) (*Client, error) {
 		backoffMax:     cmp.Or(cfg.BackoffMax, DefaultBackoffMax),
 		hooks:          cfg.Hooks,
 		limit:          newAIMD(cmp.Or(cfg.MaxInFlight, DefaultMaxInFlight)),
+		maxBody:        cmp.Or(cfg.MaxBodyBytes, DefaultMaxBodyBytes),
+		health:         &health{after: cmp.Or(cfg.UnavailableAfter, DefaultUnavailableAfter)},
+		secrets:        secretForms(cfg.Username, cfg.Password),
 		sleep:          sleepCtx,
 		jitter:         fullJitter,
 		now:            time.Now,
@@ -192,11 +241,19 @@ type BindingsQuery struct {
 	// User is a user SID (US…) or an identity; either is sent as one path
 	// segment.
 	User string
+	// UserSID is optional: the SID of User when User is an identity (see
+	// GetUser). A next page must name the user exactly as User does, or by
+	// UserSID when it is set; any other user is refused with
+	// ErrForeignNextPage. When User is a SID, UserSID is empty or equal.
+	UserSID string
 	// BindingTypes filters by push technology (see BindingTypes); empty
 	// means all.
 	BindingTypes []string
 	// PageSize asks for this many bindings per page; 0 leaves it to Twilio.
-	// The page's Meta.PageSize is what Twilio granted.
+	// The page's Meta.PageSize is what Twilio granted. Above
+	// MaxBindingsPageSize, a first page that Twilio rejects with 400 is
+	// asked again with MaxBindingsPageSize, and every later first page of
+	// the Client asks for that directly (see Hooks.OnPageSizeFallback).
 	PageSize int
 	// Next is "" for the first page, else a BindingsPage.Next of the same
 	// service and user. Next already holds the filters and the page size,
@@ -207,11 +264,13 @@ type BindingsQuery struct {
 // BindingsPage is one page of a user's bindings.
 type BindingsPage struct {
 	Bindings []Binding
-	Meta     Meta
+	// Meta is the page's paging block; its URLs pass through Redact.
+	Meta Meta
 	// Next is the reference of the following page, "" after the last one.
 	// It is a path and query on the Twilio host, kept byte for byte, safe to
 	// store in a checkpoint and to pass back, even after a restart. A page
-	// may be empty and still have a Next.
+	// may be empty and still have a Next; a PageGuard catches a list that
+	// never ends.
 	Next string
 }
 
@@ -220,21 +279,36 @@ type BindingsPage struct {
 // Errors wrap ErrNotFound when the user or service does not exist,
 // ErrUnauthorized on rejected credentials, ErrPageTokenRejected when Twilio
 // refused q.Next (restart from the first page), ErrForeignNextPage when q.Next
-// or the page's next_page_url names another list or host, and ErrBadResponse
-// when the body was unusable. Retryable tells transient failures apart.
+// or the page's next_page_url names another list or host, ErrResponseTooLarge
+// when the body exceeds MaxBodyBytes, ErrUnavailable when Twilio has failed
+// for UnavailableAfter, and ErrBadResponse when the body was unusable.
+// Retryable tells transient failures apart. Error text passes through Redact.
 func (c *Client) ListBindings(ctx context.Context, q BindingsQuery) (*BindingsPage, error) {
-	if q.ServiceSID == "" || q.User == "" {
+	page, err := c.listBindings(ctx, q)
+	if err != nil {
+		return nil, c.redactError(err)
+	}
+	return page, nil
+}
+
+func (c *Client) listBindings(ctx context.Context, q BindingsQuery) (*BindingsPage, error) {
+	switch {
+	case q.ServiceSID == "" || q.User == "":
 		return nil, errors.New("twilio: list bindings: ServiceSID and User must not be empty")
-	}
-	if q.PageSize < 0 {
+	case q.PageSize < 0:
 		return nil, fmt.Errorf("twilio: list bindings: PageSize must not be negative (got %d)", q.PageSize)
+	case q.UserSID != "" && !userSIDPattern.MatchString(q.UserSID):
+		return nil, fmt.Errorf("twilio: list bindings of user %q: UserSID %q must match %s", q.User, q.UserSID, userSIDPattern)
+	case q.UserSID != "" && userSIDPattern.MatchString(q.User) && q.User != q.UserSID:
+		return nil, fmt.Errorf("twilio: list bindings: User %q is a SID other than UserSID %q", q.User, q.UserSID)
 	}
+	res := bindingsResource(q.ServiceSID, q.User)
+	res.userSID = q.UserSID
 	query := url.Values{}
 	if len(q.BindingTypes) > 0 {
 		query["BindingType"] = q.BindingTypes
 	}
-	addPageSize(query, q.PageSize)
-	body, next, err := c.list(ctx, "bindings", bindingsResource(q.ServiceSID, q.User), query, q.Next)
+	body, next, err := c.page(ctx, "bindings", res, query, q.PageSize, q.Next)
 	if err != nil {
 		return nil, fmt.Errorf("list bindings of user %q in service %s: %w", q.User, q.ServiceSID, err)
 	}
@@ -245,6 +319,7 @@ func (c *Client) ListBindings(ctx context.Context, q BindingsQuery) (*BindingsPa
 type UsersQuery struct {
 	ServiceSID string
 	// PageSize asks for this many users per page; 0 leaves it to Twilio.
+	// Above MaxUsersPageSize it falls back as BindingsQuery.PageSize does.
 	PageSize int
 	// Next is "" for the first page, else a UsersPage.Next of the same
 	// service; PageSize is then ignored.
@@ -263,25 +338,137 @@ type UsersPage struct {
 // ListUsers fetches one page of the users of a service. Its errors follow
 // ListBindings.
 func (c *Client) ListUsers(ctx context.Context, q UsersQuery) (*UsersPage, error) {
+	page, err := c.listUsers(ctx, q)
+	if err != nil {
+		return nil, c.redactError(err)
+	}
+	return page, nil
+}
+
+func (c *Client) listUsers(ctx context.Context, q UsersQuery) (*UsersPage, error) {
 	if q.ServiceSID == "" {
 		return nil, errors.New("twilio: list users: ServiceSID must not be empty")
 	}
 	if q.PageSize < 0 {
 		return nil, fmt.Errorf("twilio: list users: PageSize must not be negative (got %d)", q.PageSize)
 	}
-	query := url.Values{}
-	addPageSize(query, q.PageSize)
-	body, next, err := c.list(ctx, "users", usersResource(q.ServiceSID), query, q.Next)
+	body, next, err := c.page(ctx, "users", usersResource(q.ServiceSID), url.Values{}, q.PageSize, q.Next)
 	if err != nil {
 		return nil, fmt.Errorf("list users of service %s: %w", q.ServiceSID, err)
 	}
 	return &UsersPage{Users: body.Users, Meta: *body.Meta, Next: next}, nil
 }
 
-func addPageSize(query url.Values, n int) {
-	if n > 0 {
-		query.Set("PageSize", strconv.Itoa(n))
+// GetUser fetches one user of a service, named by SID (US…) or identity,
+// with GET /v2/Services/{ServiceSid}/Users/{SidOrIdentity}: the way to learn
+// the SID of a configured identity before reading its bindings by SID. The
+// identity is escaped as one path segment. Requests are retried, limited and
+// authenticated as the lists are.
+//
+// The answer must name a user SID matching ^US[0-9a-fA-F]{32}$, the SID
+// asked for or the identity asked for, and the service; otherwise the error
+// wraps ErrBadResponse. A user that does not exist wraps ErrNotFound; other
+// errors follow ListBindings.
+func (c *Client) GetUser(ctx context.Context, serviceSID, user string) (*User, error) {
+	u, err := c.getUser(ctx, serviceSID, user)
+	if err != nil {
+		return nil, c.redactError(fmt.Errorf("get user %q of service %s: %w", user, serviceSID, err))
 	}
+	return u, nil
+}
+
+func (c *Client) getUser(ctx context.Context, serviceSID, user string) (*User, error) {
+	if serviceSID == "" || user == "" {
+		return nil, errors.New("twilio: serviceSID and user must not be empty")
+	}
+	path := userResource(serviceSID, user).escapedPath()
+	u, err := get[User](ctx, c, "user", path, false)
+	if err != nil {
+		return nil, err
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("twilio: GET %s: %w: %s", path, ErrBadResponse, fmt.Sprintf(format, args...))
+	}
+	bySID := userSIDPattern.MatchString(user)
+	switch {
+	case !userSIDPattern.MatchString(u.SID):
+		return nil, bad("user sid %q does not match %s", u.SID, userSIDPattern)
+	case bySID && u.SID != user:
+		return nil, bad("answered user %q, not %q", u.SID, user)
+	case !bySID && u.Identity == nil:
+		return nil, bad("answered user %s without an identity, asked for %q", u.SID, user)
+	case !bySID && *u.Identity != user:
+		return nil, bad("answered identity %q, not %q", *u.Identity, user)
+	case u.ServiceSID != nil && *u.ServiceSID != serviceSID:
+		return nil, bad("answered a user of service %q, not %q", *u.ServiceSID, serviceSID)
+	}
+	return u, nil
+}
+
+// maxPageSize is the documented largest page of a list kind.
+func maxPageSize(kind string) int {
+	if kind == "users" {
+		return MaxUsersPageSize
+	}
+	return MaxBindingsPageSize
+}
+
+func (c *Client) fallbackFlag(kind string) *atomic.Bool {
+	if kind == "users" {
+		return &c.usersFallback
+	}
+	return &c.bindingsFallback
+}
+
+// page fetches the page of res named by next, or its first page asking for
+// size items. A first page asking for more than the documented maximum and
+// answered 400 is asked again with the maximum: Twilio's OpenAPI lowered
+// the limits without notice, and whether the live API rejects or clamps
+// larger sizes is not known. If the maximum passes, every later first page
+// of that kind asks for it directly.
+func (c *Client) page(ctx context.Context, kind string, res resource, query url.Values, size int, next string) (*listBody, string, error) {
+	if next != "" {
+		return c.list(ctx, kind, res, query, next)
+	}
+	limit := maxPageSize(kind)
+	fallback := c.fallbackFlag(kind)
+	if fallback.Load() && size > limit {
+		size = limit
+	}
+	body, following, err := c.list(ctx, kind, res, withPageSize(query, size), "")
+	if err == nil || size <= limit || !hasStatus(err, http.StatusBadRequest) {
+		return body, following, err
+	}
+	body, following, retryErr := c.list(ctx, kind, res, withPageSize(query, limit), "")
+	switch {
+	case hasStatus(retryErr, http.StatusBadRequest):
+		return nil, "", err // the page size was not what Twilio refused
+	case retryErr != nil:
+		return nil, "", retryErr
+	}
+	if fallback.CompareAndSwap(false, true) && c.hooks.OnPageSizeFallback != nil {
+		c.hooks.OnPageSizeFallback(kind, size, limit)
+	}
+	return body, following, nil
+}
+
+// withPageSize is a copy of query asking for n items per page; 0 asks for
+// Twilio's default.
+func withPageSize(query url.Values, n int) url.Values {
+	q := maps.Clone(query)
+	if q == nil {
+		q = url.Values{}
+	}
+	if n > 0 {
+		q.Set("PageSize", strconv.Itoa(n))
+	}
+	return q
+}
+
+// hasStatus reports whether err holds an APIError with the given status.
+func hasStatus(err error, status int) bool {
+	var apiErr *APIError
+	return errors.As(err, &apiErr) && apiErr.Status == status
 }
 
 // listBody is the body of either list response; the list that was not
@@ -305,7 +492,8 @@ func (b *listBody) hasList(key string) bool {
 
 // list fetches the page of res named by next, or the first page with query
 // when next is "". key is both the hook kind and the list key of the body.
-// It returns the body and the Next reference of the following page.
+// It returns the body and the Next reference of the following page, which
+// must name the same list with the same filters.
 func (c *Client) list(ctx context.Context, key string, res resource, query url.Values, next string) (*listBody, string, error) {
 	ref := firstPage(res, query)
 	if next != "" {
@@ -315,33 +503,68 @@ func (c *Client) list(ctx context.Context, key string, res resource, query url.V
 		ref = next
 	}
 	path, _, _ := strings.Cut(ref, "?")
-	body, err := c.get(ctx, key, ref, next != "")
+	body, err := get[listBody](ctx, c, key, ref, next != "")
 	if err != nil {
 		return nil, "", err
 	}
 	if body.Meta == nil || !body.hasList(key) {
 		return nil, "", fmt.Errorf("twilio: GET %s: %w: no \"meta\" object or %q list", path, ErrBadResponse, key)
 	}
-	if body.Meta.NextPageURL == nil || *body.Meta.NextPageURL == "" {
-		return body, "", nil
+	var following string
+	if raw := body.Meta.NextPageURL; raw != nil && *raw != "" {
+		following, err = nextPage(*raw, c.base, res)
+		if err != nil {
+			return nil, "", err
+		}
+		if err := sameFilters(ref, following); err != nil {
+			return nil, "", fmt.Errorf("twilio: next_page_url %q: %w", *raw, err)
+		}
+		if c.holdsSecret(following) {
+			// A Next is kept in checkpoints, where credentials must never go.
+			return nil, "", fmt.Errorf("twilio: GET %s: %w: next_page_url holds the client's credentials", path, ErrBadResponse)
+		}
 	}
-	following, err := nextPage(*body.Meta.NextPageURL, c.base, res)
-	if err != nil {
-		return nil, "", err
-	}
+	c.redactMeta(body.Meta)
 	return body, following, nil
 }
 
-// get fetches ref, retrying transient failures with backoff up to
-// maxAttempts. paged tells whether ref came from a Next reference.
-func (c *Client) get(ctx context.Context, kind, ref string, paged bool) (*listBody, error) {
+// sameFilters checks that next asks for the same BindingType filter as ref,
+// in any order: a page of a differently filtered list is another list.
+func sameFilters(ref, next string) error {
+	a, b := bindingTypeFilter(ref), bindingTypeFilter(next)
+	if !slices.Equal(a, b) {
+		return fmt.Errorf("filters BindingType %q, not %q: %w", b, a, ErrForeignNextPage)
+	}
+	return nil
+}
+
+// bindingTypeFilter is the sorted, deduplicated BindingType values of ref.
+func bindingTypeFilter(ref string) []string {
+	_, rawQuery, _ := strings.Cut(ref, "?")
+	q, _ := url.ParseQuery(rawQuery) // a value that does not unescape is left out, and then differs
+	types := slices.Clone(q["BindingType"])
+	slices.Sort(types)
+	return slices.Compact(types)
+}
+
+// get fetches ref and decodes its 200 body into a new T, retrying transient
+// failures with backoff up to maxAttempts. paged tells whether ref came
+// from a Next reference. Failures feed the client's health: when Twilio has
+// failed for UnavailableAfter, the error wraps ErrUnavailable.
+func get[T any](ctx context.Context, c *Client, kind, ref string, paged bool) (*T, error) {
 	path, _, _ := strings.Cut(ref, "?")
 	for attempt := 1; ; attempt++ {
-		body, err := c.attempt(ctx, kind, ref, path, paged)
+		dst := new(T) // a failed attempt may have filled part of the last one
+		err := c.attempt(ctx, kind, ref, path, paged, dst)
 		if err == nil {
-			return body, nil
+			return dst, nil
 		}
 		reason := retryReason(err)
+		if countsAsDown(reason) && ctx.Err() == nil {
+			if down := c.health.failed(c.now(), c.Redact(err.Error())); down != nil {
+				return nil, down
+			}
+		}
 		switch {
 		case reason == "":
 			return nil, err
@@ -367,20 +590,19 @@ func plural(n int) string {
 	return "s"
 }
 
-// maxTrailing bounds what is read after the JSON value of a 200 body to see
-// whether the connection delivered the whole body.
-const maxTrailing = 64 << 10
-
 // attempt makes one HTTP request for ref, within the concurrency limit and
-// the per-attempt timeout, and decodes a 200 body.
-func (c *Client) attempt(ctx context.Context, kind, ref, path string, paged bool) (*listBody, error) {
+// the per-attempt timeout, and decodes a 200 body into dst.
+func (c *Client) attempt(ctx context.Context, kind, ref, path string, paged bool, dst any) error {
+	if err := c.health.err(); err != nil {
+		return err
+	}
 	if c.rate != nil {
 		if err := c.rate.Wait(ctx); err != nil {
-			return nil, fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
+			return fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
 		}
 	}
 	if err := c.limit.acquire(ctx); err != nil {
-		return nil, fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
+		return fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
 	}
 	c.inFlight(+1)
 	result := outcomeFailed
@@ -388,6 +610,10 @@ func (c *Client) attempt(ctx context.Context, kind, ref, path string, paged bool
 		c.limit.release(result)
 		c.inFlight(-1)
 	}()
+	// Twilio may have been declared unavailable while this request waited.
+	if err := c.health.err(); err != nil {
+		return err
+	}
 	if c.hooks.OnRequest != nil {
 		c.hooks.OnRequest(kind)
 	}
@@ -396,7 +622,7 @@ func (c *Client) attempt(ctx context.Context, kind, ref, path string, paged bool
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+ref, nil)
 	if err != nil {
-		return nil, fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
+		return fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
 	}
 	req.SetBasicAuth(c.username, c.password)
 	req.Header.Set("User-Agent", c.userAgent)
@@ -404,27 +630,24 @@ func (c *Client) attempt(ctx context.Context, kind, ref, path string, paged bool
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, transportError(http.MethodGet, path, err)
+		return transportError(http.MethodGet, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		if resp.StatusCode == http.StatusTooManyRequests {
+		switch {
+		case resp.StatusCode == http.StatusTooManyRequests:
 			result = outcomeThrottled
+		case resp.StatusCode < http.StatusInternalServerError:
+			c.health.ok() // Twilio answered; the request was refused
 		}
-		return nil, statusError(readAPIError(resp, http.MethodGet, path, c.now()), paged)
+		return statusError(c.readAPIError(resp, http.MethodGet, path), paged)
 	}
-
-	body := new(listBody)
-	if err := json.NewDecoder(resp.Body).Decode(body); err != nil {
-		return nil, truncatedError(http.MethodGet, path, err)
-	}
-	// A body shorter than its Content-Length, or a chunked body cut off,
-	// shows only when reading on past the JSON value.
-	if _, err := io.Copy(io.Discard, io.LimitReader(resp.Body, maxTrailing)); err != nil {
-		return nil, truncatedError(http.MethodGet, path, err)
+	if err := c.decodeBody(resp, http.MethodGet, path, dst); err != nil {
+		return err
 	}
 	result = outcomeOK
-	return body, nil
+	c.health.ok()
+	return nil
 }
 
 func (c *Client) inFlight(delta int) {

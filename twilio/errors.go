@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Sentinel errors. Returned errors wrap them, so test with errors.Is; the
@@ -32,8 +33,22 @@ var (
 	// credentials never leave the configured Twilio host.
 	ErrForeignNextPage = errors.New("next page is not on the Twilio host or not the same list")
 	// ErrBadResponse means a 200 response could not be used: its body did
-	// not decode (after retries) or lacked the "meta" block or the list.
+	// not decode (after retries), lacked the "meta" block or the list, or
+	// (GetUser) did not describe the user asked for.
 	ErrBadResponse = errors.New("malformed response")
+	// ErrResponseTooLarge means a response body exceeded Config.MaxBodyBytes
+	// after decompression. It is not retried: the same page would be as
+	// large again.
+	ErrResponseTooLarge = errors.New("response body too large")
+	// ErrPagingLoop means a list walk guarded by a PageGuard met a next page
+	// seen before, a page number that did not increase, or too many empty
+	// pages in a row: following it would never end.
+	ErrPagingLoop = errors.New("paging loop")
+	// ErrUnavailable means every request of the client has failed for
+	// Config.UnavailableAfter with no success between. The client then
+	// fails every later request at once; like ErrUnauthorized, it calls for
+	// stopping the run rather than trying the next user.
+	ErrUnavailable = errors.New("Twilio unavailable")
 )
 
 // APIError is a non-2xx answer from Twilio. Code, Message and MoreInfo come
@@ -159,32 +174,60 @@ func truncatedError(method, path string, err error) error {
 	}
 }
 
-// Limits on reading error responses: the body is read up to maxErrorBody
-// bytes, and a non-JSON body is quoted up to maxErrorText bytes.
+// Limits on reading error responses. The body is read up to maxErrorBody
+// bytes, enough for the JSON of a long, escaped message to decode; it is
+// dropped once read. A non-JSON body is quoted up to maxErrorText bytes,
+// and Twilio's message and more_info are kept up to maxErrorMessage bytes
+// each, so that errors kept per failed user stay small whatever a server
+// sends.
 const (
-	maxErrorBody = 64 << 10
-	maxErrorText = 200
+	maxErrorBody    = 1 << 20
+	maxErrorText    = 200
+	maxErrorMessage = 512
 )
 
 // readAPIError builds the APIError of a non-2xx response, reading a bounded
 // part of its body. A body that is not a Twilio error object still yields a
-// useful error: its first bytes become the message.
-func readAPIError(resp *http.Response, method, path string, now time.Time) *APIError {
-	e := &APIError{Status: resp.StatusCode, Method: method, Path: path}
-	e.retryAfter, e.hasRetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
+// useful error: its first bytes become the message. Credentials the body
+// echoes are redacted before anything is cut, so no part of one survives.
+// Control characters are kept: whoever prints the error escapes them.
+func (c *Client) readAPIError(resp *http.Response, method, path string) *APIError {
+	e := &APIError{Status: resp.StatusCode, Method: method, Path: c.Redact(path)}
+	e.retryAfter, e.hasRetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
 
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody)) // a partial body still helps
+	var data []byte
+	if r, err := decodedBody(resp, method, path); err == nil {
+		data, _ = io.ReadAll(io.LimitReader(r, maxErrorBody)) // a partial body still helps
+	}
 	var body struct {
 		Code     int    `json:"code"`
 		Message  string `json:"message"`
 		MoreInfo string `json:"more_info"`
 	}
 	if json.Unmarshal(data, &body) == nil && (body.Code != 0 || body.Message != "") {
-		e.Code, e.Message, e.MoreInfo = body.Code, body.Message, body.MoreInfo
+		e.Code = body.Code
+		e.Message = capText(c.Redact(body.Message), maxErrorMessage)
+		e.MoreInfo = capText(c.Redact(body.MoreInfo), maxErrorMessage)
 		return e
 	}
-	e.Message = snippet(data, maxErrorText)
+	e.Message = snippet([]byte(c.Redact(string(data))), maxErrorText)
 	return e
+}
+
+// truncatedMark ends a text cut by capText.
+const truncatedMark = "…(truncated)"
+
+// capText returns s cut to at most n bytes, at a UTF-8 boundary, and marked
+// as cut; s itself when it is short enough.
+func capText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + truncatedMark
 }
 
 // snippet is the first n bytes of data as printable, single-line text.

@@ -126,13 +126,14 @@ func TestAPIErrorBodies(t *testing.T) {
 		},
 		{name: "empty", status: 503, wantErr: APIError{Status: 503}},
 	}
+	c, _ := newTestClient(t, "http://127.0.0.1:1", nil)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			resp := &http.Response{StatusCode: tt.status, Header: http.Header{}, Body: http.NoBody}
 			if tt.body != "" {
 				resp.Body = nopCloser{strings.NewReader(tt.body)}
 			}
-			got := readAPIError(resp, "GET", "/v2/x", testNow)
+			got := c.readAPIError(resp, "GET", "/v2/x")
 			tt.wantErr.Method, tt.wantErr.Path = "GET", "/v2/x"
 			if *got != tt.wantErr {
 				t.Errorf("APIError = %+v\nwant       %+v", *got, tt.wantErr)

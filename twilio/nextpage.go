@@ -15,21 +15,40 @@ const twilioHost = "chat.twilio.com"
 // resource is a list resource as its unescaped path segments, e.g.
 // {"v2", "Services", "IS…", "Users", "a/b", "Bindings"}. Comparing segments,
 // not strings, makes "a%2Fb" (one segment) differ from "a/b" (two).
-type resource []string
+type resource struct {
+	segs []string
+	// userSID, when set, is accepted in place of the user segment of a
+	// bindings list: the SID of the user the request named by identity,
+	// which Twilio may use in next_page_url instead.
+	userSID string
+}
+
+// userSegment is the index of the user in the segments of a bindings list.
+const userSegment = 4
 
 func bindingsResource(serviceSID, user string) resource {
-	return resource{"v2", "Services", serviceSID, "Users", user, "Bindings"}
+	return resource{segs: []string{"v2", "Services", serviceSID, "Users", user, "Bindings"}}
 }
 
 func usersResource(serviceSID string) resource {
-	return resource{"v2", "Services", serviceSID, "Users"}
+	return resource{segs: []string{"v2", "Services", serviceSID, "Users"}}
+}
+
+// userResource is the path of one User, by SID or identity.
+func userResource(serviceSID, user string) resource {
+	return resource{segs: []string{"v2", "Services", serviceSID, "Users", user}}
+}
+
+// isBindings reports whether r is a user's bindings list.
+func (r resource) isBindings() bool {
+	return len(r.segs) == 6 && r.segs[5] == "Bindings"
 }
 
 // escapedPath is the request path of r, each segment escaped on its own so
 // that "/", "?", "%", "#" and spaces stay inside their segment.
 func (r resource) escapedPath() string {
 	var b strings.Builder
-	for _, seg := range r {
+	for _, seg := range r.segs {
 		b.WriteString("/")
 		b.WriteString(escapeSegment(seg))
 	}
@@ -45,24 +64,42 @@ func escapeSegment(s string) string {
 	return url.PathEscape(s)
 }
 
-// matches reports whether escapedPath names r. Twilio may name the user of
-// a bindings list by its SID in next_page_url even when the request named
-// it by identity, so a user SID is accepted in that segment.
+// matches reports whether escapedPath names r.
 func (r resource) matches(escapedPath string) bool {
+	return r.mismatch(escapedPath) == ""
+}
+
+// mismatch says how escapedPath differs from the path of r, or returns ""
+// when it names r. Segments are compared byte for byte after unescaping; the
+// user segment of a bindings list may also hold r.userSID, and nothing else:
+// a next page that names another user would put that user's rows in place
+// of the requested one's.
+func (r resource) mismatch(escapedPath string) string {
 	segs := strings.Split(escapedPath, "/")
-	if len(segs) != len(r)+1 || segs[0] != "" {
-		return false
+	if len(segs) != len(r.segs)+1 || segs[0] != "" {
+		return "is not a page of " + r.escapedPath()
 	}
 	for i, seg := range segs[1:] {
 		v, err := url.PathUnescape(seg)
 		if err != nil {
-			return false
+			return "is not a page of " + r.escapedPath()
 		}
-		if v != r[i] && !(len(r) == 6 && i == 4 && userSIDPattern.MatchString(v)) {
-			return false
+		if v == r.segs[i] {
+			continue
 		}
+		switch {
+		case i == 2 && r.segs[1] == "Services":
+			return fmt.Sprintf("names service %q, not %q", v, r.segs[i])
+		case i == userSegment && r.isBindings() && r.userSID != "" && v == r.userSID:
+			continue
+		case i == userSegment && r.isBindings() && r.userSID != "":
+			return fmt.Sprintf("names user %q, not %q (%s)", v, r.segs[i], r.userSID)
+		case i == userSegment && r.isBindings():
+			return fmt.Sprintf("names user %q, not %q", v, r.segs[i])
+		}
+		return "is not a page of " + r.escapedPath()
 	}
-	return true
+	return ""
 }
 
 var userSIDPattern = regexp.MustCompile(`^US[0-9a-fA-F]{32}$`)
@@ -122,8 +159,8 @@ func checkPage(ref string, r resource) error {
 	if err != nil || u.Host != twilioHost || u.RequestURI() != ref {
 		return fmt.Errorf("page reference %q cannot be sent byte for byte: %w", ref, ErrForeignNextPage)
 	}
-	if !r.matches(u.EscapedPath()) {
-		return fmt.Errorf("page reference %q is not a page of %s: %w", ref, r.escapedPath(), ErrForeignNextPage)
+	if why := r.mismatch(u.EscapedPath()); why != "" {
+		return fmt.Errorf("page reference %q %s: %w", ref, why, ErrForeignNextPage)
 	}
 	return nil
 }

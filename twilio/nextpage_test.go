@@ -22,7 +22,8 @@ func TestResourceMatches(t *testing.T) {
 		{"v2/Services/" + testService + "/Users/a%2Fb/Bindings", false},
 		{"/v2/Services/" + testService + "/Users/a%2Fb/bindings", false},
 		{"/v2/Services/" + testService + "/Users/a%zzb/Bindings", false},
-		{"/v2/Services/" + testService + "/Users/US0123456789abcdef0123456789abcdef/Bindings", true},
+		// Without the user's SID, a SID in the user segment is another user.
+		{"/v2/Services/" + testService + "/Users/US0123456789abcdef0123456789abcdef/Bindings", false},
 		{"/v2/Services/" + testService + "/Users/US0123/Bindings", false},
 		{"/v2/Services/ISffffffffffffffffffffffffffffffff/Users/a%2Fb/Bindings", false},
 		{"", false},
@@ -32,12 +33,48 @@ func TestResourceMatches(t *testing.T) {
 			t.Errorf("matches(%q) = %v, want %v", tt.path, got, tt.want)
 		}
 	}
-	// The users list has no user segment to stand for by SID.
 	if usersResource(testService).matches("/v2/Services/" + testService + "/US0123456789abcdef0123456789abcdef") {
 		t.Error("users list matched a path with a user SID")
 	}
 	if got, want := r.escapedPath(), "/v2/Services/"+testService+"/Users/a%2Fb/Bindings"; got != want {
 		t.Errorf("escapedPath = %q, want %q", got, want)
+	}
+}
+
+func TestResourceMatchesUserSID(t *testing.T) {
+	const (
+		sid   = "US0123456789abcdef0123456789abcdef"
+		other = "USffffffffffffffffffffffffffffffff"
+	)
+	r := bindingsResource(testService, "a/b")
+	r.userSID = sid
+	base := "/v2/Services/" + testService + "/Users/"
+	tests := []struct {
+		path string
+		want string // "" when it matches, else a part of the mismatch
+	}{
+		{base + "a%2Fb/Bindings", ""},
+		{base + sid + "/Bindings", ""},
+		{base + "US0123456789ABCDEF0123456789ABCDEF/Bindings", `names user "US0123456789ABCDEF0123456789ABCDEF", not "a/b" (` + sid + `)`},
+		{base + other + "/Bindings", `names user "` + other + `", not "a/b" (` + sid + `)`},
+		{base + "bob/Bindings", `names user "bob", not "a/b"`},
+		{"/v2/Services/ISffffffffffffffffffffffffffffffff/Users/a%2Fb/Bindings", `names service "ISffffffffffffffffffffffffffffffff", not "` + testService + `"`},
+		{"/v2/Services/" + testService + "/Users", "is not a page of " + base + "a%2Fb/Bindings"},
+		{base + sid + "/Channels", "is not a page of"},
+	}
+	for _, tt := range tests {
+		got := r.mismatch(tt.path)
+		if (got == "") != (tt.want == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("mismatch(%q) = %q, want %q", tt.path, got, tt.want)
+		}
+	}
+	// Named by SID, the user may not be named by anything else.
+	bySID := bindingsResource(testService, sid)
+	if bySID.matches(base+"a%2Fb/Bindings") || bySID.matches(base+other+"/Bindings") || !bySID.matches(base+sid+"/Bindings") {
+		t.Error("a list of a user named by SID matched another user segment")
+	}
+	if got := usersResource(testService).mismatch("/v2/Services/ISffffffffffffffffffffffffffffffff/Users"); !strings.Contains(got, "names service") {
+		t.Errorf("users list of another service: mismatch = %q", got)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package twilio is a small client for the parts of the Twilio Programmable
-// Chat v2 REST API that bindsync reads: the Users list and the User Bindings
-// list of a service. It speaks HTTP and Twilio's paging, retry and error
-// conventions and knows nothing of Arrow, Parquet or checkpoints.
+// Chat v2 REST API that bindsync reads: the Users list, one User, and the
+// User Bindings list of a service. It speaks HTTP and Twilio's paging,
+// retry and error conventions and knows nothing of Arrow, Parquet or
+// checkpoints.
 package twilio
 
 import "time"

@@ -1,9 +1,12 @@
 package twiliotest
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -11,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bindsync/bindsync/twilio"
@@ -58,6 +62,7 @@ const (
 	routeUnknown routeKind = iota
 	routeUsers
 	routeBindings
+	routeUser // one user, by SID or identity
 )
 
 // parseRoute routes on the escaped path, so "a%2Fb" stays one segment, and
@@ -68,8 +73,12 @@ func parseRoute(escapedPath string) route {
 	switch {
 	case len(segs) == 5 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Users":
 		rt.kind = routeUsers
-	case len(segs) == 7 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Users" && segs[6] == "Bindings":
+	case len(segs) == 7 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Users" && segs[6] == "Bindings",
+		len(segs) == 6 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Users":
 		rt.kind = routeBindings
+		if len(segs) == 6 {
+			rt.kind = routeUser
+		}
 		user, err := url.PathUnescape(segs[5])
 		if err != nil || user == "" {
 			return route{}
@@ -89,10 +98,14 @@ func parseRoute(escapedPath string) route {
 // outcome is how one request is answered.
 type outcome struct {
 	err   *apiError
-	data  []byte // the 200 body when err is nil
+	data  []byte // the 200 body when err is nil and stream is nil
 	page  string // served-page key of a bindings page, "" otherwise
 	fault fault  // faultDrop or faultTruncate, else faultNone
 	gone  bool   // the client left; nothing to write
+	// stream, when set, writes the 200 body instead of data, gzipped (with
+	// Content-Encoding gzip) when gzip is set.
+	stream func(w io.Writer) error
+	gzip   bool
 }
 
 // serve answers one request. The request leaves the in-flight count as soon
@@ -111,8 +124,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	defer leave()
 	s.countRequest(rt.kind, n)
-	out := s.handle(r, rt, n)
+	f := s.faults.Load()
+	out := s.handle(r, rt, n, f)
 	leave()
+	if out.err != nil {
+		hostileError(out.err, r, f)
+	}
 
 	switch {
 	case out.gone:
@@ -122,6 +139,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, out.err)
 	case out.fault == faultTruncate:
 		s.truncate(w, out.data)
+	case out.stream != nil:
+		s.countResponse(http.StatusOK, out.page)
+		w.Header().Set("Content-Type", "application/json")
+		if out.gzip {
+			w.Header().Set("Content-Encoding", "gzip")
+		}
+		w.WriteHeader(http.StatusOK)
+		_ = out.stream(w) // a client that hung up ends the stream
 	default:
 		// Counted before writing, so a client that has read the response
 		// sees it in Stats.
@@ -134,9 +159,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // handle decides the answer to a request that is the n-th in flight:
-// admission, injected faults, authentication, routing, then one list.
-func (s *Server) handle(r *http.Request, rt route, n int64) outcome {
-	f := s.faults.Load()
+// admission, injected faults, authentication, routing, then one list or
+// one user.
+func (s *Server) handle(r *http.Request, rt route, n int64, f *faultState) outcome {
 	if f.MaxConcurrent > 0 && n > int64(f.MaxConcurrent) {
 		e := newError(http.StatusTooManyRequests, "Too many concurrent requests")
 		e.retryAfter = f.retryAfter()
@@ -177,10 +202,18 @@ func (s *Server) handle(r *http.Request, rt route, n int64) outcome {
 		body any
 		out  = outcome{fault: fault}
 	)
-	if rt.kind == routeUsers {
-		body, out.err = s.listUsers(rt, r.URL.Query())
-	} else {
-		body, out.page, out.err = s.listBindings(rt, r.URL.Query(), f)
+	switch rt.kind {
+	case routeUsers:
+		body, out.err = s.listUsers(rt, r.URL.Query(), f)
+	case routeUser:
+		body, out.err = s.fetchUser(rt, f)
+	default:
+		var stream streamedPage
+		body, out.page, stream, out.err = s.listBindings(rt, r.URL.Query(), f)
+		if out.err == nil && stream.size > 0 && out.fault == faultNone {
+			out.stream, out.gzip = stream.writer(body), stream.gzip
+			return out
+		}
 	}
 	if out.err != nil {
 		out.fault = faultNone // truncation spares error answers
@@ -272,6 +305,8 @@ func (s *Server) countRequest(kind routeKind, inflight int64) {
 			st.UsersRequests++
 		case routeBindings:
 			st.BindingsRequests++
+		case routeUser:
+			st.UserFetches++
 		}
 		st.MaxInFlight = max(st.MaxInFlight, inflight)
 	})
@@ -306,10 +341,17 @@ type paging struct {
 // token; the caller checks the token's scope.
 func (s *Server) parsePaging(q url.Values, kind listKind, scope [8]byte) (paging, *apiError) {
 	p := paging{size: defaultPageSize}
+	maxSize := s.maxPageSize
+	if s.opts.StrictPageSize {
+		maxSize = min(maxSize, twilio.MaxBindingsPageSize)
+		if kind == kindUsers {
+			maxSize = min(s.maxPageSize, twilio.MaxUsersPageSize)
+		}
+	}
 	if q.Has("PageSize") {
 		n, err := strconv.Atoi(q.Get("PageSize"))
-		if err != nil || n < 1 || n > s.maxPageSize {
-			return p, newError(http.StatusBadRequest, "PageSize must be an integer between 1 and %d (got %q)", s.maxPageSize, q.Get("PageSize"))
+		if err != nil || n < 1 || n > maxSize {
+			return p, newError(http.StatusBadRequest, "PageSize must be an integer between 1 and %d (got %q)", maxSize, q.Get("PageSize"))
 		}
 		p.size = n
 	}
@@ -355,11 +397,14 @@ type list struct {
 	url    string // absolute URL of the list, without query
 	filter string // query suffix carrying the filter, "&BindingType=..."
 	key    string // meta.key
+	// zeroCursor is a SID of the list's kind that sorts first, the cursor
+	// of a page that has no item to point at.
+	zeroCursor string
 }
 
 // window selects the page p names from items sorted by SID, and returns it
-// with the meta of the page.
-func window[T any](s *Server, l list, items []T, sidOf func(T) string, p paging) ([]T, twilio.Meta) {
+// with the meta of the page. pf, when set, makes the list page without end.
+func window[T any](s *Server, l list, items []T, sidOf func(T) string, p paging, pf PagingFault) ([]T, twilio.Meta) {
 	start, end := 0, min(p.size, len(items))
 	if t := p.token; t != nil {
 		if t.dir == forward {
@@ -370,30 +415,47 @@ func window[T any](s *Server, l list, items []T, sidOf func(T) string, p paging)
 			start = max(end-p.size, 0)
 		}
 	}
-	pageURL := func(page int, token string) string {
-		q := "PageSize=" + strconv.Itoa(p.size) + "&Page=" + strconv.Itoa(page)
-		if token != "" {
-			q += "&PageToken=" + url.QueryEscape(token)
-		}
-		return l.url + "?" + q + l.filter
-	}
 	m := twilio.Meta{
 		Key:          l.key,
-		URL:          pageURL(p.page, p.raw),
+		URL:          l.pageURL(p.size, p.page, p.raw),
 		Page:         p.page,
 		PageSize:     p.size,
-		FirstPageURL: pageURL(0, ""),
+		FirstPageURL: l.pageURL(p.size, 0, ""),
 	}
 	epoch := s.epoch.Load()
+	token := func(dir direction, page int, cursor string, offset int) string {
+		t := pageToken{kind: l.kind, dir: dir, page: page, cursor: cursor, offset: offset, scope: l.scope, epoch: epoch}
+		return encodeToken(t, s.secret)
+	}
 	if end < len(items) {
-		next := pageToken{kind: l.kind, dir: forward, page: p.page + 1, cursor: sidOf(items[end-1]), offset: end, scope: l.scope, epoch: epoch}
-		m.NextPageURL = ptr(pageURL(next.page, encodeToken(next, s.secret)))
+		m.NextPageURL = ptr(l.pageURL(p.size, p.page+1, token(forward, p.page+1, sidOf(items[end-1]), end)))
 	}
 	if p.page > 0 && start > 0 && start < len(items) {
-		prev := pageToken{kind: l.kind, dir: backward, page: p.page - 1, cursor: sidOf(items[start]), offset: start, scope: l.scope, epoch: epoch}
-		m.PreviousPageURL = ptr(pageURL(prev.page, encodeToken(prev, s.secret)))
+		m.PreviousPageURL = ptr(l.pageURL(p.size, p.page-1, token(backward, p.page-1, sidOf(items[start]), start)))
+	}
+	switch {
+	case pf == PagingEmptyForever:
+		cursor := l.zeroCursor
+		if p.token != nil {
+			cursor = p.token.cursor
+		}
+		m.NextPageURL = ptr(l.pageURL(p.size, p.page+1, token(forward, p.page+1, cursor, 0)))
+		return items[:0], m
+	case pf == PagingRepeatToken && p.token != nil:
+		m.NextPageURL = ptr(m.URL)
+	case pf == PagingBackwards && p.token != nil && m.PreviousPageURL != nil:
+		m.NextPageURL = m.PreviousPageURL
 	}
 	return items[start:end], m
+}
+
+// pageURL is the absolute URL of a page of l.
+func (l list) pageURL(size, page int, token string) string {
+	q := "PageSize=" + strconv.Itoa(size) + "&Page=" + strconv.Itoa(page)
+	if token != "" {
+		q += "&PageToken=" + url.QueryEscape(token)
+	}
+	return l.url + "?" + q + l.filter
 }
 
 // service validates the ServiceSid segment and finds the service.
@@ -438,7 +500,13 @@ type bindingsPage struct {
 	Meta     twilio.Meta      `json:"meta"`
 }
 
-func (s *Server) listUsers(rt route, q url.Values) (any, *apiError) {
+// zeroUser and zeroBinding sort before every user and binding SID.
+var (
+	zeroUser    = "US" + strings.Repeat("0", 32)
+	zeroBinding = "BS" + strings.Repeat("0", 32)
+)
+
+func (s *Server) listUsers(rt route, q url.Values, f *faultState) (any, *apiError) {
 	svc, e := s.service(rt.service)
 	if e != nil {
 		return nil, e
@@ -452,69 +520,306 @@ func (s *Server) listUsers(rt route, q url.Values) (any, *apiError) {
 	if s.anyDeleted() {
 		users = slices.DeleteFunc(slices.Clone(users), func(u User) bool { return s.isDeleted(svc.SID, u.SID) })
 	}
-	l := list{kind: kindUsers, scope: scope, url: s.baseURL + "/v2/Services/" + url.PathEscape(svc.SID) + "/Users", key: "users"}
-	items, meta := window(s, l, users, func(u User) string { return u.SID }, p)
-	out := usersPage{Users: make([]userResource, len(items)), Meta: meta}
-	for i, u := range items {
-		userURL := s.baseURL + "/v2/Services/" + svc.SID + "/Users/" + u.SID
-		out.Users[i] = userResource{
-			User: twilio.User{
-				SID:         u.SID,
-				Identity:    ptr(u.Identity),
-				ServiceSID:  ptr(svc.SID),
-				DateCreated: ptr(u.DateCreated),
-			},
-			AccountSID:  s.world.AccountSID,
-			Attributes:  "{}",
-			RoleSID:     svc.ctx.roleSID,
-			DateUpdated: ptr(u.DateCreated),
-			Links:       userLinks{UserChannels: userURL + "/Channels", UserBindings: userURL + "/Bindings"},
-			URL:         userURL,
+	l := list{kind: kindUsers, scope: scope, url: s.baseURL + "/v2/Services/" + url.PathEscape(svc.SID) + "/Users", key: "users", zeroCursor: zeroUser}
+	items, meta := window(s, l, users, func(u User) string { return u.SID }, p, f.UsersPaging)
+	if f.DuplicateUsers && len(items) > 0 {
+		served := slices.Clip(items)
+		if first := sort.Search(len(users), func(i int) bool { return users[i].SID >= served[0].SID }); p.token != nil && first > 0 {
+			served = append([]User{users[first-1]}, served...)
 		}
+		items = append(served, items[0])
+	}
+	out := usersPage{Users: make([]userResource, len(items)), Meta: meta}
+	for i := range items {
+		out.Users[i] = s.userResource(svc, &items[i])
 	}
 	return out, nil
 }
 
-func (s *Server) listBindings(rt route, q url.Values, f *faultState) (any, string, *apiError) {
-	svc, e := s.service(rt.service)
-	if e != nil {
-		return nil, "", e
+// userResource is u as the API serves it.
+func (s *Server) userResource(svc *Service, u *User) userResource {
+	userURL := s.baseURL + "/v2/Services/" + svc.SID + "/Users/" + u.SID
+	return userResource{
+		User: twilio.User{
+			SID:         u.SID,
+			Identity:    ptr(u.Identity),
+			ServiceSID:  ptr(svc.SID),
+			DateCreated: ptr(u.DateCreated),
+		},
+		AccountSID:  s.world.AccountSID,
+		Attributes:  "{}",
+		RoleSID:     svc.ctx.roleSID,
+		DateUpdated: ptr(u.DateCreated),
+		Links:       userLinks{UserChannels: userURL + "/Channels", UserBindings: userURL + "/Bindings"},
+		URL:         userURL,
 	}
-	if status, ok := f.FailUsers[rt.user]; ok {
-		return nil, "", newError(status, "Failing user %q (injected fault)", rt.user)
+}
+
+// user finds the user a request names, applying FailUsers and deletions.
+func (s *Server) user(svc *Service, name string, f *faultState) (*User, *apiError) {
+	if status, ok := f.FailUsers[name]; ok {
+		return nil, newError(status, "Failing user %q (injected fault)", name)
 	}
-	u := svc.User(rt.user)
+	u := svc.User(name)
 	if u == nil || s.isDeleted(svc.SID, u.SID) {
-		return nil, "", newError(http.StatusNotFound, "The requested resource /Services/%s/Users/%s was not found", svc.SID, rt.user)
+		return nil, newError(http.StatusNotFound, "The requested resource /Services/%s/Users/%s was not found", svc.SID, name)
 	}
 	for _, k := range []string{u.SID, u.Identity} {
 		if status, ok := f.FailUsers[k]; ok {
-			return nil, "", newError(status, "Failing user %q (injected fault)", rt.user)
+			return nil, newError(status, "Failing user %q (injected fault)", name)
 		}
+	}
+	return u, nil
+}
+
+// fetchUser serves GET /v2/Services/{ServiceSid}/Users/{Sid}, where Sid is
+// the user's SID or identity.
+func (s *Server) fetchUser(rt route, f *faultState) (any, *apiError) {
+	svc, e := s.service(rt.service)
+	if e != nil {
+		return nil, e
+	}
+	u, e := s.user(svc, rt.user, f)
+	if e != nil {
+		return nil, e
+	}
+	return s.userResource(svc, u), nil
+}
+
+func (s *Server) listBindings(rt route, q url.Values, f *faultState) (any, string, streamedPage, *apiError) {
+	svc, e := s.service(rt.service)
+	if e != nil {
+		return nil, "", streamedPage{}, e
+	}
+	u, e := s.user(svc, rt.user, f)
+	if e != nil {
+		return nil, "", streamedPage{}, e
 	}
 	types, e := bindingTypes(q)
 	if e != nil {
-		return nil, "", e
+		return nil, "", streamedPage{}, e
 	}
 	filter := strings.Join(types, ",")
 	scope := scopeOf(kindBindings, svc.SID, u.SID, filter)
 	p, e := s.parsePaging(q, kindBindings, scope)
 	if e != nil {
-		return nil, "", e
+		return nil, "", streamedPage{}, e
 	}
 	l := list{
-		kind:  kindBindings,
-		scope: scope,
-		url:   s.baseURL + "/v2/Services/" + url.PathEscape(svc.SID) + "/Users/" + url.PathEscape(rt.user) + "/Bindings",
-		key:   "bindings",
+		kind:       kindBindings,
+		scope:      scope,
+		url:        s.baseURL + "/v2/Services/" + url.PathEscape(svc.SID) + "/Users/" + url.PathEscape(rt.user) + "/Bindings",
+		key:        "bindings",
+		zeroCursor: zeroBinding,
 	}
 	for _, t := range types {
 		l.filter += "&BindingType=" + url.QueryEscape(t)
 	}
 	all := filterBindings(u.Bindings(), types)
-	items, meta := window(s, l, all, func(b twilio.Binding) string { return *b.SID }, p)
+	sidOf := func(b twilio.Binding) string { return *b.SID }
+	items, meta := window(s, l, all, sidOf, p, f.BindingsPaging)
+	if f.NextPageOtherUser && meta.NextPageURL != nil && len(svc.Users) > 1 {
+		meta.NextPageURL = ptr(s.otherUserNext(svc, u, filter, l.filter, p, items, sidOf))
+	}
 	key := UserKey(svc.SID, u.SID) + "|" + filter + "|" + p.raw
-	return bindingsPage{Bindings: items, Meta: meta}, key, nil
+	if p.token == nil && matches(f.DeleteAfterFirstPage, u) {
+		s.DeleteUser(svc.SID, u.SID)
+	}
+	var page any = bindingsPage{Bindings: items, Meta: meta}
+	if matches(f.NullBindingTypeUsers, u) {
+		page = nullTypePage(items, meta, all)
+	}
+	var stream streamedPage
+	if len(f.BodyFaultUsers) == 0 || matches(f.BodyFaultUsers, u) {
+		switch {
+		case f.GzipBomb > 0:
+			stream = streamedPage{size: f.GzipBomb, gzip: true}
+		case f.HugeField > 0:
+			stream = streamedPage{size: f.HugeField}
+		}
+	}
+	return page, key, stream, nil
+}
+
+// otherUserNext is a next_page_url for the page after p that names the
+// user after u in the service, with a token valid for that user's list.
+func (s *Server) otherUserNext(svc *Service, u *User, filter, filterQuery string, p paging, items []twilio.Binding, sidOf func(twilio.Binding) string) string {
+	i := sort.Search(len(svc.Users), func(i int) bool { return svc.Users[i].SID >= u.SID })
+	other := &svc.Users[(i+1)%len(svc.Users)]
+	cursor := zeroBinding
+	if len(items) > 0 {
+		cursor = sidOf(items[len(items)-1])
+	}
+	t := pageToken{kind: kindBindings, dir: forward, page: p.page + 1, cursor: cursor, scope: scopeOf(kindBindings, svc.SID, other.SID, filter), epoch: s.epoch.Load()}
+	l := list{url: s.baseURL + "/v2/Services/" + url.PathEscape(svc.SID) + "/Users/" + other.SID + "/Bindings", filter: filterQuery}
+	return l.pageURL(p.size, t.page, encodeToken(t, s.secret))
+}
+
+// wireBinding is a binding whose binding_type is written as given: a nil
+// BindingType leaves the field out, "null" makes it null. It hides the
+// embedded field of the same JSON name.
+type wireBinding struct {
+	twilio.Binding
+	BindingType json.RawMessage `json:"binding_type,omitempty"`
+}
+
+type wireBindingsPage struct {
+	Bindings []wireBinding `json:"bindings"`
+	Meta     twilio.Meta   `json:"meta"`
+}
+
+// nullTypePage is the page of items with binding_type null at even
+// positions of the user's list all and missing at odd ones.
+func nullTypePage(items []twilio.Binding, meta twilio.Meta, all []twilio.Binding) wireBindingsPage {
+	out := wireBindingsPage{Bindings: make([]wireBinding, len(items)), Meta: meta}
+	for i, b := range items {
+		out.Bindings[i].Binding = b
+		pos := sort.Search(len(all), func(j int) bool { return *all[j].SID >= *b.SID })
+		if pos%2 == 0 {
+			out.Bindings[i].BindingType = json.RawMessage("null")
+		}
+	}
+	return out
+}
+
+// streamedPage says how to send a page with one huge string field: size
+// bytes, gzipped or not.
+type streamedPage struct {
+	size int64
+	gzip bool
+}
+
+// hugeValue stands for the huge string in a page; hugeMark is how it
+// reads once JSON-encoded, where the page is cut to stream the huge string
+// in its place.
+const (
+	hugeValue = "\x00twiliotest-huge\x00"
+	hugeMark  = `\u0000twiliotest-huge\u0000`
+)
+
+// writer returns the function that streams page with its huge field.
+func (sp streamedPage) writer(page any) func(io.Writer) error {
+	return func(w io.Writer) error {
+		head, tail, err := splitAtHugeField(page)
+		if err != nil {
+			return err
+		}
+		if sp.gzip {
+			return writeGzipBomb(w, head, sp.size, tail)
+		}
+		if _, err := w.Write(head); err != nil {
+			return err
+		}
+		if err := writeRepeated(w, 'x', sp.size); err != nil {
+			return err
+		}
+		_, err = w.Write(tail)
+		return err
+	}
+}
+
+// splitAtHugeField encodes page with a mark in the first binding's
+// endpoint (or meta.key on an empty page) and cuts the JSON at the mark.
+func splitAtHugeField(page any) (head, tail []byte, err error) {
+	mark := hugeValue
+	switch p := page.(type) {
+	case bindingsPage:
+		if len(p.Bindings) > 0 {
+			p.Bindings = slices.Clone(p.Bindings)
+			p.Bindings[0].Endpoint = &mark
+		} else {
+			p.Meta.Key = mark
+		}
+		page = p
+	case wireBindingsPage:
+		if len(p.Bindings) > 0 {
+			p.Bindings = slices.Clone(p.Bindings)
+			p.Bindings[0].Endpoint = &mark
+		} else {
+			p.Meta.Key = mark
+		}
+		page = p
+	}
+	data, err := json.Marshal(page)
+	if err != nil {
+		return nil, nil, err
+	}
+	head, tail, ok := bytes.Cut(data, []byte(hugeMark))
+	if !ok {
+		return nil, nil, fmt.Errorf("twiliotest: huge field mark not found in %T", page)
+	}
+	return head, tail, nil
+}
+
+// writeRepeated writes n bytes b in blocks of at most 64 KB.
+func writeRepeated(w io.Writer, b byte, n int64) error {
+	block := bytes.Repeat([]byte{b}, int(min(n, 64<<10)))
+	for n > 0 {
+		k, err := w.Write(block[:min(n, int64(len(block)))])
+		if err != nil {
+			return err
+		}
+		n -= int64(k)
+	}
+	return nil
+}
+
+// bombBlockSize is the inflated size of the precomputed gzip member that
+// a bomb repeats.
+const bombBlockSize = 1 << 20
+
+// bombBlock is one gzip member inflating to bombBlockSize bytes 'x',
+// about a kilobyte, computed once.
+var bombBlock = sync.OnceValue(func() []byte { return gzipMember(bytes.Repeat([]byte("x"), bombBlockSize)) })
+
+func gzipMember(data []byte) []byte {
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression) // the level is valid
+	_, _ = zw.Write(data)                                  // writes to a bytes.Buffer do not fail
+	_ = zw.Close()
+	return b.Bytes()
+}
+
+// writeGzipBomb writes head, n bytes 'x' and tail as one gzip stream made
+// of concatenated members, most of them the precomputed bombBlock, so that
+// neither memory nor CPU grows with n.
+func writeGzipBomb(w io.Writer, head []byte, n int64, tail []byte) error {
+	if _, err := w.Write(gzipMember(head)); err != nil {
+		return err
+	}
+	for ; n >= bombBlockSize; n -= bombBlockSize {
+		if _, err := w.Write(bombBlock()); err != nil {
+			return err
+		}
+	}
+	if _, err := w.Write(gzipMember(bytes.Repeat([]byte("x"), int(n)))); err != nil {
+		return err
+	}
+	_, err := w.Write(gzipMember(tail))
+	return err
+}
+
+// Texts of HostileErrors: terminal escapes that clear the screen and print
+// a forged success line, and the size a message is padded to.
+const (
+	hostilePrefix  = "\x1b[2J\x1b[H\x1b[1;32msnapshot published\x1b[0m\n"
+	hostileSize    = 64 << 10
+	hostileNewline = "\r\nlevel=info msg=\"run succeeded\"\n"
+)
+
+// hostileError rewrites e as the faults ask: echoing the request's
+// credentials, and full of control characters and padding.
+func hostileError(e *apiError, r *http.Request, f *faultState) {
+	if f.EchoCredentials {
+		auth := r.Header.Get("Authorization")
+		_, pass, _ := r.BasicAuth()
+		e.Message += fmt.Sprintf(" (request had Authorization: %s, password %s)", auth, pass)
+		e.MoreInfo += "?authorization=" + url.QueryEscape(auth) + "&password=" + pass
+	}
+	if f.HostileErrors {
+		msg := hostilePrefix + e.Message + hostileNewline
+		e.Message = msg + strings.Repeat("A", max(hostileSize-len(msg), 0))
+	}
 }
 
 // bindingTypes validates the repeated BindingType filter and returns it

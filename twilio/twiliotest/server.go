@@ -4,9 +4,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,10 @@ type Options struct {
 	// MaxPageSize is the largest PageSize accepted; above it the answer is
 	// 400. Zero means 1000, the limit of the API reference.
 	MaxPageSize int
+	// StrictPageSize also answers 400 (error 20001) to a PageSize above the
+	// limits of Twilio's current OpenAPI file: twilio.MaxBindingsPageSize
+	// (50) for bindings and twilio.MaxUsersPageSize (100) for users.
+	StrictPageSize bool
 	// PageSizeCap, when positive, silently serves fewer items than a larger
 	// (valid) PageSize asks for, and says so in meta.page_size, as Twilio does
 	// where its newer limits are lower than the reference page's.
@@ -87,9 +93,74 @@ type Faults struct {
 	// Stats.MaxInFlight).
 	MaxConcurrent int
 	// FailUsers maps a user SID or identity to the HTTP status its bindings
-	// requests always get, e.g. 500 for a user that keeps failing or 403.
+	// requests, and its fetches by SID or identity, always get, e.g. 500 for
+	// a user that keeps failing or 403.
 	FailUsers map[string]int
+	// Rate503: 1 answers 503 to every request, authenticated or not: Twilio
+	// down. (No separate switch is needed for it.)
+
+	// BindingsPaging and UsersPaging make the bindings lists or the Users
+	// lists page without end (see PagingFault).
+	BindingsPaging, UsersPaging PagingFault
+	// DeleteAfterFirstPage lists users (SID or identity) deleted as soon as
+	// their first bindings page has been served: page 0 answers 200, every
+	// later request for the user 404, and the Users list leaves them out.
+	DeleteAfterFirstPage []string
+	// DuplicateUsers makes every Users page repeat users: its first user
+	// of this page's own window comes again at its end, and each page after
+	// the first starts with the last user of the page before.
+	DuplicateUsers bool
+	// NextPageOtherUser makes every next_page_url of a bindings page name
+	// the following user of the service (by SID, wrapping around), with a
+	// token valid for that user's list: a client that follows it reads the
+	// other user's bindings in place of the requested one's.
+	NextPageOtherUser bool
+	// NullBindingTypeUsers lists users (SID or identity) whose bindings
+	// break the API's contract: at even positions of the user's list (0, 2,
+	// …, in serving order) binding_type is null, at odd positions it is
+	// missing.
+	NullBindingTypeUsers []string
+	// HugeField, when positive, makes every 200 bindings page carry a string
+	// of this many bytes: the endpoint of its first binding, or meta.key on
+	// an empty page. The body is streamed, never built in memory.
+	HugeField int64
+	// GzipBomb, when positive, sends every 200 bindings page gzipped
+	// (Content-Encoding gzip, whether asked for or not) with a string field
+	// as HugeField has, so that the page inflates to about GzipBomb bytes
+	// from about a thousandth of that.
+	GzipBomb int64
+	// BodyFaultUsers restricts HugeField and GzipBomb to these users (SID
+	// or identity); empty means every user.
+	BodyFaultUsers []string
+	// EchoCredentials makes every error body quote the request's
+	// Authorization header and password, in message and more_info, as a
+	// careless proxy might.
+	EchoCredentials bool
+	// HostileErrors makes every error message start with terminal escapes
+	// and a forged "snapshot published" line, hold newlines and carriage
+	// returns, and run to 64 KB.
+	HostileErrors bool
 }
+
+// PagingFault is a way for a list to page without end. The zero value is
+// none.
+type PagingFault string
+
+const (
+	// PagingRepeatToken answers every page after the first with a
+	// next_page_url equal to its own URL: the same page token and Page.
+	PagingRepeatToken PagingFault = "repeat-token"
+	// PagingBackwards answers every page after the first with the previous
+	// page as its next page (Page going down), so a client bounces between
+	// pages 0 and 1.
+	PagingBackwards PagingFault = "backwards"
+	// PagingEmptyForever answers every page empty, with a next page whose
+	// Page and token are new each time.
+	PagingEmptyForever PagingFault = "empty-forever"
+)
+
+// PagingFaults lists the paging faults, for flags and tests.
+var PagingFaults = []PagingFault{PagingRepeatToken, PagingBackwards, PagingEmptyForever}
 
 // Stats counts what the server saw since it started. Requests counts every
 // request; ByStatus counts complete responses by status code, so dropped and
@@ -98,7 +169,9 @@ type Stats struct {
 	Requests         int64
 	UsersRequests    int64
 	BindingsRequests int64
-	ByStatus         map[int]int64
+	// UserFetches counts requests for one user, by SID or identity.
+	UserFetches int64
+	ByStatus    map[int]int64
 	// PagesServedTwice counts complete 200 bindings pages whose (service,
 	// user, filter, page token) had been served completely before: a client
 	// that resumes correctly and never refetches keeps it at zero.
@@ -216,12 +289,10 @@ func (s *Server) World() *World { return s.world }
 // f.Seed. Requests already past fault selection are not affected.
 func (s *Server) SetFaults(f Faults) {
 	fs := &faultState{Faults: f, rng: rand.New(rand.NewPCG(uint64(f.Seed), 0x6661756c7473))}
-	if f.FailUsers != nil {
-		fs.FailUsers = make(map[string]int, len(f.FailUsers))
-		for k, v := range f.FailUsers {
-			fs.FailUsers[k] = v
-		}
-	}
+	fs.FailUsers = maps.Clone(f.FailUsers)
+	fs.DeleteAfterFirstPage = slices.Clone(f.DeleteAfterFirstPage)
+	fs.NullBindingTypeUsers = slices.Clone(f.NullBindingTypeUsers)
+	fs.BodyFaultUsers = slices.Clone(f.BodyFaultUsers)
 	s.faults.Store(fs)
 }
 
@@ -284,6 +355,11 @@ func (s *Server) authorized(r *http.Request) bool {
 }
 
 func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// matches reports whether u is one of users, named by SID or identity.
+func matches(users []string, u *User) bool {
+	return slices.Contains(users, u.SID) || slices.Contains(users, u.Identity)
+}
 
 // faultState is one SetFaults call: the faults and their generator.
 type faultState struct {

@@ -34,6 +34,21 @@ const HeavyBindings = 120
 // path-escape the user segment exactly once.
 var SpecialIdentities = []string{"a/b", "q?z", "pct%41", "space name", "ünï", "hash#tag", "plus+sign", "dot.1"}
 
+// ControlIdentities are identities holding control characters: terminal
+// escapes, line breaks and a bidirectional override. A world whose spec
+// sets ControlIdentities includes them right after SpecialIdentities, to
+// break output that does not escape text from the API.
+var ControlIdentities = []string{
+	"esc\x1b[2J\x1b[1;32msnapshot published\x1b[0m",
+	"new\nline",
+	"carriage\rreturn",
+	"tab\there",
+	"bell\a",
+	"del\x7f",
+	"csi\u009b31m",
+	"bidi\u202eevil",
+}
+
 // Message types a binding may subscribe to.
 var messageTypes = []string{"new_message", "added_to_channel", "invited_to_channel", "removed_from_channel"}
 
@@ -69,6 +84,11 @@ type WorldSpec struct {
 	MaxBindingsPerUser int
 	// AccountSID owns every service.
 	AccountSID string
+	// ControlIdentities gives the users after the SpecialIdentities the
+	// ControlIdentities, as far as UsersPerService allows. SIDs are those of
+	// the same spec without it; like the special identities, each of these
+	// users has at least one binding.
+	ControlIdentities bool
 }
 
 // World is a generated account: its services, their users and the users'
@@ -152,11 +172,15 @@ func newService(rng *rand.Rand, spec WorldSpec) Service {
 	}
 	users := make([]User, max(spec.UsersPerService, 0))
 	heavy := false
+	awkward := SpecialIdentities
+	if spec.ControlIdentities {
+		awkward = slices.Concat(SpecialIdentities, ControlIdentities)
+	}
 	for i := range users {
 		identity := fmt.Sprintf("user-%06d", i)
 		n := bindingCount(rng, spec.MaxBindingsPerUser)
-		if i < len(SpecialIdentities) {
-			identity = SpecialIdentities[i]
+		if i < len(awkward) {
+			identity = awkward[i]
 			if n == 0 && spec.MaxBindingsPerUser > 0 {
 				n = 1 // so the awkward identities always have something to serve
 			}

@@ -19,6 +19,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,10 +47,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&spec.UsersPerService, "users", 100, "users per service")
 	fs.IntVar(&spec.MaxBindingsPerUser, "max-bindings", 150, "most bindings of one user")
 	fs.StringVar(&spec.AccountSID, "account-sid", "", "account SID (default twiliotest.DefaultAccountSID)")
+	fs.BoolVar(&spec.ControlIdentities, "control-identities", false, "give some users identities with control characters")
 	var opts twiliotest.Options
 	fs.StringVar(&opts.AuthToken, "auth-token", twiliotest.DefaultAuthToken, "accepted auth token")
 	fs.IntVar(&opts.MaxPageSize, "max-page-size", 0, "largest accepted PageSize (default 1000)")
 	fs.IntVar(&opts.PageSizeCap, "page-size-cap", 0, "serve at most this many items per page")
+	fs.BoolVar(&opts.StrictPageSize, "strict-page-size", false, "answer 400 to PageSize above 50 (bindings) or 100 (users)")
 	f := &opts.Faults
 	fs.Int64Var(&f.Seed, "fault-seed", 0, "seed of the fault generator")
 	fs.Float64Var(&f.Rate429, "rate-429", 0, "probability of a 429 per request")
@@ -60,6 +64,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&f.RateTruncate, "rate-truncate", 0, "probability of a truncated 200")
 	fs.DurationVar(&f.Latency, "latency", 0, "delay added to every request")
 	fs.IntVar(&f.MaxConcurrent, "max-concurrent", 0, "answer 429 above this many requests in flight")
+	fs.Func("bindings-paging", "make bindings lists page without end: "+pagingNames(), pagingFlag(&f.BindingsPaging))
+	fs.Func("users-paging", "make Users lists page without end: "+pagingNames(), pagingFlag(&f.UsersPaging))
+	fs.Func("delete-after-first-page", "delete this user (SID or identity) once its first bindings page is served; repeatable", listFlag(&f.DeleteAfterFirstPage))
+	fs.BoolVar(&f.DuplicateUsers, "duplicate-users", false, "repeat users within and across Users pages")
+	fs.BoolVar(&f.NextPageOtherUser, "next-page-other-user", false, "make bindings next_page_url name another user")
+	fs.Func("null-binding-type", "serve this user's (SID or identity) bindings with binding_type null or missing; repeatable", listFlag(&f.NullBindingTypeUsers))
+	fs.Int64Var(&f.HugeField, "huge-field", 0, "stream a string field of this many bytes in every bindings page")
+	fs.Int64Var(&f.GzipBomb, "gzip-bomb", 0, "send bindings pages gzipped, inflating to about this many bytes")
+	fs.Func("body-fault-user", "limit -huge-field and -gzip-bomb to this user (SID or identity); repeatable", listFlag(&f.BodyFaultUsers))
+	fs.BoolVar(&f.EchoCredentials, "echo-credentials", false, "quote the request's credentials in error bodies")
+	fs.BoolVar(&f.HostileErrors, "hostile-errors", false, "fill error messages with terminal escapes and newlines, 64 KB long")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -101,6 +116,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("print stats: %w", err)
 	}
 	return nil
+}
+
+// pagingNames lists the accepted values of the paging flags.
+func pagingNames() string {
+	names := make([]string, len(twiliotest.PagingFaults))
+	for i, pf := range twiliotest.PagingFaults {
+		names[i] = string(pf)
+	}
+	return strings.Join(names, ", ")
+}
+
+// pagingFlag sets *dst to one of twiliotest.PagingFaults.
+func pagingFlag(dst *twiliotest.PagingFault) func(string) error {
+	return func(v string) error {
+		if !slices.Contains(twiliotest.PagingFaults, twiliotest.PagingFault(v)) {
+			return fmt.Errorf("must be one of %s (got %q)", pagingNames(), v)
+		}
+		*dst = twiliotest.PagingFault(v)
+		return nil
+	}
+}
+
+// listFlag appends every value of a repeated flag to *dst.
+func listFlag(dst *[]string) func(string) error {
+	return func(v string) error {
+		*dst = append(*dst, v)
+		return nil
+	}
 }
 
 // checkLoopback refuses to listen anywhere but on a loopback address: the

@@ -77,6 +77,7 @@ func TestRunRejects(t *testing.T) {
 		{"no port", []string{"-addr", "127.0.0.1"}, "missing port"},
 		{"stray argument", []string{"serve"}, "unexpected arguments"},
 		{"unknown flag", []string{"-nope"}, "not defined"},
+		{"unknown paging fault", []string{"-bindings-paging", "sideways"}, "must be one of repeat-token, backwards, empty-forever"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,5 +86,59 @@ func TestRunRejects(t *testing.T) {
 				t.Errorf("run(%q) = %v, want an error containing %q", tt.args, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestRunFaultFlags(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out, w := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-seed", "4", "-users", "12", "-strict-page-size", "-hostile-errors", "-users-paging", "empty-forever"}, w, io.Discard)
+		w.Close()
+	}()
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() {
+		t.Fatalf("no address printed: %v", <-done)
+	}
+	base := lines.Text()
+	world := twiliotest.NewWorld(twiliotest.WorldSpec{Seed: 4, Services: 1, UsersPerService: 12, MaxBindingsPerUser: 150})
+	get := func(target string) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, base+target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth(world.AccountSID, twiliotest.DefaultAuthToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(body)
+	}
+	svc := world.Services[0]
+	if status, body := get("/v2/Services/" + svc.SID + "/Users/" + svc.Users[0].SID + "/Bindings?PageSize=51"); status != 400 || !strings.Contains(body, `\u001b[2J`) {
+		t.Errorf("PageSize 51: %d %.80s, want 400 with a hostile message", status, body)
+	}
+	var page struct {
+		Users []json.RawMessage `json:"users"`
+		Meta  struct {
+			NextPageURL *string `json:"next_page_url"`
+		} `json:"meta"`
+	}
+	status, body := get("/v2/Services/" + svc.SID + "/Users")
+	if err := json.Unmarshal([]byte(body), &page); err != nil || status != 200 || len(page.Users) != 0 || page.Meta.NextPageURL == nil {
+		t.Errorf("Users page: %d, %d users, next %v, err %v; want an empty page with a next page", status, len(page.Users), page.Meta.NextPageURL, err)
+	}
+	cancel()
+	for lines.Scan() {
+	}
+	if err := <-done; err != nil {
+		t.Errorf("run: %v", err)
 	}
 }

@@ -63,6 +63,9 @@ type UserDone struct {
 	// Users API or its bindings; empty when unknown.
 	UserSID  string `json:"user_sid,omitempty"`
 	Identity string `json:"identity,omitempty"`
+	// Name is the configured string that named the user, when it is not
+	// the SID (an identity); the users table shows it.
+	Name string `json:"name,omitempty"`
 }
 
 // InFlight is a user partly read: its rows so far are in Parts and reading
@@ -75,6 +78,7 @@ type InFlight struct {
 	Pages    int64    `json:"pages"`
 	UserSID  string   `json:"user_sid,omitempty"`
 	Identity string   `json:"identity,omitempty"`
+	Name     string   `json:"name,omitempty"`
 }
 
 // UserFailed is a user that could not be read in a run, with the reason.

@@ -32,6 +32,8 @@ import (
 type Source interface {
 	ListUsers(ctx context.Context, q twilio.UsersQuery) (*twilio.UsersPage, error)
 	ListBindings(ctx context.Context, q twilio.BindingsQuery) (*twilio.BindingsPage, error)
+	// GetUser resolves a user by SID or identity (404: ErrNotFound).
+	GetUser(ctx context.Context, serviceSID, user string) (*twilio.User, error)
 }
 
 var _ Source = (*twilio.Client)(nil)
@@ -52,6 +54,9 @@ type Options struct {
 	PageSize      int
 	UsersPageSize int
 	Concurrency   int
+	// MaxEmptyPages bounds the empty pages in a row that a list may serve
+	// before it counts as a paging loop; 0 means twilio.DefaultMaxEmptyPages.
+	MaxEmptyPages int
 	Store         staging.Store
 	Publishers    []exporter.Publisher
 	Logger        *zap.Logger
@@ -107,10 +112,10 @@ func (o *Options) setDefaults() {
 		o.Concurrency = 16
 	}
 	if o.PageSize <= 0 {
-		o.PageSize = 50
+		o.PageSize = twilio.MaxBindingsPageSize
 	}
 	if o.UsersPageSize <= 0 {
-		o.UsersPageSize = 100
+		o.UsersPageSize = twilio.MaxUsersPageSize
 	}
 	if o.PartRows <= 0 {
 		o.PartRows = 500_000
@@ -401,7 +406,11 @@ func (r *run) writeUsers(ctx context.Context) (exporter.PartInfo, error) {
 	err = checkpoint.Each(ctx, r.store, r.date, func(e *checkpoint.Entry) error {
 		for i := range e.Done {
 			d := &e.Done[i]
-			row := schemas.UserRow{ServiceSID: d.Service, User: d.User, UserSID: optional(d.UserSID), Identity: optional(d.Identity), Bindings: d.Bindings, State: schemas.UserRead}
+			user := d.User
+			if d.Name != "" {
+				user = d.Name // the identity the configuration names
+			}
+			row := schemas.UserRow{ServiceSID: d.Service, User: user, UserSID: optional(d.UserSID), Identity: optional(d.Identity), Bindings: d.Bindings, State: schemas.UserRead}
 			if err := w.Append(&row); err != nil {
 				return err
 			}
@@ -588,9 +597,13 @@ func (r *run) listUsers(ctx context.Context, svc *Service, emit func(svc *Servic
 		r.stats.Service(svc.SID).Listing.Store(false)
 	}()
 	next := ""
+	guard := twilio.NewPageGuard("users of service "+svc.SID, r.opts.MaxEmptyPages)
 	for {
 		page, err := r.src.ListUsers(ctx, twilio.UsersQuery{ServiceSID: svc.SID, PageSize: r.opts.UsersPageSize, Next: next})
 		if err != nil {
+			return fmt.Errorf("list users of service %s: %w", svc.SID, err)
+		}
+		if err := guard.Check(page.Next, len(page.Users)); err != nil {
 			return fmt.Errorf("list users of service %s: %w", svc.SID, err)
 		}
 		for _, u := range page.Users {
@@ -616,15 +629,29 @@ func (r *run) listUsers(ctx context.Context, svc *Service, emit func(svc *Servic
 // writer. Only errors that must stop the whole run are returned; a user
 // that fails is recorded and the run goes on.
 func (r *run) readUser(ctx context.Context, w *writer, j job) error {
-	log := r.log.With(zap.String("service_sid", j.user.Service), zap.String("user", j.user.User))
-	q := twilio.BindingsQuery{ServiceSID: j.svc.SID, User: j.user.User, BindingTypes: j.svc.BindingTypes, PageSize: r.opts.PageSize}
+	ss := r.stats.Service(j.svc.SID)
+	if j.sid == "" {
+		ok, err := r.resolve(ctx, w, &j)
+		if !ok || err != nil {
+			return err
+		}
+	}
+	log := r.log.With(zap.String("service_sid", j.user.Service), zap.String("user_sid", j.user.User))
+	q := twilio.BindingsQuery{ServiceSID: j.svc.SID, User: j.user.User, UserSID: j.sid, BindingTypes: j.svc.BindingTypes, PageSize: r.opts.PageSize}
+	guard := twilio.NewPageGuard(fmt.Sprintf("bindings of user %s in service %s", j.user.User, j.svc.SID), r.opts.MaxEmptyPages)
 	resumed := false
 	if f, ok := r.resume[j.user]; ok && f.Next != "" {
 		q.Next = f.Next
+		guard.Resume(f.Next)
 		resumed = true
 		log.Debug("resuming user", zap.String("page", f.Next), zap.Int64("bindings_before", f.Bindings))
 	}
-	ss := r.stats.Service(j.svc.SID)
+	fail := func(err error) error {
+		log.Error("user failed", zap.Error(err))
+		w.send(event{kind: evFailed, user: j.user, reason: err.Error()})
+		ss.UsersFinished.Add(1)
+		return nil
+	}
 	first := true
 	for {
 		page, err := r.src.ListBindings(ctx, q)
@@ -632,7 +659,7 @@ func (r *run) readUser(ctx context.Context, w *writer, j job) error {
 		case err == nil:
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case errors.Is(err, twilio.ErrUnauthorized):
+		case stopsRun(err):
 			return err
 		case errors.Is(err, twilio.ErrNotFound) && first && !resumed && j.name != "":
 			// A configured user that Twilio does not know at all.
@@ -651,14 +678,17 @@ func (r *run) readUser(ctx context.Context, w *writer, j job) error {
 				return err
 			}
 			q.Next, first, resumed = "", false, false
+			guard = twilio.NewPageGuard(fmt.Sprintf("bindings of user %s in service %s", j.user.User, j.svc.SID), r.opts.MaxEmptyPages)
 			continue
 		default:
-			log.Error("user failed", zap.Error(err))
-			w.send(event{kind: evFailed, user: j.user, reason: err.Error()})
-			ss.UsersFinished.Add(1)
-			return nil
+			return fail(err)
 		}
 		first = false
+		// A page that repeats one seen before is not written: its rows
+		// would be in the snapshot twice.
+		if err := guard.Check(page.Next, len(page.Bindings)); err != nil {
+			return fail(err)
+		}
 		if ps := page.Meta.PageSize; ps > 0 && ps < r.opts.PageSize {
 			r.pageSizeNoted.Do(func() {
 				r.log.Info("Twilio serves fewer bindings per page than twilio.page_size asks", zap.Int("page_size", ps), zap.Int("configured", r.opts.PageSize))
@@ -667,13 +697,63 @@ func (r *run) readUser(ctx context.Context, w *writer, j job) error {
 		r.stats.Pages.Add(1)
 		r.stats.Bindings.Add(int64(len(page.Bindings)))
 		ss.Bindings.Add(int64(len(page.Bindings)))
-		w.send(event{kind: evPage, user: j.user, bindings: page.Bindings, next: page.Next, sid: j.sid, identity: j.identity})
+		w.send(event{kind: evPage, user: j.user, bindings: page.Bindings, next: page.Next, sid: j.sid, identity: j.identity, name: j.name})
 		if page.Next == "" {
 			ss.UsersFinished.Add(1)
 			return nil
 		}
 		q.Next = page.Next
 	}
+}
+
+// stopsRun reports whether err from Twilio must end the whole run rather
+// than fail one user: credentials refused, or Twilio down for every request.
+func stopsRun(err error) bool {
+	return errors.Is(err, twilio.ErrUnauthorized) || errors.Is(err, twilio.ErrUnavailable)
+}
+
+// resolve looks a configured identity up (GET /Users/{Identity}) and turns
+// j into a job keyed by the user's SID: the Bindings list is read by SID,
+// and a user named both ways is read once. It reports false when there is
+// nothing more to do for j (not found, failed, named twice, or finished by
+// an earlier run); the error is one that stops the run.
+func (r *run) resolve(ctx context.Context, w *writer, j *job) (bool, error) {
+	ss := r.stats.Service(j.svc.SID)
+	u, err := r.src.GetUser(ctx, j.svc.SID, j.identity)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return false, ctx.Err()
+	case stopsRun(err):
+		return false, err
+	case errors.Is(err, twilio.ErrNotFound):
+		r.log.Warn("configured user not found", zap.String("service_sid", j.svc.SID), zap.String("user", j.identity), zap.Error(err))
+		w.send(event{kind: evNotFound, user: j.user})
+		ss.UsersFinished.Add(1)
+		return false, nil
+	default:
+		r.log.Error("user failed", zap.String("service_sid", j.svc.SID), zap.String("user", j.identity), zap.Error(err))
+		w.send(event{kind: evFailed, user: j.user, reason: err.Error()})
+		ss.UsersFinished.Add(1)
+		return false, nil
+	}
+	j.sid = u.SID
+	if u.Identity != nil {
+		j.identity = *u.Identity
+	}
+	j.user = checkpoint.UserRef{Service: j.svc.SID, User: u.SID}
+	if !r.claimed.claim(j.user) {
+		r.log.Debug("user named twice; read once", zap.String("service_sid", j.svc.SID), zap.String("user_sid", u.SID), zap.String("identity", j.name))
+		r.stats.UsersTotal.Add(-1)
+		ss.UsersTotal.Add(-1)
+		return false, nil
+	}
+	if r.cp.IsDone(j.user) {
+		r.stats.UsersSkipped.Add(1)
+		ss.UsersFinished.Add(1)
+		return false, nil
+	}
+	return true, nil
 }
 
 // recoverInto turns a panic of the calling goroutine into *err, an error

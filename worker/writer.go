@@ -32,9 +32,10 @@ type event struct {
 	bindings []twilio.Binding
 	next     string
 	reason   string
-	// sid and identity: what the fetcher knew of the user (may be empty).
-	sid, identity string
-	ack           chan error
+	// sid and identity: what the fetcher knew of the user (may be empty);
+	// name: the configured string that named the user ("" when listed).
+	sid, identity, name string
+	ack                 chan error
 }
 
 // writer is the single goroutine that owns the open part file and the
@@ -182,7 +183,7 @@ func (w *writer) handle(e event) error {
 		if e.next == "" {
 			delete(w.inFlight, e.user)
 			delete(w.touched, e.user)
-			w.done = append(w.done, checkpoint.UserDone{UserRef: e.user, Bindings: f.Bindings, Pages: f.Pages, UserSID: f.UserSID, Identity: f.Identity})
+			w.done = append(w.done, checkpoint.UserDone{UserRef: e.user, Bindings: f.Bindings, Pages: f.Pages, UserSID: f.UserSID, Identity: f.Identity, Name: f.Name})
 			w.r.stats.UsersDone.Add(1)
 		} else {
 			w.touched[e.user] = true
@@ -226,6 +227,9 @@ func learn(f *checkpoint.InFlight, e event) {
 	}
 	if f.Identity == "" {
 		f.Identity = e.identity
+	}
+	if f.Name == "" && e.name != f.UserSID {
+		f.Name = e.name
 	}
 	if len(e.bindings) > 0 {
 		b := &e.bindings[0]

@@ -75,7 +75,13 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 		MaxAttempts:       cfg.Twilio.MaxAttempts,
 		MaxInFlight:       cfg.Twilio.Concurrency,
 		RequestsPerSecond: cfg.Twilio.RequestsPerSecond,
+		MaxBodyBytes:      int64(cfg.Twilio.MaxResponseBytes),
+		UnavailableAfter:  cfg.Twilio.UnavailableAfter,
 		Hooks: twilio.Hooks{
+			OnPageSizeFallback: func(kind string, asked, used int) {
+				log.Warn("Twilio rejected the page size; going on with its documented maximum for the rest of the run",
+					zap.String("list", kind), zap.Int("asked", asked), zap.Int("used", used))
+			},
 			OnRequest: observe.OnRequest,
 			InFlight:  observe.InFlight,
 			OnRetry: func(reason string, attempt int, wait time.Duration) {

@@ -44,7 +44,8 @@ type Dir struct {
 
 var _ Store = (*Dir)(nil)
 
-// NewDir returns the store rooted at root, creating the directory if needed.
+// NewDir returns the store rooted at root, creating the directory (0700)
+// if needed. An existing root keeps its mode: its owner chose it.
 func NewDir(root string) (*Dir, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {

@@ -56,8 +56,8 @@ func bigEndpointBinding(i, size int) twilio.Binding {
 // and row groups are bounded in bytes, so the part is written and read
 // back whole, with memory far below the data's size.
 func TestPartLargeRows(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes and reads 2.3 GB of strings")
+	if testing.Short() || raceEnabled {
+		t.Skip("writes and reads 2.3 GB of strings (skipped with -short and -race)")
 	}
 	const (
 		rows     = 2300
@@ -136,8 +136,8 @@ func TestPartLargeRows(t *testing.T) {
 // ordinary rows: the part is readable by bindsync's own reader (Arrow's
 // default page limits would refuse it).
 func TestPartHugeValue(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes a 100 MB field")
+	if testing.Short() || raceEnabled {
+		t.Skip("writes a 100 MB field (skipped with -short and -race)")
 	}
 	store := newDirStore(t)
 	raw := make([]byte, 75_000_000)

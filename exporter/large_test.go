@@ -9,7 +9,10 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/twilio"
@@ -129,6 +132,66 @@ func TestPartLargeRows(t *testing.T) {
 	}
 	if heap.peak > maxHeap {
 		t.Errorf("heap grew by %d MiB while reading, want at most %d MiB", heap.peak>>20, maxHeap>>20)
+	}
+}
+
+// peakAllocator counts the Arrow and Parquet memory in use and its peak.
+type peakAllocator struct {
+	mu        sync.Mutex
+	a         memory.Allocator
+	cur, peak int64
+}
+
+func (p *peakAllocator) add(n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cur += n
+	p.peak = max(p.peak, p.cur)
+}
+
+func (p *peakAllocator) Allocate(n int) []byte {
+	p.add(int64(n))
+	return p.a.Allocate(n)
+}
+
+func (p *peakAllocator) Reallocate(n int, b []byte) []byte {
+	p.add(int64(n - len(b)))
+	return p.a.Reallocate(n, b)
+}
+
+func (p *peakAllocator) Free(b []byte) {
+	p.add(-int64(len(b)))
+	p.a.Free(b)
+}
+
+// TestPartArrowMemoryBounded is the quick form of TestPartLargeRows: 120
+// rows of 1 MiB, far fewer than a batch's 8192 rows, must not all be held
+// in Arrow memory at once; the batch ends at DefaultBatchBytes.
+func TestPartArrowMemoryBounded(t *testing.T) {
+	const rows, size = 120, 1 << 20
+	mem := &peakAllocator{a: memory.NewGoAllocator()}
+	w, err := NewPartWriter(context.Background(), newMemStore(), "p", testMeta, PartOptions{Allocator: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < rows; i += 10 {
+		bs := make([]twilio.Binding, 0, 10)
+		for j := i; j < i+10; j++ {
+			bs = append(bs, bigEndpointBinding(j, size))
+		}
+		if err := w.Append(bs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A batch of 16 MiB takes up to twice that while its builder grows.
+	if limit := int64(4 * DefaultBatchBytes); mem.peak > limit {
+		t.Errorf("Arrow and Parquet memory peaked at %d MiB for %d MiB of rows, want at most %d MiB", mem.peak>>20, rows*size>>20, limit>>20)
+	}
+	if mem.cur != 0 {
+		t.Errorf("%d bytes still allocated after Close", mem.cur)
 	}
 }
 

@@ -163,7 +163,7 @@ func makeBindings(svc string, n, seed int) []twilio.Binding {
 			Endpoint:    str(fmt.Sprintf("endpoint-%d/dévice\t\"quoted\"", k)),
 			Identity:    str(fmt.Sprintf("user %d", k%7)),
 			UserSID:     str(fmt.Sprintf("US%032x", k%7)),
-			BindingType: []string{"apn", "fcm", "gcm"}[k%3],
+			BindingType: str([]string{"apn", "fcm", "gcm"}[k%3]),
 			URL:         str(fmt.Sprintf("https://chat.twilio.com/v2/Services/%s/Users/US%032x/Bindings/BS%032x", svc, k%7, k)),
 		}
 		switch k % 4 {
@@ -307,11 +307,7 @@ func bindingFromRow(r map[string]any) (twilio.Binding, error) {
 	b.UserSID = str(schemas.ColUserSID)
 	b.CredentialSID = str(schemas.ColCredentialSID)
 	b.URL = str(schemas.ColURL)
-	if bt := str(schemas.ColBindingType); bt != nil {
-		b.BindingType = *bt
-	} else if err == nil {
-		err = fmt.Errorf("binding_type is null")
-	}
+	b.BindingType = str(schemas.ColBindingType)
 	items, ok := r[schemas.ColMessageTypes].([]any)
 	if !ok {
 		return b, fmt.Errorf("message_types holds %T", r[schemas.ColMessageTypes])

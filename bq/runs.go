@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"cloud.google.com/go/bigquery"
@@ -30,6 +32,9 @@ type Run struct {
 	Retries     int64
 	// SnapshotRows is the number of rows the snapshot held at the end.
 	SnapshotRows int64
+	// ContractViolations counts the records read in this run that broke
+	// the API's contract, by kind (schemas.ViolationBindingTypeNull, ...).
+	ContractViolations map[string]int64
 }
 
 // FailedUser is a user whose bindings could not be read.
@@ -68,6 +73,12 @@ func runsSchema() bigquery.Schema {
 		num("pages", "Bindings pages read in this run."),
 		num("retries", "Twilio requests retried in this run."),
 		num("snapshot_rows", "Rows of the snapshot at the end of the run."),
+		// Added after the first release: EnsureTables adds it to an
+		// existing sync_runs table (a REPEATED column can always be added).
+		{Name: "contract_violations", Type: bigquery.RecordFieldType, Repeated: true, Description: "Records read in this run that broke the API's contract (stored as received), counted by kind; empty when there were none.", Schema: bigquery.Schema{
+			str("kind", "What was wrong, e.g. binding_type_null.", false),
+			num("count", "How many records."),
+		}},
 	}
 }
 
@@ -89,6 +100,12 @@ type runRow struct {
 	Pages        int64           `json:"pages"`
 	Retries      int64           `json:"retries"`
 	SnapshotRows int64           `json:"snapshot_rows"`
+	Violations   []violationRow  `json:"contract_violations"`
+}
+
+type violationRow struct {
+	Kind  string `json:"kind"`
+	Count int64  `json:"count"`
 }
 
 type failedUserRow struct {
@@ -120,6 +137,10 @@ func (r Run) row() runRow {
 		Pages:        r.Pages,
 		Retries:      r.Retries,
 		SnapshotRows: r.SnapshotRows,
+		Violations:   []violationRow{},
+	}
+	for _, kind := range slices.Sorted(maps.Keys(r.ContractViolations)) {
+		out.Violations = append(out.Violations, violationRow{Kind: kind, Count: r.ContractViolations[kind]})
 	}
 	if r.Error != "" {
 		out.Error = &r.Error

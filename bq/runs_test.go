@@ -1,9 +1,11 @@
 package bq_test
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
+	"cloud.google.com/go/bigquery"
 	"cloud.google.com/go/civil"
 
 	"github.com/bindsync/bindsync/bq"
@@ -21,6 +23,7 @@ func TestRecordRun(t *testing.T) {
 		Status: "failed", Error: "some users could not be read (1)", Services: 2,
 		UsersTotal: 10, UsersDone: 9, FailedUsers: []bq.FailedUser{{ServiceSID: "IS01", User: "alice", Reason: "HTTP 500"}},
 		Bindings: 300, Pages: 12, Retries: 4, SnapshotRows: 300,
+		ContractViolations: map[string]int64{"binding_type_unknown": 1, "binding_type_null": 3},
 	}
 	ok := bq.Run{
 		RunID: "20261126T030000Z-cc22dd", SnapshotDate: day1, Start: start.Add(time.Hour), End: start.Add(time.Hour + time.Second),
@@ -76,6 +79,73 @@ func TestRecordRun(t *testing.T) {
 	}
 	if fu, _ := rows[1]["failed_users"].([]any); len(fu) != 0 {
 		t.Errorf("succeeded run lists failed users %v", fu)
+	}
+	wantViolations := []any{
+		map[string]any{"kind": "binding_type_null", "count": int64(3)},
+		map[string]any{"kind": "binding_type_unknown", "count": int64(1)},
+	}
+	if got := rows[0]["contract_violations"]; !reflect.DeepEqual(got, wantViolations) {
+		t.Errorf("contract_violations = %#v, want %#v", got, wantViolations)
+	}
+	if cv, _ := rows[1]["contract_violations"].([]any); len(cv) != 0 {
+		t.Errorf("run without violations lists %v", cv)
+	}
+}
+
+// TestRecordRunAddsViolationsColumn checks that a sync_runs table made
+// before contract_violations existed gains the column, its rows intact.
+func TestRecordRunAddsViolationsColumn(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bqtest.Options{})
+	ctx := testContext(t)
+	var old bigquery.Schema
+	for _, f := range bq.RunsSchemaForTest() {
+		if f.Name != "contract_violations" {
+			old = append(old, f)
+		}
+	}
+	tbl := e.client.Dataset(dataset).Table(bq.RunsTable)
+	if err := tbl.Create(ctx, &bigquery.TableMetadata{Schema: old}); err != nil {
+		t.Fatal(err)
+	}
+	start := day1.Add(2 * time.Hour)
+	saver := &bigquery.ValuesSaver{Schema: old, Row: make([]bigquery.Value, len(old))}
+	for i, f := range old {
+		switch f.Name {
+		case "run_id":
+			saver.Row[i] = "old"
+		case "snapshot_date":
+			saver.Row[i] = civil.DateOf(day1)
+		case "started_at", "ended_at":
+			saver.Row[i] = start
+		case "status":
+			saver.Row[i] = "succeeded"
+		case "failed_users":
+			saver.Row[i] = []bigquery.Value{}
+		}
+	}
+	if err := tbl.Inserter().Put(ctx, saver); err != nil {
+		t.Fatal(err)
+	}
+	r := bq.Run{RunID: "new", SnapshotDate: day1, Start: start, End: start, Status: "succeeded", ContractViolations: map[string]int64{"binding_type_null": 2}}
+	if err := e.publisher(nil).RecordRun(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	md, err := tbl.Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := md.Schema[len(md.Schema)-1]
+	if last.Name != "contract_violations" || !last.Repeated || last.Type != bigquery.RecordFieldType {
+		t.Fatalf("last column = %+v", last)
+	}
+	rows := e.srv.Rows(dataset, bq.RunsTable, "")
+	if len(rows) != 2 || rows[0]["run_id"] != "old" || rows[1]["run_id"] != "new" {
+		t.Fatalf("rows = %v", rows)
+	}
+	want := []any{map[string]any{"kind": "binding_type_null", "count": int64(2)}}
+	if got := rows[1]["contract_violations"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("contract_violations = %#v, want %#v", got, want)
 	}
 }
 

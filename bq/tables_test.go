@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/bigquery"
+	"cloud.google.com/go/civil"
 
 	"github.com/bindsync/bindsync/bq"
 	"github.com/bindsync/bindsync/bq/bqtest"
@@ -222,5 +223,79 @@ func createTable(e *env, name string, md *bigquery.TableMetadata) {
 	e.t.Helper()
 	if err := e.client.Dataset(dataset).Table(name).Create(context.Background(), md); err != nil {
 		e.t.Fatal(err)
+	}
+}
+
+// TestEnsureTablesRelaxesBindingType publishes into a table made when
+// binding_type was REQUIRED: the column is relaxed to NULLABLE (BigQuery
+// allows that change, and only that one, on a table with rows), the old
+// rows stay, and bindings without a binding_type load as null.
+func TestEnsureTablesRelaxesBindingType(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bqtest.Options{})
+	ctx := testContext(t)
+	old := schemas.BigQuery()
+	for _, f := range old {
+		if f.Name == schemas.ColBindingType {
+			f.Required = true
+		}
+	}
+	// The table as an older bindsync made it, with a row.
+	tbl := e.client.Dataset(dataset).Table(table)
+	err := tbl.Create(ctx, &bigquery.TableMetadata{
+		Schema:           old,
+		TimePartitioning: &bigquery.TimePartitioning{Type: bigquery.DayPartitioningType, Field: schemas.PartitionField},
+		Clustering:       &bigquery.Clustering{Fields: schemas.ClusterFields},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := &bigquery.ValuesSaver{Schema: old, Row: make([]bigquery.Value, len(old))}
+	for i, f := range old {
+		switch f.Name {
+		case schemas.ColSID:
+			row.Row[i] = "BSold"
+		case schemas.ColBindingType:
+			row.Row[i] = "apn"
+		case schemas.ColMessageTypes:
+			row.Row[i] = []bigquery.Value{}
+		case schemas.ColSnapshotDate:
+			row.Row[i] = civil.DateOf(day1)
+		case schemas.ColSyncedAt:
+			row.Row[i] = day1
+		}
+	}
+	if err := tbl.Inserter().Put(ctx, row); err != nil {
+		t.Fatal(err)
+	}
+
+	bindings := makeBindings("IS01", 40, 21)
+	for i := range bindings {
+		if i%4 == 0 {
+			bindings[i].BindingType = nil
+		}
+	}
+	if err := e.publisher(nil).Publish(ctx, writeSnapshot(t, newDir(t), day2, bindings, 25, "run2", newJournal())); err != nil {
+		t.Fatal(err)
+	}
+	md, err := tbl.Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSchema(t, md.Schema, schemas.BigQuery())
+	if old := e.srv.Rows(dataset, table, day1.Format("20060102")); len(old) != 1 || old[0][schemas.ColSID] != "BSold" || old[0][schemas.ColBindingType] != "apn" {
+		t.Errorf("the old row is now %v", old)
+	}
+	e.checkRows(day2, bindings)
+	nulls := 0
+	for _, r := range e.srv.Rows(dataset, table, day2.Format("20060102")) {
+		if v, ok := r[schemas.ColBindingType]; !ok || v == nil {
+			nulls++
+		} else if v == "" {
+			t.Errorf("a binding_type was stored as \"\"")
+		}
+	}
+	if nulls != 10 {
+		t.Errorf("%d rows with a null binding_type, want 10", nulls)
 	}
 }

@@ -5,18 +5,27 @@
 //
 // The checkpoint is an append-only log, in the manner of a database
 // transaction log: every entry is a small JSON object written once, with
-// PutIfAbsent, under <snapshot>/_log/<seq>.json. An entry is written only
-// after the part files it names are durable, so replaying the log always
-// describes parts that exist. The state of a snapshot is the replay of its
-// entries in order; nothing is ever rewritten in place.
+// PutIfAbsent, under <snapshot>/_log/<seq>.json, numbered from 1 without
+// gaps. An entry is written only after the part files it names are
+// durable, so replaying the log describes parts that were complete; each
+// part's size and CRC32C are recorded so that VerifyParts can tell whether
+// it is still intact. The state of a snapshot is the replay of its entries
+// in order; nothing is ever rewritten in place.
+//
+// Every entry depends on the ones before it, so a log with a missing or
+// unreadable entry is not replayed at all (ErrLogDamaged): skipping an
+// entry and applying the later ones could publish a partial snapshot.
+// Dropping the damaged entry and every later one loses no row: the log then
+// describes an earlier moment of the snapshot, whose work after that moment
+// is read again.
 package checkpoint
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"path"
 	"slices"
 	"strconv"
@@ -42,6 +51,12 @@ type Part struct {
 	Name  string `json:"name"`
 	Rows  int64  `json:"rows"`
 	Bytes int64  `json:"bytes"`
+	// CRC32C is the Castagnoli checksum of the file's bytes, computed
+	// while it was written (exporter.PartInfo.CRC32C). A part recorded
+	// without one (by an older bindsync) reads as 0, which VerifyParts
+	// reports as a mismatch: the users in it are read again rather than
+	// an unchecked part published.
+	CRC32C uint32 `json:"crc32c"`
 }
 
 // UserRef names a user of a service the way the run addresses it: by SID
@@ -66,6 +81,12 @@ type UserDone struct {
 	// Name is the configured string that named the user, when it is not
 	// the SID (an identity); the users table shows it.
 	Name string `json:"name,omitempty"`
+	// Parts name the parts that hold the user's rows, as they were named
+	// when the user finished (a later Replace may rename them; see
+	// UsersInParts). Empty for a user without bindings. The state does
+	// not keep them in memory: they are read back from the log when a
+	// part turns out to be bad.
+	Parts []string `json:"parts,omitempty"`
 }
 
 // InFlight is a user partly read: its rows so far are in Parts and reading
@@ -96,20 +117,27 @@ type Replace struct {
 
 // RunSummary is what a run did, written when it ends.
 type RunSummary struct {
-	RunID         string       `json:"run_id"`
-	Start         time.Time    `json:"start"`
-	End           time.Time    `json:"end"`
-	Status        string       `json:"status"` // "succeeded", "failed", "interrupted"
-	Error         string       `json:"error,omitempty"`
-	Services      int          `json:"services"`
-	UsersTotal    int64        `json:"users_total"`
-	UsersDone     int64        `json:"users_done"`
-	UsersGone     int64        `json:"users_gone"`
-	UsersNotFound int64        `json:"users_not_found,omitempty"`
-	UsersFailed   []UserFailed `json:"users_failed,omitempty"`
-	Bindings      int64        `json:"bindings"`
-	Pages         int64        `json:"pages"`
-	Retries       int64        `json:"retries"`
+	RunID         string    `json:"run_id"`
+	Start         time.Time `json:"start"`
+	End           time.Time `json:"end"`
+	Status        string    `json:"status"` // "succeeded", "failed", "interrupted"
+	Error         string    `json:"error,omitempty"`
+	Services      int       `json:"services"`
+	UsersTotal    int64     `json:"users_total"`
+	UsersDone     int64     `json:"users_done"`
+	UsersGone     int64     `json:"users_gone"`
+	UsersNotFound int64     `json:"users_not_found,omitempty"`
+	// UsersFailed names the users that failed, at most MaxNamedFailures
+	// of them; UsersFailedCount counts them all.
+	UsersFailed      []UserFailed `json:"users_failed,omitempty"`
+	UsersFailedCount int64        `json:"users_failed_count,omitempty"`
+	Bindings         int64        `json:"bindings"`
+	Pages            int64        `json:"pages"`
+	Retries          int64        `json:"retries"`
+	// ContractViolations counts the records that broke the API's
+	// contract, by kind (schemas.ViolationBindingTypeNull, ...). They
+	// are stored as received.
+	ContractViolations map[string]int64 `json:"contract_violations,omitempty"`
 }
 
 // Entry is one record of the log. Only the fields of its Kind are set.
@@ -134,6 +162,23 @@ type Entry struct {
 	Failed   []UserFailed      `json:"failed,omitempty"`
 	Run      *RunSummary       `json:"run,omitempty"`
 	Publish  map[string]string `json:"publish,omitempty"`
+
+	// Invalid are committed parts found missing, short or damaged
+	// (VerifyParts): they leave the snapshot, and every user in flight
+	// with rows in one of them starts again from its first page. Undone
+	// are the finished users with rows in them (UsersInParts): they are
+	// no longer done, so the run reads them again. Their rows in other
+	// parts must go in the same entry, as Replaced parts rewritten
+	// without them, or they would be published twice:
+	//
+	//  1. bad := VerifyParts(state.Parts)
+	//  2. users: UsersInParts(bad) and State.InFlightIn(bad)
+	//  3. rewrite every other part holding rows of those users without
+	//     them (exporter.FilterPart)
+	//  4. append {Invalid: bad, Undone: done users, Replaced: rewrites}
+	//  5. delete the bad and the replaced part files.
+	Invalid []string   `json:"invalid,omitempty"`
+	Undone  []UserDone `json:"undone,omitempty"`
 }
 
 // Sentinel errors.
@@ -141,6 +186,14 @@ var (
 	// ErrConcurrentWriter means another process appended to the log of the
 	// same snapshot: two runs must never write one snapshot at once.
 	ErrConcurrentWriter = errors.New("another run is writing this snapshot")
+	// ErrLogDamaged is returned (wrapped, with the entry and what to do)
+	// by Each and Open when an entry is missing before later ones, or
+	// cannot be read.
+	ErrLogDamaged = errors.New("checkpoint log is damaged")
+	// ErrNoPartLists is returned (wrapped) by UsersInParts when a finished
+	// user with bindings was recorded without its parts, by an older
+	// bindsync: which users a bad part held cannot be known.
+	ErrNoPartLists = errors.New("checkpoint does not say which parts hold each user's rows")
 )
 
 // Dir returns the staging directory of a snapshot date.
@@ -162,6 +215,8 @@ type Log struct {
 
 // Open reads every entry of the snapshot's log and returns the log, ready
 // for appending, with its replayed state. A missing log is an empty state.
+// A damaged log is an error (ErrLogDamaged) that says how to recover; see
+// Each.
 func Open(ctx context.Context, store staging.Store, date time.Time) (*Log, error) {
 	l := &Log{store: store, dir: Dir(date), next: 1, state: newState(date)}
 	err := Each(ctx, store, date, func(e *Entry) error {
@@ -177,9 +232,13 @@ func Open(ctx context.Context, store staging.Store, date time.Time) (*Log, error
 
 func entryName(dir string, seq int64) string { return fmt.Sprintf("%s/_log/%020d.json", dir, seq) }
 
-func parseSeq(name string) (int64, bool) {
-	base := path.Base(name)
-	if !strings.HasSuffix(base, ".json") {
+// parseSeq returns the sequence number of an entry's name. Only names
+// exactly as entryName writes them, directly in the log's directory,
+// count: anything else (an entry renamed to .json.bad, or moved into a
+// subdirectory) has been moved away.
+func parseSeq(dir, name string) (int64, bool) {
+	base, ok := strings.CutPrefix(name, dir+"/_log/")
+	if !ok || strings.Contains(base, "/") || len(base) != 20+len(".json") || !strings.HasSuffix(base, ".json") {
 		return 0, false
 	}
 	n, err := strconv.ParseInt(strings.TrimSuffix(base, ".json"), 10, 64)
@@ -228,33 +287,86 @@ func (l *Log) State() *State {
 }
 
 // Each calls fn for every entry of the snapshot's log, in order, reading
-// one entry at a time.
+// one entry at a time. Entries are numbered from 1 without gaps: a missing
+// entry before later ones, or an entry that cannot be decoded, stops Each
+// with ErrLogDamaged before fn sees any entry after it, and the error says
+// how to recover without losing rows.
 func Each(ctx context.Context, store staging.Store, date time.Time, fn func(*Entry) error) error {
-	names, err := store.List(ctx, Dir(date)+"/_log/")
+	dir := Dir(date)
+	names, err := store.List(ctx, dir+"/_log/")
 	if err != nil {
 		return fmt.Errorf("list checkpoint of %s: %w", date.Format(time.DateOnly), err)
 	}
+	var seqs []int64
 	for _, name := range names {
-		seq, ok := parseSeq(name)
-		if !ok {
-			continue
+		if seq, ok := parseSeq(dir, name); ok {
+			seqs = append(seqs, seq)
 		}
+	}
+	// Zero-padded names list in numeric order.
+	for i, seq := range seqs {
+		want := int64(i + 1)
+		if seq != want {
+			return damaged(store, date, want, seqs[i:], "is missing")
+		}
+		name := entryName(dir, seq)
 		data, err := store.ReadAll(ctx, name)
+		if errors.Is(err, staging.ErrNotExist) {
+			// Removed since it was listed: as good as missing.
+			return damaged(store, date, seq, seqs[i+1:], "is missing")
+		}
 		if err != nil {
 			return fmt.Errorf("read checkpoint entry %s: %w", store.URI(name), err)
 		}
 		var e Entry
 		if err := json.Unmarshal(data, &e); err != nil {
-			return fmt.Errorf("checkpoint entry %s is corrupt (%v): move it away to resume from the entries before it", store.URI(name), err)
+			return damaged(store, date, seq, seqs[i+1:], fmt.Sprintf("is corrupt (%v)", err))
 		}
 		if e.Seq != seq {
-			return fmt.Errorf("checkpoint entry %s holds seq %d, want %d", store.URI(name), e.Seq, seq)
+			return damaged(store, date, seq, seqs[i+1:], fmt.Sprintf("holds seq %d", e.Seq))
 		}
 		if err := fn(&e); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// maxListedEntries bounds how many later entries an ErrLogDamaged message
+// names one by one.
+const maxListedEntries = 10
+
+// damaged describes a damaged log: entry seq is bad (what says how), and
+// later are the entries after it that exist. The remedy offered loses no
+// row: without entry seq and every later one, the log describes the
+// snapshot as it was before, and what was done after is read again (parts
+// named only by the removed entries are never published). Replaying the
+// later entries without seq could, by contrast, publish a partial snapshot.
+func damaged(store staging.Store, date time.Time, seq int64, later []int64, what string) error {
+	day := date.Format(time.DateOnly)
+	logDir := store.URI(Dir(date) + "/_log")
+	var b strings.Builder
+	fmt.Fprintf(&b, "snapshot %s: entry %d (%s) %s", day, seq, path.Base(entryName("", seq)), what)
+	if len(later) > 0 {
+		fmt.Fprintf(&b, ", and %d later entries depend on it", len(later))
+	}
+	fmt.Fprintf(&b, ". To resume from the entries before it, move entry %d", seq)
+	if len(later) > 0 {
+		b.WriteString(" and every later entry (")
+		for i, s := range later {
+			if i == maxListedEntries {
+				fmt.Fprintf(&b, ", ... %d more, up to %s", len(later)-i, path.Base(entryName("", later[len(later)-1])))
+				break
+			}
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(path.Base(entryName("", s)))
+		}
+		b.WriteString(")")
+	}
+	fmt.Fprintf(&b, " out of %s; the work they recorded is read again. Or start the snapshot over with `bindsync run --force --snapshot-date %s`.", logDir, day)
+	return fmt.Errorf("%w: %s", ErrLogDamaged, b.String())
 }
 
 // UsersPartName is the staging name of the users part of a snapshot.
@@ -307,10 +419,20 @@ type State struct {
 	PublishedTime time.Time
 	Cleaned       bool
 
-	// done holds a 64-bit hash of every finished user: 8 bytes a user
-	// instead of the user's name, since it only answers IsDone.
-	done map[uint64]struct{}
+	// done holds a 128-bit hash of every finished or gone user: 16 bytes
+	// a user instead of the user's name, since it only answers IsDone.
+	done map[userKey]struct{}
 }
+
+// userKey is the first 16 bytes of the SHA-256 of a user's service and
+// name. A collision would make a user that is not done look done, and its
+// bindings would be missing from the snapshot, so the key is wide enough
+// for that never to happen in practice: among n users the chance of any
+// collision is about n²/2¹²⁹, 1.5·10⁻²⁵ for 10 million users (a 64-bit
+// hash gave 2.7·10⁻⁶). SHA-256 also keeps users whose names an outsider
+// chooses (identities) from being crafted to collide: that would take
+// about 2⁶⁴ hash computations.
+type userKey [16]byte
 
 func newState(date time.Time) *State {
 	return &State{
@@ -320,16 +442,20 @@ func newState(date time.Time) *State {
 		Gone:     map[UserRef]bool{},
 		NotFound: map[UserRef]bool{},
 		Publish:  map[string]string{},
-		done:     map[uint64]struct{}{},
+		done:     map[userKey]struct{}{},
 	}
 }
 
-func userHash(u UserRef) uint64 {
-	h := fnv.New64a()
+func userHash(u UserRef) userKey {
+	h := sha256.New()
 	h.Write([]byte(u.Service))
+	// Service SIDs hold no NUL, so the separator keeps ("a", "b\x00c")
+	// and ("a\x00b", "c") apart.
 	h.Write([]byte{0})
 	h.Write([]byte(u.User))
-	return h.Sum64()
+	var k userKey
+	copy(k[:], h.Sum(nil))
+	return k
 }
 
 // IsDone reports whether every binding of u is already committed.
@@ -386,26 +512,17 @@ func (s *State) apply(e *Entry) {
 	case KindCleaned:
 		s.Cleaned = true
 	}
-	for _, r := range e.Replaced {
-		i := slices.IndexFunc(s.Parts, func(p Part) bool { return p.Name == r.Old })
-		if i < 0 {
+	s.applyReplaced(e.Replaced)
+	s.applyInvalid(e.Invalid)
+	for _, d := range e.Undone {
+		k := userHash(d.UserRef)
+		if _, ok := s.done[k]; !ok {
 			continue
 		}
-		if r.New != nil {
-			s.Parts[i] = *r.New
-		} else {
-			s.Parts = slices.Delete(s.Parts, i, i+1)
-		}
-		for _, f := range s.InFlight {
-			for j, p := range f.Parts {
-				if p == r.Old && r.New != nil {
-					f.Parts[j] = r.New.Name
-				}
-			}
-			if r.New == nil {
-				f.Parts = slices.DeleteFunc(f.Parts, func(p string) bool { return p == r.Old })
-			}
-		}
+		delete(s.done, k)
+		s.UsersDone--
+		s.BindingsDone -= d.Bindings
+		s.PagesDone -= d.Pages
 	}
 	s.Parts = append(s.Parts, e.Parts...)
 	for _, d := range e.Done {
@@ -439,5 +556,46 @@ func (s *State) apply(e *Entry) {
 	}
 	for _, f := range e.Failed {
 		s.Failed[f.UserRef] = f.Reason
+	}
+}
+
+// applyReplaced renames (or removes) parts, in the part list and in the
+// parts of users in flight.
+func (s *State) applyReplaced(rs []Replace) {
+	for _, r := range rs {
+		i := slices.IndexFunc(s.Parts, func(p Part) bool { return p.Name == r.Old })
+		if i < 0 {
+			continue
+		}
+		if r.New != nil {
+			s.Parts[i] = *r.New
+		} else {
+			s.Parts = slices.Delete(s.Parts, i, i+1)
+		}
+		for _, f := range s.InFlight {
+			for j, p := range f.Parts {
+				if p == r.Old && r.New != nil {
+					f.Parts[j] = r.New.Name
+				}
+			}
+			if r.New == nil {
+				f.Parts = slices.DeleteFunc(f.Parts, func(p string) bool { return p == r.Old })
+			}
+		}
+	}
+}
+
+// applyInvalid removes bad parts from the snapshot and sends every user in
+// flight with rows in them back to its first page. Finished users with
+// rows in them are un-finished by the entry's Undone list.
+func (s *State) applyInvalid(bad []string) {
+	if len(bad) == 0 {
+		return
+	}
+	s.Parts = slices.DeleteFunc(s.Parts, func(p Part) bool { return slices.Contains(bad, p.Name) })
+	for _, f := range s.InFlight {
+		if slices.ContainsFunc(f.Parts, func(p string) bool { return slices.Contains(bad, p) }) {
+			*f = InFlight{UserRef: f.UserRef, UserSID: f.UserSID, Identity: f.Identity}
+		}
 	}
 }

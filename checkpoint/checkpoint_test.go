@@ -122,11 +122,11 @@ func TestCorruptEntryNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := filepath.Join(root, Dir(day), "_log", "00000000000000000001.json")
-	if err := os.WriteFile(name, []byte(`{"seq":1,"kind":`), 0o644); err != nil {
+	if err := os.WriteFile(name, []byte(`{"seq":1,"kind":`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err := Open(ctx, store, day)
-	if err == nil || !strings.Contains(err.Error(), "00000000000000000001.json") || !strings.Contains(err.Error(), "corrupt") {
+	if !errors.Is(err, ErrLogDamaged) || !strings.Contains(err.Error(), "00000000000000000001.json") || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/crc32"
 	"sort"
 	"strings"
 	"sync"
@@ -38,13 +39,17 @@ func testBinding(i int) twilio.Binding {
 		Identity:      ptr(fmt.Sprintf("user-%d", i/3)),
 		UserSID:       ptr(fmt.Sprintf("US%032x", i/3)),
 		CredentialSID: ptr("CR" + strings.Repeat("c", 32)),
-		BindingType:   twilio.BindingTypes[i%len(twilio.BindingTypes)],
+		BindingType:   ptr(twilio.BindingTypes[i%len(twilio.BindingTypes)]),
 		MessageTypes:  []string{"new_message", "added_to_channel"},
 		URL:           ptr(fmt.Sprintf("https://chat.twilio.com/v2/Services/IS/Users/US/Bindings/BS%d", i)),
 	}
 	switch i % 5 {
 	case 1:
 		b = twilio.Binding{BindingType: b.BindingType}
+		if i%10 == 6 {
+			// Against the API's contract, but seen: stored as null.
+			b.BindingType = nil
+		}
 	case 2:
 		b.MessageTypes = []string{}
 	case 3:
@@ -195,6 +200,14 @@ func (s *memStore) Delete(ctx context.Context, name string) error {
 
 func (s *memStore) Lock(ctx context.Context, name string) (func() error, error) {
 	return func() error { return nil }, nil
+}
+
+func (s *memStore) Checksum(ctx context.Context, name string) (uint32, int64, error) {
+	data, err := s.ReadAll(ctx, name)
+	if err != nil {
+		return 0, 0, err
+	}
+	return crc32.Checksum(data, staging.CRC32CTable), int64(len(data)), nil
 }
 
 func (s *memStore) URI(name string) string { return "mem://" + name }

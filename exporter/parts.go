@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -23,14 +25,37 @@ import (
 	"github.com/bindsync/bindsync/twilio"
 )
 
-// Default sizes of a part file. A record batch of 8192 rows is a few MB of
-// Arrow memory; a row group of 128Ki rows keeps the encoded, compressed
-// column chunks of one group (what the writer buffers) to a few MB too,
-// while being large enough for efficient scans.
+// Default bounds of a part file, in rows and in bytes. Rows keep scans
+// efficient when rows are small; bytes keep memory bounded and every batch
+// and row group readable whatever the field sizes (a binding can carry a
+// megabyte-long endpoint). A record batch of 8192 ordinary rows is a few MB
+// of Arrow memory, well under DefaultBatchBytes; a row group of 64Ki
+// ordinary rows is some tens of MB before compression, near
+// DefaultRowGroupBytes, which is what a reader decodes at a time.
 const (
-	DefaultBatchRows    = 8192
-	DefaultRowGroupRows = 64 * 1024
+	DefaultBatchRows     = 8192
+	DefaultBatchBytes    = 16 << 20
+	DefaultRowGroupRows  = 64 * 1024
+	DefaultRowGroupBytes = 64 << 20
 )
+
+// MaxBatchBytes caps PartOptions.BatchBytes. A string column of a batch
+// holds at most BatchBytes plus one value (MaxValueBytes), which must stay
+// well below the 2 GiB that Arrow's 32-bit offsets address, and a Parquet
+// page (cut between the values of one batch) must stay below the page size
+// that readers accept (256 MiB by default in Arrow's reader).
+const MaxBatchBytes = 64 << 20
+
+// MaxValueBytes is the largest string a part accepts in one field (an
+// endpoint, an identity, one message type). A longer one is refused with
+// ErrValueTooLarge rather than written into a part that readers would
+// reject. A Twilio response is capped below this size, so a field this
+// large only comes from a misbehaving server.
+const MaxValueBytes = 128 << 20
+
+// rowOverhead is what a row costs beyond its strings in the byte estimate:
+// offsets, validity bits, timestamps and dates.
+const rowOverhead = 128
 
 // writeBufferSize batches the Parquet writer's many small writes into
 // larger ones for the staging store.
@@ -40,6 +65,10 @@ const writeBufferSize = 256 * 1024
 var (
 	// ErrClosed is returned by a PartWriter used after Close or Abort.
 	ErrClosed = errors.New("part writer is closed")
+	// ErrValueTooLarge is returned (wrapped, naming the column and the
+	// size) by Append for a row with a field longer than MaxValueBytes.
+	// Nothing of that Append call is written, and the writer stays usable.
+	ErrValueTooLarge = errors.New("value too large for a part")
 
 	// errExchangeUnsupported reports a filesystem without atomic
 	// directory exchange; LocalWarehouse then falls back to two renames.
@@ -52,9 +81,20 @@ type PartOptions struct {
 	// BatchRows is the number of rows buffered in Arrow before they are
 	// handed to the Parquet writer (default DefaultBatchRows).
 	BatchRows int
+	// BatchBytes also ends a batch once its rows hold this many bytes
+	// (default DefaultBatchBytes, at most MaxBatchBytes), so that a batch
+	// of large rows never overflows Arrow's 32-bit string offsets and
+	// memory does not grow with field sizes. Sizes are estimated from the
+	// rows' strings.
+	BatchBytes int64
 	// RowGroupRows is the maximum number of rows of a Parquet row group
 	// (default DefaultRowGroupRows). The writer buffers one row group.
 	RowGroupRows int
+	// RowGroupBytes bounds a row group by its rows' estimated size before
+	// compression (default DefaultRowGroupBytes): the writer buffers one
+	// row group (compressed) and a reader decodes one at a time. A row
+	// group exceeds it only when a single row does.
+	RowGroupBytes int64
 	// Compression is the Parquet codec. The zero value (Uncompressed)
 	// selects zstd: parts are always compressed.
 	Compression compress.Compression
@@ -67,8 +107,15 @@ func (o PartOptions) withDefaults() PartOptions {
 	if o.BatchRows <= 0 {
 		o.BatchRows = DefaultBatchRows
 	}
+	if o.BatchBytes <= 0 {
+		o.BatchBytes = DefaultBatchBytes
+	}
+	o.BatchBytes = min(o.BatchBytes, MaxBatchBytes)
 	if o.RowGroupRows <= 0 {
 		o.RowGroupRows = DefaultRowGroupRows
+	}
+	if o.RowGroupBytes <= 0 {
+		o.RowGroupBytes = DefaultRowGroupBytes
 	}
 	if o.Compression == compress.Codecs.Uncompressed {
 		o.Compression = compress.Codecs.Zstd
@@ -85,12 +132,17 @@ type PartInfo struct {
 	Name  string `json:"name"`
 	Rows  int64  `json:"rows"`
 	Bytes int64  `json:"bytes"`
+	// CRC32C is the Castagnoli checksum of the file's bytes, computed as
+	// they were written (staging.CRC32CTable); staging.Store.Checksum
+	// gives the stored object's, to detect a damaged part.
+	CRC32C uint32 `json:"crc32c"`
 }
 
 // PartWriter streams binding rows into one Parquet part file in a staging
 // store. Memory is bounded by one Arrow batch plus one buffered row group,
-// whatever the number of rows. Nothing is visible under the part's name
-// until Close succeeds. A PartWriter is not safe for concurrent use.
+// each bounded in rows and in bytes, whatever the number of rows and the
+// size of their fields. Nothing is visible under the part's name until
+// Close succeeds. A PartWriter is not safe for concurrent use.
 type PartWriter struct {
 	ctx     context.Context
 	name    string
@@ -102,9 +154,12 @@ type PartWriter struct {
 	buf     *bufio.Writer
 	fw      *pqarrow.FileWriter
 	b       *array.RecordBuilder
-	pending int   // rows in b
-	rows    int64 // rows appended in total
-	err     error // first write error; the part is then unusable
+	sizes   []int64 // estimated bytes of each row in b
+	pending int64   // estimated bytes of the rows in b
+	rgRows  int     // rows in the open row group
+	rgBytes int64   // estimated bytes of the open row group
+	rows    int64   // rows appended in total
+	err     error   // first write error; the part is then unusable
 	done    bool
 }
 
@@ -120,7 +175,7 @@ func newPartWriter(ctx context.Context, store staging.Store, name string, schema
 	if err != nil {
 		return nil, fmt.Errorf("create part %q: %w", name, err)
 	}
-	counter := &countingWriter{w: sink}
+	counter := &countingWriter{w: sink, crc: crc32.New(staging.CRC32CTable)}
 	// The buffer is not an io.Closer, so closing the Parquet writer does
 	// not close the staging writer: Close commits it explicitly.
 	buf := bufio.NewWriterSize(counter, writeBufferSize)
@@ -152,12 +207,19 @@ func newPartWriter(ctx context.Context, store staging.Store, name string, schema
 	}, nil
 }
 
-// Append adds bindings to the part. Rows are encoded into Parquet every
-// BatchRows rows; an error leaves the writer unusable, and the caller should
-// Abort it.
+// Append adds bindings to the part. Rows are encoded into Parquet whenever
+// a batch is full (BatchRows or BatchBytes). A binding with a field longer
+// than MaxValueBytes fails the whole call with ErrValueTooLarge before any
+// of its rows is added; any other error leaves the writer unusable, and the
+// caller should Abort it.
 func (w *PartWriter) Append(bs []twilio.Binding) error {
 	if w.schema != schemas.Binding() {
 		return fmt.Errorf("append bindings to part %q: it holds other rows", w.name)
+	}
+	for i := range bs {
+		if err := checkValues(&bs[i]); err != nil {
+			return fmt.Errorf("append to part %q: binding %d of %d: %w", w.name, i+1, len(bs), err)
+		}
 	}
 	for i := range bs {
 		if err := w.add(w.meta, &bs[i]); err != nil {
@@ -167,13 +229,61 @@ func (w *PartWriter) Append(bs []twilio.Binding) error {
 	return nil
 }
 
-// add appends one row with its own meta columns, flushing a full batch.
-func (w *PartWriter) add(meta schemas.RowMeta, bd *twilio.Binding) error {
-	return w.addRow(func(b *array.RecordBuilder) { schemas.AppendBinding(b, meta, bd) })
+// checkValues refuses a binding with a string longer than MaxValueBytes,
+// naming the column.
+func checkValues(bd *twilio.Binding) error {
+	check := func(col string, n int) error {
+		if n > MaxValueBytes {
+			return fmt.Errorf("%w: %s is %d bytes, more than %d", ErrValueTooLarge, col, n, MaxValueBytes)
+		}
+		return nil
+	}
+	strs := []struct {
+		col string
+		s   *string
+	}{
+		{schemas.ColSID, bd.SID}, {schemas.ColAccountSID, bd.AccountSID}, {schemas.ColServiceSID, bd.ServiceSID},
+		{schemas.ColEndpoint, bd.Endpoint}, {schemas.ColIdentity, bd.Identity}, {schemas.ColUserSID, bd.UserSID},
+		{schemas.ColCredentialSID, bd.CredentialSID}, {schemas.ColBindingType, bd.BindingType}, {schemas.ColURL, bd.URL},
+	}
+	for _, c := range strs {
+		if c.s != nil {
+			if err := check(c.col, len(*c.s)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, mt := range bd.MessageTypes {
+		if err := check(schemas.ColMessageTypes, len(mt)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// addRow appends one row built by fn, flushing a full batch.
-func (w *PartWriter) addRow(fn func(*array.RecordBuilder)) error {
+// bindingBytes estimates what a binding row takes in Arrow memory and in
+// an uncompressed Parquet column chunk: its strings plus a fixed overhead.
+func bindingBytes(bd *twilio.Binding) int64 {
+	n := int64(rowOverhead)
+	for _, s := range []*string{bd.SID, bd.AccountSID, bd.ServiceSID, bd.Endpoint, bd.Identity, bd.UserSID, bd.CredentialSID, bd.BindingType, bd.URL} {
+		if s != nil {
+			n += int64(len(*s))
+		}
+	}
+	for _, mt := range bd.MessageTypes {
+		n += int64(len(mt)) + 4
+	}
+	return n
+}
+
+// add appends one row with its own meta columns, flushing a full batch.
+func (w *PartWriter) add(meta schemas.RowMeta, bd *twilio.Binding) error {
+	return w.addRow(bindingBytes(bd), func(b *array.RecordBuilder) { schemas.AppendBinding(b, meta, bd) })
+}
+
+// addRow appends one row of the given estimated size built by fn,
+// flushing a full batch.
+func (w *PartWriter) addRow(size int64, fn func(*array.RecordBuilder)) error {
 	if w.done {
 		return fmt.Errorf("append to part %q: %w", w.name, ErrClosed)
 	}
@@ -181,19 +291,21 @@ func (w *PartWriter) addRow(fn func(*array.RecordBuilder)) error {
 		return w.err
 	}
 	fn(w.b)
-	w.pending++
+	w.sizes = append(w.sizes, size)
+	w.pending += size
 	w.rows++
-	if w.pending >= w.opts.BatchRows {
+	if len(w.sizes) >= w.opts.BatchRows || w.pending >= w.opts.BatchBytes {
 		return w.flush()
 	}
 	return nil
 }
 
-// flush hands the buffered rows to the Parquet writer. Row groups are cut
-// at RowGroupRows: a full group is encoded and written out before the next
-// one starts, so only one group is ever buffered.
+// flush hands the buffered rows to the Parquet writer, cutting row groups
+// at RowGroupRows rows or before they pass RowGroupBytes: a full group is
+// encoded and written out before the next one starts, so only one group
+// is ever buffered.
 func (w *PartWriter) flush() error {
-	if w.pending == 0 {
+	if len(w.sizes) == 0 {
 		return nil
 	}
 	if err := w.ctx.Err(); err != nil {
@@ -202,29 +314,53 @@ func (w *PartWriter) flush() error {
 	}
 	rec := w.b.NewRecordBatch()
 	defer rec.Release()
-	w.pending = 0
-	if err := w.startRowGroupIfFull(); err != nil {
-		w.err = fmt.Errorf("write part %q: %w", w.name, err)
-		return w.err
-	}
-	if err := w.fw.WriteBuffered(rec); err != nil {
+	sizes := w.sizes
+	w.sizes, w.pending = w.sizes[:0], 0
+	if err := w.writeGroups(rec, sizes); err != nil {
 		w.err = fmt.Errorf("write part %q: %w", w.name, err)
 		return w.err
 	}
 	return nil
 }
 
-// startRowGroupIfFull closes a row group that reached RowGroupRows, so that
-// WriteBuffered never has to split a record at offset zero.
-func (w *PartWriter) startRowGroupIfFull() error {
-	n, err := w.fw.RowGroupNumRows()
-	if err != nil {
-		return err
-	}
-	if n >= w.opts.RowGroupRows {
-		return w.fw.NewBufferedRowGroupChecked()
+// writeGroups writes rec, whose rows have the given sizes, into the open
+// row group and as many new ones as the bounds require.
+func (w *PartWriter) writeGroups(rec arrow.RecordBatch, sizes []int64) error {
+	for start := 0; start < len(sizes); {
+		end := start
+		for end < len(sizes) && w.rgRows+(end-start) < w.opts.RowGroupRows {
+			// A row that does not fit goes to the next group, unless the
+			// group would otherwise stay empty.
+			if w.rgRows+(end-start) > 0 && w.rgBytes+sizes[end] > w.opts.RowGroupBytes {
+				break
+			}
+			w.rgBytes += sizes[end]
+			end++
+		}
+		if end == start {
+			if err := w.fw.NewBufferedRowGroupChecked(); err != nil {
+				return err
+			}
+			w.rgRows, w.rgBytes = 0, 0
+			continue
+		}
+		if err := w.writeSlice(rec, start, end); err != nil {
+			return err
+		}
+		w.rgRows += end - start
+		start = end
 	}
 	return nil
+}
+
+// writeSlice writes rows [start, end) of rec into the open row group.
+func (w *PartWriter) writeSlice(rec arrow.RecordBatch, start, end int) error {
+	if start == 0 && end == int(rec.NumRows()) {
+		return w.fw.WriteBuffered(rec)
+	}
+	part := rec.NewSlice(int64(start), int64(end))
+	defer part.Release()
+	return w.fw.WriteBuffered(part)
 }
 
 // Rows returns the number of rows appended so far.
@@ -258,7 +394,7 @@ func (w *PartWriter) Close() (PartInfo, error) {
 	if err := w.sink.Close(); err != nil {
 		return PartInfo{}, fmt.Errorf("commit part %q: %w", w.name, err)
 	}
-	return PartInfo{Name: w.name, Rows: w.rows, Bytes: w.counter.n}, nil
+	return PartInfo{Name: w.name, Rows: w.rows, Bytes: w.counter.n, CRC32C: w.counter.crc.Sum32()}, nil
 }
 
 // Abort discards the part: nothing is committed and memory is released. It
@@ -275,14 +411,17 @@ func (w *PartWriter) Abort() {
 	w.sink.Abort()
 }
 
-// countingWriter counts the bytes that reach the staging writer.
+// countingWriter counts and checksums the bytes that reach the staging
+// writer, so the part's size and CRC32C are known without reading it back.
 type countingWriter struct {
-	w io.Writer
-	n int64
+	w   io.Writer
+	n   int64
+	crc hash.Hash32
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
+	c.crc.Write(p[:n])
 	return n, err
 }

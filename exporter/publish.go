@@ -2,9 +2,11 @@ package exporter
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -77,6 +79,11 @@ const (
 //
 // A snapshot is assembled under <Path>/.tmp and swapped in with one rename,
 // so a reader sees the whole old or the whole new directory of a date.
+//
+// Files and directories are created with modes 0666 and 0777 less the
+// process's umask, like any file a program writes: who may read the
+// warehouse is the operator's choice (staging, which only bindsync reads,
+// stays private).
 type LocalWarehouse struct {
 	// Path is the root directory of the warehouse.
 	Path string
@@ -135,7 +142,7 @@ func (l LocalWarehouse) publish(ctx context.Context, s Snapshot, table string, p
 	tableDir := filepath.Join(l.Path, table)
 	tmpRoot := filepath.Join(l.Path, warehouseTmpDir)
 	for _, dir := range []string{tableDir, tmpRoot} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o777); err != nil {
 			return err
 		}
 	}
@@ -146,14 +153,16 @@ func (l LocalWarehouse) publish(ctx context.Context, s Snapshot, table string, p
 
 	// The trailing "." keeps one date's leftovers from matching another's
 	// prefix in removeLeftovers.
-	newDir, err := os.MkdirTemp(tmpRoot, key+".")
+	newDir, err := mkdirUnique(tmpRoot, key+".")
 	if err != nil {
 		return err
 	}
-	if err := os.Chmod(newDir, 0o755); err != nil {
+	mode, err := createMode(newDir)
+	if err != nil {
+		os.RemoveAll(newDir)
 		return err
 	}
-	if err := l.fill(ctx, newDir, s.Store, parts); err != nil {
+	if err := l.fill(ctx, newDir, s.Store, parts, mode); err != nil {
 		os.RemoveAll(newDir)
 		return err
 	}
@@ -185,6 +194,42 @@ func (l LocalWarehouse) publish(ctx context.Context, s Snapshot, table string, p
 	return staging.SyncDir(tmpRoot)
 }
 
+// mkdirUnique creates a new directory named prefix plus a random suffix in
+// dir, with mode 0777 less the umask (os.MkdirTemp would make it 0700).
+func mkdirUnique(dir, prefix string) (string, error) {
+	for range 100 {
+		name := filepath.Join(dir, prefix+rand.Text()[:12])
+		err := os.Mkdir(name, 0o777)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("create a directory in %s: too many name collisions", dir)
+}
+
+// createMode returns the permissions a file created in dir with mode 0666
+// gets, by creating one: the umask can only be read by changing it, which
+// would race with other goroutines creating files.
+func createMode(dir string) (fs.FileMode, error) {
+	probe := filepath.Join(dir, ".mode-probe")
+	f, err := os.OpenFile(probe, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if err != nil {
+		return 0, fmt.Errorf("probe file mode: %w", err)
+	}
+	st, err := f.Stat()
+	f.Close()
+	if rerr := os.Remove(probe); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("probe file mode: %w", err)
+	}
+	return st.Mode().Perm(), nil
+}
+
 // removeLeftovers deletes what an interrupted Publish of the same partition
 // left under tmpRoot.
 func removeLeftovers(tmpRoot, part string) error {
@@ -202,8 +247,9 @@ func removeLeftovers(tmpRoot, part string) error {
 	return nil
 }
 
-// fill puts the parts of s into dir as part-NNNNN.parquet, in name order.
-func (l LocalWarehouse) fill(ctx context.Context, dir string, store staging.Store, parts []PartInfo) error {
+// fill puts the parts of s into dir as part-NNNNN.parquet, in name order,
+// with the permissions mode.
+func (l LocalWarehouse) fill(ctx context.Context, dir string, store staging.Store, parts []PartInfo, mode fs.FileMode) error {
 	parts = append([]PartInfo(nil), parts...)
 	sort.Slice(parts, func(i, j int) bool { return parts[i].Name < parts[j].Name })
 	for i, p := range parts {
@@ -214,19 +260,25 @@ func (l LocalWarehouse) fill(ctx context.Context, dir string, store staging.Stor
 			return err
 		}
 		dst := filepath.Join(dir, fmt.Sprintf("part-%05d.parquet", i))
-		if err := placePart(ctx, store, p, dst); err != nil {
+		if err := placePart(ctx, store, p, dst, mode); err != nil {
 			return fmt.Errorf("copy part %q: %w", p.Name, err)
 		}
 	}
 	return nil
 }
 
-// placePart puts the part p at dst: a hard link when the store is a local
-// directory on the same filesystem (no copy, and staging files are never
-// modified in place, only replaced by rename), else a streamed copy.
-func placePart(ctx context.Context, store staging.Store, p PartInfo, dst string) error {
+// placePart puts the part p at dst with the permissions mode: a hard link
+// when the store is a local directory on the same filesystem (no copy, and
+// staging files are never modified in place, only replaced by rename),
+// else a streamed copy. A link shares the staging file's inode, private
+// until then, so it is given mode; the staging directory, 0700, still
+// keeps others from reaching it under its staging name.
+func placePart(ctx context.Context, store staging.Store, p PartInfo, dst string, mode fs.FileMode) error {
 	if d, ok := store.(*staging.Dir); ok {
 		if err := os.Link(d.URI(p.Name), dst); err == nil {
+			if err := os.Chmod(dst, mode); err != nil {
+				return err
+			}
 			return checkSize(dst, p)
 		}
 		// Other filesystem, or links not allowed: copy instead.
@@ -236,7 +288,7 @@ func placePart(ctx context.Context, store staging.Store, p PartInfo, dst string)
 		return err
 	}
 	defer obj.Close()
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
 	if err != nil {
 		return err
 	}

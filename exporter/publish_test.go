@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -394,5 +396,59 @@ func mustWrite(t *testing.T, path string) {
 	}
 	if err := os.WriteFile(path, []byte(filepath.Base(path)), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPublishFollowsUmask checks that the warehouse's files and
+// directories get 0666 and 0777 less the umask, whether parts are linked
+// from a local staging directory (whose files are 0600) or copied from
+// another store. The umask belongs to the process: this test must not run
+// in parallel with others.
+func TestPublishFollowsUmask(t *testing.T) {
+	for _, mask := range []int{0o022, 0o027, 0o077} {
+		for _, linked := range []bool{true, false} {
+			t.Run(fmt.Sprintf("umask %03o linked %v", mask, linked), func(t *testing.T) {
+				old := syscall.Umask(mask)
+				defer syscall.Umask(old)
+				var store staging.Store = newMemStore()
+				if linked {
+					store = newDirStore(t)
+				}
+				l := LocalWarehouse{Path: filepath.Join(t.TempDir(), "warehouse")}
+				snap := stagedSnapshot(t, store, day1, "p", testBindings(0, 10), testBindings(10, 5))
+				snap.Users = []PartInfo{snap.Parts[0]}
+				if err := l.Publish(context.Background(), snap); err != nil {
+					t.Fatal(err)
+				}
+				wantFile := fs.FileMode(0o666 &^ mask)
+				wantDir := fs.ModeDir | fs.FileMode(0o777&^mask)
+				n := 0
+				err := filepath.WalkDir(l.Path, func(p string, e fs.DirEntry, err error) error {
+					if err != nil {
+						return err
+					}
+					st, err := os.Stat(p)
+					if err != nil {
+						return err
+					}
+					want := wantFile
+					if st.IsDir() {
+						want = wantDir
+					}
+					if st.Mode() != want {
+						t.Errorf("%s has mode %v, want %v", p, st.Mode(), want)
+					}
+					n++
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Root, .tmp, two tables with a date each, three files.
+				if n != 9 {
+					t.Errorf("checked %d paths, want 9", n)
+				}
+			})
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
@@ -14,8 +15,25 @@ import (
 	"github.com/bindsync/bindsync/staging"
 )
 
-// readBatchRows is the number of rows decoded at a time when reading a part.
-const readBatchRows = DefaultBatchRows
+// Bounds of what is decoded at a time when reading a part: at most
+// readBatchRows rows, and fewer when the row group's rows are large, so
+// that a batch holds about readBatchBytes (and never more than its row
+// group, which the writer bounds by PartOptions.RowGroupBytes).
+const (
+	readBatchRows  = DefaultBatchRows
+	readBatchBytes = DefaultBatchBytes
+)
+
+// maxPageBytes is the largest Parquet page the reader accepts, compressed
+// or not. A part's pages hold at most one batch of one column plus one
+// value (MaxBatchBytes + MaxValueBytes); Arrow's default limit on
+// compressed pages (64 MiB) would reject a part holding a single field of
+// 100 MB that does not compress.
+const maxPageBytes = 512 << 20
+
+// readBufferBytes is the buffer of the reader's stream over a column
+// chunk: pages are read one at a time instead of whole column chunks.
+const readBufferBytes = 1 << 20
 
 // ReadPart calls fn for every row of the part name, in file order, decoding
 // one record batch at a time so memory does not grow with the part. It stops
@@ -67,20 +85,51 @@ func ReadUsersFile(ctx context.Context, r io.ReaderAt, size int64, fn func(schem
 	})
 }
 
-// readRecords calls fn for every record batch of a Parquet file.
+// readRecords calls fn for every record batch of a Parquet file, one row
+// group at a time, with batches sized from the row group's metadata so
+// that memory stays bounded whatever the size of the rows.
 func readRecords(ctx context.Context, r io.ReaderAt, size int64, fn func(arrow.RecordBatch) error) error {
-	pf, err := file.NewParquetReader(io.NewSectionReader(r, 0, size))
+	props := parquet.NewReaderProperties(memory.DefaultAllocator)
+	props.MaxCompressedPageSize = maxPageBytes
+	props.MaxUncompressedPageSize = maxPageBytes
+	props.BufferedStreamEnabled = true
+	props.BufferSize = readBufferBytes
+	pf, err := file.NewParquetReader(io.NewSectionReader(r, 0, size), file.WithReadProps(props))
 	if err != nil {
 		return fmt.Errorf("open parquet file: %w", err)
 	}
 	defer pf.Close()
-	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: readBatchRows}, memory.DefaultAllocator)
-	if err != nil {
-		return fmt.Errorf("open parquet file: %w", err)
+	for g := 0; g < pf.NumRowGroups(); g++ {
+		md := pf.MetaData().RowGroup(g)
+		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: batchRows(md.NumRows(), md.TotalByteSize())}, memory.DefaultAllocator)
+		if err != nil {
+			return fmt.Errorf("open parquet file: %w", err)
+		}
+		if err := readGroup(ctx, fr, g, fn); err != nil {
+			return err
+		}
 	}
-	rr, err := fr.GetRecordReader(ctx, nil, nil)
+	return nil
+}
+
+// batchRows is how many rows of a row group of rows rows and bytes bytes
+// (uncompressed) to decode at a time: readBatchRows, or fewer so that a
+// batch holds about readBatchBytes; at least one.
+func batchRows(rows, bytes int64) int64 {
+	n := int64(readBatchRows)
+	if bytes > 0 && rows > 0 {
+		// Divide first: rows*readBatchBytes could overflow for a huge group.
+		perRow := max(1, bytes/rows)
+		n = min(n, readBatchBytes/perRow)
+	}
+	return max(1, n)
+}
+
+// readGroup calls fn for every record batch of row group g.
+func readGroup(ctx context.Context, fr *pqarrow.FileReader, g int, fn func(arrow.RecordBatch) error) error {
+	rr, err := fr.GetRecordReader(ctx, nil, []int{g})
 	if err != nil {
-		return fmt.Errorf("read parquet file: %w", err)
+		return fmt.Errorf("read parquet file: row group %d: %w", g, err)
 	}
 	defer rr.Release()
 	for rr.Next() {
@@ -92,7 +141,7 @@ func readRecords(ctx context.Context, r io.ReaderAt, size int64, fn func(arrow.R
 		}
 	}
 	if err := rr.Err(); err != nil {
-		return fmt.Errorf("read parquet file: %w", err)
+		return fmt.Errorf("read parquet file: row group %d: %w", g, err)
 	}
 	return nil
 }

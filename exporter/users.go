@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 
@@ -22,10 +23,22 @@ func NewUsersPartWriter(ctx context.Context, store staging.Store, name string, m
 	return &UsersPartWriter{p}, nil
 }
 
-// Append adds one user row.
+// Append adds one user row. A field longer than MaxValueBytes is refused
+// with ErrValueTooLarge, and the writer stays usable.
 func (w *UsersPartWriter) Append(u *schemas.UserRow) error {
+	size := int64(rowOverhead + len(u.ServiceSID) + len(u.User) + len(u.State))
+	for _, s := range []*string{u.UserSID, u.Identity} {
+		if s != nil {
+			size += int64(len(*s))
+		}
+	}
+	for _, s := range []*string{&u.ServiceSID, &u.User, u.UserSID, u.Identity, &u.State} {
+		if s != nil && len(*s) > MaxValueBytes {
+			return fmt.Errorf("append to part %q: user %.64q: %w: a field is %d bytes, more than %d", w.p.name, u.User, ErrValueTooLarge, len(*s), MaxValueBytes)
+		}
+	}
 	meta := w.p.meta
-	return w.p.addRow(func(b *array.RecordBuilder) { schemas.AppendUser(b, meta, u) })
+	return w.p.addRow(size, func(b *array.RecordBuilder) { schemas.AppendUser(b, meta, u) })
 }
 
 // Rows returns the number of rows appended so far.

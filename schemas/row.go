@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,7 +23,9 @@ type RowMeta struct {
 }
 
 // Row is one binding row as stored: the API record plus the columns that
-// bindsync adds. It is what readers of the Parquet parts get back.
+// bindsync adds. It is what readers of the Parquet parts get back. A null
+// in the API stays nil here, binding_type included: bindsync never makes up
+// a value.
 type Row struct {
 	twilio.Binding
 	// SnapshotDate is midnight UTC of the snapshot date.
@@ -45,7 +48,7 @@ func AppendBinding(b *array.RecordBuilder, meta RowMeta, bd *twilio.Binding) {
 	appendString(b.Field(idxIdentity), bd.Identity)
 	appendString(b.Field(idxUserSID), bd.UserSID)
 	appendString(b.Field(idxCredentialSID), bd.CredentialSID)
-	b.Field(idxBindingType).(*array.StringBuilder).Append(bd.BindingType)
+	appendString(b.Field(idxBindingType), bd.BindingType)
 
 	lb := b.Field(idxMessageTypes).(*array.ListBuilder)
 	if bd.MessageTypes == nil {
@@ -105,11 +108,7 @@ func BindingsFromRecord(rec arrow.RecordBatch) ([]Row, error) {
 		r.UserSID = stringAt(c.userSID, i)
 		r.CredentialSID = stringAt(c.credentialSID, i)
 		r.URL = stringAt(c.url, i)
-
-		if c.bindingType.IsNull(i) {
-			return nil, fmt.Errorf("row %d: %w", i, nullError(ColBindingType))
-		}
-		r.BindingType = strings.Clone(c.bindingType.Value(i))
+		r.BindingType = stringAt(c.bindingType, i)
 
 		if c.messageTypes.IsValid(i) {
 			start, end := c.messageTypes.ValueOffsets(i)
@@ -221,3 +220,31 @@ func timeAt(c timestampColumn, i int) *time.Time {
 	t := c.arr.Value(i).ToTime(c.unit)
 	return &t
 }
+
+// Kinds of contract violations: records that break what the API reference
+// promises. They are stored as received and counted per kind in the run's
+// summary, metrics and sync_runs.
+const (
+	// ViolationBindingTypeNull: binding_type is null or missing, although
+	// the API reference makes it required.
+	ViolationBindingTypeNull = "binding_type_null"
+	// ViolationBindingTypeUnknown: binding_type is none of the values the
+	// API reference lists (twilio.BindingTypes).
+	ViolationBindingTypeUnknown = "binding_type_unknown"
+)
+
+// Violations returns the kinds of contract violations of a binding, nil
+// when it keeps the contract (the common case, which allocates nothing).
+func Violations(bd *twilio.Binding) []string {
+	switch {
+	case bd.BindingType == nil:
+		return []string{ViolationBindingTypeNull}
+	case !slices.Contains(twilio.BindingTypes, *bd.BindingType):
+		return []string{ViolationBindingTypeUnknown}
+	}
+	return nil
+}
+
+// Violations returns the kinds of contract violations of the row's
+// binding; see the package function Violations.
+func (r *Row) Violations() []string { return Violations(&r.Binding) }

@@ -67,9 +67,11 @@ type column struct {
 	description string
 }
 
-// columns lists the row layout. Nullability follows the API reference: every
-// field of a binding may be null except binding_type; the two columns that
-// bindsync adds are always set.
+// columns lists the row layout. Every field of the API is nullable. The
+// API reference makes binding_type required, but servers have sent it null:
+// the null is kept (and counted as a contract violation, see Violations)
+// rather than replaced by a made-up value. The two columns that bindsync
+// adds are always set.
 var columns = [numColumns]column{
 	idxSID:           {ColSID, arrow.BinaryTypes.String, true, "The unique string that we created to identify the User Binding resource."},
 	idxAccountSID:    {ColAccountSID, arrow.BinaryTypes.String, true, "The SID of the Account that created the User Binding resource."},
@@ -80,7 +82,7 @@ var columns = [numColumns]column{
 	idxIdentity:      {ColIdentity, arrow.BinaryTypes.String, true, "The application-defined string that uniquely identifies the resource's User within the Service. See access tokens for more info."},
 	idxUserSID:       {ColUserSID, arrow.BinaryTypes.String, true, "The SID of the User with the User Binding resource. See push notification configuration for more info."},
 	idxCredentialSID: {ColCredentialSID, arrow.BinaryTypes.String, true, "The SID of the Credential for the binding. See push notification configuration for more info."},
-	idxBindingType:   {ColBindingType, arrow.BinaryTypes.String, false, "The push technology to use for the User Binding. Can be: apn, gcm, or fcm. See push notification configuration for more info."},
+	idxBindingType:   {ColBindingType, arrow.BinaryTypes.String, true, "The push technology to use for the User Binding. Can be: apn, gcm, or fcm. See push notification configuration for more info."},
 	idxMessageTypes:  {ColMessageTypes, messageTypesType, true, "The Programmable Chat message types the binding is subscribed to."},
 	idxURL:           {ColURL, arrow.BinaryTypes.String, true, "The absolute URL of the User Binding resource."},
 	idxSnapshotDate:  {ColSnapshotDate, arrow.FixedWidthTypes.Date32, false, "UTC date of the snapshot this row belongs to (partition column)."},

@@ -112,7 +112,7 @@ func TestBigQueryFields(t *testing.T) {
 	}
 	tests := []struct{ name, want string }{
 		{"sid", "STRING required=false repeated=false"},
-		{"binding_type", "STRING required=true repeated=false"},
+		{"binding_type", "STRING required=false repeated=false"}, // null is kept, see Violations
 		{"date_created", "TIMESTAMP required=false repeated=false"},
 		{"message_types", "STRING required=false repeated=true"},
 		{"snapshot_date", "DATE required=true repeated=false"},
@@ -164,7 +164,7 @@ func TestRoundTrip(t *testing.T) {
 		Identity:      ptr("TestUser"),
 		UserSID:       ptr("USaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
 		CredentialSID: ptr("CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
-		BindingType:   "gcm",
+		BindingType:   ptr("gcm"),
 		MessageTypes:  []string{"removed_from_channel", "new_message", "added_to_channel", "invited_to_channel"},
 		URL:           ptr("https://chat.twilio.com/v2/Services/IS/Users/US/Bindings/BS"),
 	}
@@ -173,13 +173,13 @@ func TestRoundTrip(t *testing.T) {
 		in   twilio.Binding
 	}{
 		{"full", full},
-		{"all nulls", twilio.Binding{BindingType: "apn"}},
-		{"empty list", twilio.Binding{BindingType: "fcm", MessageTypes: []string{}}},
-		{"empty strings", twilio.Binding{SID: ptr(""), Identity: ptr(""), BindingType: "", MessageTypes: []string{""}}},
+		{"all nulls", twilio.Binding{}},
+		{"empty list", twilio.Binding{BindingType: ptr("fcm"), MessageTypes: []string{}}},
+		{"empty strings", twilio.Binding{SID: ptr(""), Identity: ptr(""), BindingType: ptr(""), MessageTypes: []string{""}}},
 		{"unicode", twilio.Binding{
 			Identity:     ptr("zoë/ünïcødé ? % # 用户 🚀"),
 			Endpoint:     ptr("端点\x00nul"),
-			BindingType:  "apn",
+			BindingType:  ptr("apn"),
 			MessageTypes: []string{"新消息", "ä"},
 		}},
 	}
@@ -217,6 +217,12 @@ func TestRoundTrip(t *testing.T) {
 	if rows[1].MessageTypes != nil {
 		t.Errorf("null list came back as %#v", rows[1].MessageTypes)
 	}
+	if rows[1].BindingType != nil {
+		t.Errorf("null binding_type came back as %q", *rows[1].BindingType)
+	}
+	if rows[3].BindingType == nil || *rows[3].BindingType != "" {
+		t.Errorf("empty binding_type came back as %v", rows[3].BindingType)
+	}
 	if rows[2].MessageTypes == nil || len(rows[2].MessageTypes) != 0 {
 		t.Errorf("empty list came back as %#v", rows[2].MessageTypes)
 	}
@@ -250,22 +256,50 @@ func TestBindingsFromRecordNullRequired(t *testing.T) {
 	mem := memory.NewGoAllocator()
 	b := array.NewRecordBuilder(mem, Binding())
 	defer b.Release()
-	AppendBinding(b, RowMeta{}, &twilio.Binding{BindingType: "apn"})
-	// Overwrite the row with a null binding_type by building it by hand.
+	AppendBinding(b, RowMeta{}, &twilio.Binding{BindingType: ptr("apn")})
+	// Overwrite the row with a null snapshot_date by building it by hand.
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 	cols := rec.Columns()
-	nb := array.NewStringBuilder(mem)
+	nb := array.NewDate32Builder(mem)
 	nb.AppendNull()
 	nullCol := nb.NewArray()
 	defer nullCol.Release()
 	nb.Release()
 	replaced := append([]arrow.Array(nil), cols...)
-	replaced[idxBindingType] = nullCol
+	replaced[idxSnapshotDate] = nullCol
 	bad := array.NewRecordBatch(Binding(), replaced, 1)
 	defer bad.Release()
 	_, err := BindingsFromRecord(bad)
-	if err == nil || !strings.Contains(err.Error(), "binding_type is null") {
-		t.Errorf("err = %v, want null binding_type error", err)
+	if err == nil || !strings.Contains(err.Error(), "snapshot_date is null") {
+		t.Errorf("err = %v, want null snapshot_date error", err)
+	}
+}
+
+func TestViolations(t *testing.T) {
+	tests := []struct {
+		name string
+		in   twilio.Binding
+		want []string
+	}{
+		{"valid", twilio.Binding{BindingType: ptr("fcm")}, nil},
+		{"every known type", twilio.Binding{BindingType: ptr("apn")}, nil},
+		{"null binding_type", twilio.Binding{SID: ptr("BS1")}, []string{ViolationBindingTypeNull}},
+		{"empty binding_type", twilio.Binding{BindingType: ptr("")}, []string{ViolationBindingTypeUnknown}},
+		{"unknown binding_type", twilio.Binding{BindingType: ptr("voip")}, []string{ViolationBindingTypeUnknown}},
+	}
+	for _, tt := range tests {
+		if got := Violations(&tt.in); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: Violations = %q, want %q", tt.name, got, tt.want)
+		}
+		row := Row{Binding: tt.in}
+		if got := row.Violations(); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: Row.Violations = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	for _, typ := range twilio.BindingTypes {
+		if got := Violations(&twilio.Binding{BindingType: ptr(typ)}); got != nil {
+			t.Errorf("binding_type %q: Violations = %q, want none", typ, got)
+		}
 	}
 }

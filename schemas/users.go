@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/bigquery"
@@ -115,7 +116,9 @@ func UsersFromRecord(rec arrow.RecordBatch) ([]UserRow, error) {
 		if a.IsNull(i) {
 			return nil
 		}
-		v := a.Value(i)
+		// The string must not share the record's memory, which the caller
+		// may release.
+		v := strings.Clone(a.Value(i))
 		return &v
 	}
 	out := make([]UserRow, rec.NumRows())

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -23,23 +25,33 @@ const (
 	lockDir = ".locks"
 )
 
+// Modes of what Dir creates. Staging holds push endpoints and identities,
+// which are personal data: only the owner may read them, whatever the
+// process's umask.
+const (
+	fileMode = 0o600
+	dirMode  = 0o700
+)
+
 // Dir is a Store in a local directory. Objects are plain files under the
-// root, so they can be inspected with ls and read by other tools. Names
-// whose elements start with "." are reserved for the store's temporary and
-// lock files.
+// root, so they can be inspected with ls and read by other tools; files are
+// created 0600 and directories 0700 (the root too, when Dir creates it).
+// Names whose elements start with "." are reserved for the store's
+// temporary and lock files.
 type Dir struct {
 	root string
 }
 
 var _ Store = (*Dir)(nil)
 
-// NewDir returns the store rooted at root, creating the directory if needed.
+// NewDir returns the store rooted at root, creating the directory (0700)
+// if needed. An existing root keeps its mode: its owner chose it.
 func NewDir(root string) (*Dir, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("staging dir %q: %w", root, err)
 	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
+	if err := os.MkdirAll(abs, dirMode); err != nil {
 		return nil, fmt.Errorf("staging dir: %w", err)
 	}
 	return &Dir{root: abs}, nil
@@ -78,7 +90,7 @@ func (d *Dir) mkdirs(p string) error {
 	cur := d.root
 	for _, elem := range strings.Split(rel, string(filepath.Separator)) {
 		next := filepath.Join(cur, elem)
-		err := os.Mkdir(next, 0o755)
+		err := os.Mkdir(next, dirMode)
 		switch {
 		case err == nil:
 			if err := SyncDir(cur); err != nil {
@@ -114,17 +126,9 @@ func (d *Dir) createTemp(p string) (*os.File, error) {
 	if err := d.mkdirs(p); err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(filepath.Dir(p), tmpPrefix+filepath.Base(p)+"-*")
-	if err != nil {
-		return nil, err
-	}
-	// CreateTemp makes private files; objects are ordinary data files.
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, err
-	}
-	return f, nil
+	// CreateTemp makes files 0600 whatever the umask, which is what
+	// objects keep once renamed or linked into place.
+	return os.CreateTemp(filepath.Dir(p), tmpPrefix+filepath.Base(p)+"-*")
 }
 
 // Create starts writing name through a hidden temporary file in the same
@@ -385,10 +389,10 @@ func (d *Dir) Lock(ctx context.Context, name string) (func() error, error) {
 		return nil, err
 	}
 	p := filepath.Join(d.root, lockDir, filepath.FromSlash(name))
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), dirMode); err != nil {
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, fileMode)
 	if err != nil {
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
@@ -421,6 +425,46 @@ func flock(f *os.File, how int) error {
 			return err
 		}
 	}
+}
+
+// Checksum reads the file name through CRC32C, a buffer at a time.
+func (d *Dir) Checksum(ctx context.Context, name string) (uint32, int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, fmt.Errorf("checksum %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return 0, 0, err
+	}
+	f, err := os.Open(d.path(name))
+	if err != nil {
+		return 0, 0, fmt.Errorf("checksum %q: %w", name, mapNotExist(err))
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		if err == nil {
+			err = ErrNotExist
+		}
+		return 0, 0, fmt.Errorf("checksum %q: %w", name, err)
+	}
+	h := crc32.New(CRC32CTable)
+	n, err := io.Copy(h, &ctxReader{ctx: ctx, r: f})
+	if err != nil {
+		return 0, 0, fmt.Errorf("checksum %q: %w", name, err)
+	}
+	return h.Sum32(), n, nil
+}
+
+// ctxReader stops a long read when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // URI returns the absolute file path of name.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -278,4 +279,77 @@ func TestLockOtherProcess(t *testing.T) {
 		t.Fatalf("Lock after the holder was killed: %v", err)
 	}
 	unlock()
+}
+
+// withUmask runs the rest of the test under umask mask. The umask belongs
+// to the process, so the test must not run in parallel with others.
+func withUmask(t *testing.T, mask int) {
+	t.Helper()
+	old := syscall.Umask(mask)
+	t.Cleanup(func() { syscall.Umask(old) })
+}
+
+// TestModes checks that staging files are readable by the owner only,
+// whatever the umask: they hold push endpoints and identities.
+func TestModes(t *testing.T) {
+	withUmask(t, 0)
+	ctx := context.Background()
+	root := filepath.Join(t.TempDir(), "staging")
+	d, err := NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(t, d, "snapshots/2026-11-26/parts/p.parquet", "x")
+	if err := d.PutIfAbsent(ctx, "snapshots/2026-11-26/_log/1.json", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := d.Lock(ctx, "snapshots/2026-11-26/LOCK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	err = filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		want := fs.FileMode(0o600)
+		if st.IsDir() {
+			want = fs.ModeDir | 0o700
+		}
+		if st.Mode() != want {
+			t.Errorf("%s has mode %v, want %v", p, st.Mode(), want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestChecksumSeesDamage flips bytes of a stored file without changing
+// its size: the checksum changes, the size does not.
+func TestChecksumSeesDamage(t *testing.T) {
+	ctx := context.Background()
+	d := newTestDir(t)
+	create(t, d, "p", strings.Repeat("parquet bytes ", 1000))
+	sum, size, err := d.Checksum(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(d.URI("p"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{'X'}, 5000); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	sum2, size2, err := d.Checksum(ctx, "p")
+	if err != nil || sum2 == sum || size2 != size {
+		t.Errorf("after damage: %08x, %d, %v; want another checksum than %08x and size %d", sum2, size2, err, sum, size)
+	}
 }

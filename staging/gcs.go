@@ -480,6 +480,24 @@ func (g *GCS) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
+// Checksum returns the CRC32C that GCS computed for the object and keeps in
+// its metadata: one metadata request, no download. The client sends its own
+// CRC32C of every upload, which GCS checks before finalizing, so the value
+// describes the bytes bindsync wrote.
+func (g *GCS) Checksum(ctx context.Context, name string) (uint32, int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, fmt.Errorf("checksum %q: %w", name, err)
+	}
+	if err := checkName(name); err != nil {
+		return 0, 0, err
+	}
+	attrs, err := g.object(name).Attrs(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("checksum %q: %w", name, gcsNotExist(err))
+	}
+	return attrs.CRC32C, attrs.Size, nil
+}
+
 // URI returns gs://bucket/prefix/name.
 func (g *GCS) URI(name string) string {
 	return "gs://" + g.bucketName + "/" + g.prefix + name

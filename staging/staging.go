@@ -7,6 +7,7 @@ package staging
 import (
 	"context"
 	"errors"
+	"hash/crc32"
 	"io"
 )
 
@@ -57,7 +58,17 @@ type Store interface {
 	// Lock takes an exclusive lock called name that is released by the
 	// returned function or when the process dies. ErrLocked if it is held.
 	Lock(ctx context.Context, name string) (unlock func() error, err error)
+	// Checksum returns the CRC32C (Castagnoli) checksum and the size of
+	// the stored object name, so that a part can be checked against the
+	// checksum recorded when it was written without downloading it where
+	// the store keeps one (GCS keeps a CRC32C per object). ErrNotExist if
+	// it is missing.
+	Checksum(ctx context.Context, name string) (crc32c uint32, size int64, err error)
 	// URI names the object for humans and for loaders: a file path for a
 	// local directory, gs://bucket/prefix/name on GCS.
 	URI(name string) string
 }
+
+// CRC32C is the table of the Castagnoli polynomial: the checksum GCS keeps
+// per object, and the one bindsync records for every part it writes.
+var CRC32CTable = crc32.MakeTable(crc32.Castagnoli)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"reflect"
 	"strings"
@@ -38,6 +39,7 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		{"canceled context", storeCanceledContext},
 		{"lock", storeLock},
 		{"lock concurrent", storeLockConcurrent},
+		{"checksum", storeChecksum},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, newStore(t)) })
@@ -224,6 +226,42 @@ func storeLargeObject(t *testing.T, s Store) {
 	}
 }
 
+// storeChecksum checks that Checksum answers the CRC32C and size of what
+// was written, through Create (in several chunks on GCS) and PutIfAbsent,
+// and follows a replacement.
+func storeChecksum(t *testing.T, s Store) {
+	ctx := t.Context()
+	large := make([]byte, gcsChunkSize+300<<10)
+	for i := range large {
+		large[i] = byte(i*7 + i/1000)
+	}
+	objects := []struct{ name, content string }{
+		{"empty", ""},
+		{"a/small", "123456789"},
+		{"a/large", string(large)},
+	}
+	for _, o := range objects {
+		writeObject(t, s, o.name, o.content)
+	}
+	if err := s.PutIfAbsent(ctx, "log/1.json", []byte(`{"seq":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	objects = append(objects, struct{ name, content string }{"log/1.json", `{"seq":1}`})
+	writeObject(t, s, "a/small", "replaced")
+	objects[1].content = "replaced"
+	for _, o := range objects {
+		sum, size, err := s.Checksum(ctx, o.name)
+		want := crc32.Checksum([]byte(o.content), CRC32CTable)
+		if err != nil || sum != want || size != int64(len(o.content)) {
+			t.Errorf("Checksum(%q) = %08x, %d, %v; want %08x, %d", o.name, sum, size, err, want, len(o.content))
+		}
+	}
+	// The standard check value of CRC32C pins the polynomial.
+	if got := crc32.Checksum([]byte("123456789"), CRC32CTable); got != 0xe3069283 {
+		t.Errorf("CRC32C(123456789) = %08x, want e3069283", got)
+	}
+}
+
 func storeNotVisibleUntilClose(t *testing.T, s Store) {
 	ctx := t.Context()
 	tests := []struct {
@@ -346,6 +384,9 @@ func storeNotExist(t *testing.T, s Store) {
 		if err := s.Delete(ctx, name); !errors.Is(err, ErrNotExist) {
 			t.Errorf("Delete(%q): err = %v, want ErrNotExist", name, err)
 		}
+		if _, _, err := s.Checksum(ctx, name); !errors.Is(err, ErrNotExist) {
+			t.Errorf("Checksum(%q): err = %v, want ErrNotExist", name, err)
+		}
 	}
 	if got := listAll(t, s); !reflect.DeepEqual(got, []string{"dir/obj"}) {
 		t.Errorf("List = %v, want [dir/obj]", got)
@@ -449,6 +490,9 @@ func storeBadNames(t *testing.T, s Store) {
 		if _, err := s.Lock(ctx, name); !errors.Is(err, errBadName) {
 			t.Errorf("Lock(%q): err = %v, want errBadName", name, err)
 		}
+		if _, _, err := s.Checksum(ctx, name); !errors.Is(err, errBadName) {
+			t.Errorf("Checksum(%q): err = %v, want errBadName", name, err)
+		}
 	}
 	for _, prefix := range []string{"../", "../../etc/pa", "/etc/", "a/../../", "a//"} {
 		if _, err := s.List(ctx, prefix); !errors.Is(err, errBadName) {
@@ -475,6 +519,7 @@ func storeCanceledContext(t *testing.T, s Store) {
 		{"List", func() error { _, err := s.List(ctx, ""); return err }},
 		{"Delete", func() error { return s.Delete(ctx, "x") }},
 		{"Lock", func() error { _, err := s.Lock(ctx, "x"); return err }},
+		{"Checksum", func() error { _, _, err := s.Checksum(ctx, "x"); return err }},
 	}
 	for _, c := range calls {
 		if err := c.call(); !errors.Is(err, context.Canceled) {

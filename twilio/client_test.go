@@ -117,7 +117,7 @@ func TestListBindingsFirstPage(t *testing.T) {
 		Endpoint:     ptr("TestUser-endpoint"),
 		Identity:     ptr("alice"),
 		UserSID:      ptr("USaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
-		BindingType:  "gcm",
+		BindingType:  ptr("gcm"),
 		MessageTypes: []string{"removed_from_channel", "new_message"},
 	}
 	if len(page.Bindings) != 1 || !reflect.DeepEqual(page.Bindings[0], want) {

@@ -147,7 +147,7 @@ func pageBody(t *testing.T, nextPageURL string, sids ...string) string {
 		p.Meta.NextPageURL = &nextPageURL
 	}
 	for _, sid := range sids {
-		p.Bindings = append(p.Bindings, Binding{SID: ptr(sid), BindingType: "fcm", MessageTypes: []string{"new_message"}})
+		p.Bindings = append(p.Bindings, Binding{SID: ptr(sid), BindingType: ptr("fcm"), MessageTypes: []string{"new_message"}})
 	}
 	data, err := json.Marshal(p)
 	if err != nil {

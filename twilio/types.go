@@ -7,9 +7,12 @@ package twilio
 
 import "time"
 
-// Binding is one User Binding resource as the API returns it. Pointer fields
-// are nullable in the API reference; a nil pointer is a JSON null. A nil
-// MessageTypes is a JSON null, an empty non-nil slice is an empty JSON list.
+// Binding is one User Binding resource as the API returns it. A nil pointer
+// is a JSON null or a missing field. Every field but binding_type is
+// nullable in the API reference; BindingType is a pointer all the same, so
+// that a null sent against the contract stays null instead of becoming "".
+// A nil MessageTypes is a JSON null, an empty non-nil slice is an empty
+// JSON list.
 type Binding struct {
 	SID           *string    `json:"sid"`
 	AccountSID    *string    `json:"account_sid"`
@@ -20,7 +23,7 @@ type Binding struct {
 	Identity      *string    `json:"identity"`
 	UserSID       *string    `json:"user_sid"`
 	CredentialSID *string    `json:"credential_sid"`
-	BindingType   string     `json:"binding_type"`
+	BindingType   *string    `json:"binding_type"`
 	MessageTypes  []string   `json:"message_types"`
 	URL           *string    `json:"url"`
 }

@@ -188,6 +188,21 @@ func TestSchemaUpdate(t *testing.T) {
 			wantErr: true,
 		},
 		{
+			name:    "required to repeated",
+			schema:  bigquery.Schema{{Name: "id", Type: bigquery.StringFieldType, Repeated: true}, base[1]},
+			wantErr: true,
+		},
+		{
+			name:    "nullable to repeated",
+			schema:  bigquery.Schema{base[0], {Name: "n", Type: bigquery.IntegerFieldType, Repeated: true}},
+			wantErr: true,
+		},
+		{
+			name:    "relax and retype",
+			schema:  bigquery.Schema{{Name: "id", Type: bigquery.IntegerFieldType}, base[1]},
+			wantErr: true,
+		},
+		{
 			name:    "add required column",
 			schema:  append(base[:2:2], &bigquery.FieldSchema{Name: "r", Type: bigquery.StringFieldType, Required: true}),
 			wantErr: true,
@@ -325,4 +340,49 @@ func TestDeleteDataset(t *testing.T) {
 	}
 	_, err := e.ds.Metadata(ctx)
 	wantAPIError(t, err, http.StatusNotFound, "notFound")
+}
+
+// TestSchemaUpdateNested applies the same rules inside a RECORD: relaxing
+// a REQUIRED field is allowed, tightening or retyping one is not.
+func TestSchemaUpdateNested(t *testing.T) {
+	base := bigquery.Schema{{Name: "rec", Type: bigquery.RecordFieldType, Schema: bigquery.Schema{
+		{Name: "a", Type: bigquery.StringFieldType, Required: true},
+		{Name: "b", Type: bigquery.IntegerFieldType},
+	}}}
+	rec := func(a, b *bigquery.FieldSchema) bigquery.Schema {
+		return bigquery.Schema{{Name: "rec", Type: bigquery.RecordFieldType, Schema: bigquery.Schema{a, b}}}
+	}
+	tests := []struct {
+		name    string
+		schema  bigquery.Schema
+		wantErr bool
+	}{
+		{"relax", rec(&bigquery.FieldSchema{Name: "a", Type: bigquery.StringFieldType}, base[0].Schema[1]), false},
+		{"tighten", rec(base[0].Schema[0], &bigquery.FieldSchema{Name: "b", Type: bigquery.IntegerFieldType, Required: true}), true},
+		{"retype", rec(&bigquery.FieldSchema{Name: "a", Type: bigquery.IntegerFieldType, Required: true}, base[0].Schema[1]), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, bqtest.Options{})
+			ctx := testContext(t)
+			tbl := e.ds.Table("t")
+			if err := tbl.Create(ctx, &bigquery.TableMetadata{Schema: base}); err != nil {
+				t.Fatalf("create: %v", err)
+			}
+			md, err := tbl.Update(ctx, bigquery.TableMetadataToUpdate{Schema: tt.schema}, "")
+			if tt.wantErr {
+				wantAPIError(t, err, http.StatusBadRequest, "invalid")
+				if got := e.srv.Table("ds", "t").Schema.Fields[0].Fields; got[0].Mode != "REQUIRED" || got[1].Mode != "NULLABLE" || got[0].Type != "STRING" {
+					t.Errorf("schema changed by a rejected update: %+v %+v", got[0], got[1])
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("update: %v", err)
+			}
+			if !reflect.DeepEqual(md.Schema, tt.schema) {
+				t.Errorf("schema = %+v, want %+v", md.Schema[0].Schema, tt.schema[0].Schema)
+			}
+		})
+	}
 }

@@ -195,11 +195,7 @@ func bindingOfRow(r map[string]any) (twilio.Binding, error) {
 	b.DateCreated, b.DateUpdated = ts(schemas.ColDateCreated), ts(schemas.ColDateUpdated)
 	b.Endpoint, b.Identity, b.UserSID = str(schemas.ColEndpoint), str(schemas.ColIdentity), str(schemas.ColUserSID)
 	b.CredentialSID, b.URL = str(schemas.ColCredentialSID), str(schemas.ColURL)
-	if bt := str(schemas.ColBindingType); bt != nil {
-		b.BindingType = *bt
-	} else {
-		bad = append(bad, schemas.ColBindingType)
-	}
+	b.BindingType = str(schemas.ColBindingType)
 	items, ok := r[schemas.ColMessageTypes].([]any)
 	if !ok {
 		bad = append(bad, schemas.ColMessageTypes)

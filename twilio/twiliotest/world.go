@@ -338,7 +338,7 @@ func (u *User) newBinding(rng *rand.Rand) twilio.Binding {
 		ServiceSID:  ptr(u.ctx.serviceSID),
 		Identity:    ptr(u.Identity),
 		UserSID:     ptr(u.SID),
-		BindingType: typ,
+		BindingType: ptr(typ),
 		URL:         ptr(fmt.Sprintf("%s/v2/Services/%s/Users/%s/Bindings/%s", DefaultPublicBaseURL, u.ctx.serviceSID, u.SID, sid)),
 	}
 	if rng.IntN(40) != 0 {
@@ -382,7 +382,7 @@ func filterBindings(bs []twilio.Binding, types []string) []twilio.Binding {
 	}
 	out := make([]twilio.Binding, 0, len(bs))
 	for _, b := range bs {
-		if slices.Contains(types, b.BindingType) {
+		if b.BindingType != nil && slices.Contains(types, *b.BindingType) {
 			out = append(out, b)
 		}
 	}

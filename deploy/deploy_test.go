@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"os"
 	"path"
@@ -13,8 +14,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -34,11 +37,26 @@ const (
 	imageName = "bindsync"
 	// containerName is the container that podFailurePolicy refers to.
 	containerName = "bindsync"
+	// nameLabel is on every rendered object: the switch commands of
+	// README.md select by it.
+	nameLabel, nameValue = "app.kubernetes.io/name", "bindsync"
+	// workloadIdentityNamespace and serviceAccountName make the Workload
+	// Identity member PROJECT_ID.svc.id.goog[bindsync/bindsync] of README.md.
+	workloadIdentityNamespace, serviceAccountName = "bindsync", "bindsync"
 )
+
+// object is what every rendered object has, whatever its kind.
+type object struct {
+	apiVersion, kind, namespace, name string
+	labels                            map[string]string
+}
+
+func (o object) String() string { return o.kind + " " + o.name }
 
 // rendered is the output of one kustomization, every object decoded
 // strictly into its Kubernetes API type.
 type rendered struct {
+	objects         []object
 	cronJobs        []batchv1.CronJob
 	deployments     []appsv1.Deployment
 	services        []corev1.Service
@@ -46,6 +64,53 @@ type rendered struct {
 	secrets         map[string]corev1.Secret
 	serviceAccounts map[string]corev1.ServiceAccount
 	claims          map[string]corev1.PersistentVolumeClaim
+	rules           []monitoringv1.PrometheusRule
+}
+
+// resource is one object of kustomize's output, not yet decoded.
+type resource struct {
+	object
+	data []byte
+}
+
+// build runs kustomize on dir of fsys.
+func build(fsys filesys.FileSystem, dir string) ([]resource, error) {
+	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	var out []resource
+	for _, res := range resMap.Resources() {
+		o := object{apiVersion: res.GetApiVersion(), kind: res.GetKind(), namespace: res.GetNamespace(), name: res.GetName(), labels: res.GetLabels()}
+		data, err := res.MarshalJSON()
+		if err != nil {
+			return nil, fmt.Errorf("marshal %s: %w", o, err)
+		}
+		out = append(out, resource{o, data})
+	}
+	return out, nil
+}
+
+// built caches kustomize's output per directory on disk: most tests render
+// the same few kustomizations, and kustomize, not decoding, is the slow part.
+var built sync.Map // dir -> func() ([]resource, error)
+
+// renderDir renders the kustomization in dir on disk, decoding afresh on
+// every call so that a test may change what it gets.
+func renderDir(t *testing.T, dir string) *rendered {
+	t.Helper()
+	once, _ := built.LoadOrStore(dir, sync.OnceValues(func() ([]resource, error) {
+		return build(filesys.MakeFsOnDisk(), dir)
+	}))
+	res, err := once.(func() ([]resource, error))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := decode(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // render runs kustomize on dir of fsys and decodes every resource strictly:
@@ -53,25 +118,27 @@ type rendered struct {
 // server does), a duplicated field or a kind this test does not know is an
 // error.
 func render(fsys filesys.FileSystem, dir string) (*rendered, error) {
-	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, dir)
+	res, err := build(fsys, dir)
 	if err != nil {
-		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+		return nil, err
 	}
+	return decode(res)
+}
+
+func decode(res []resource) (*rendered, error) {
 	r := &rendered{
 		configMaps:      map[string]corev1.ConfigMap{},
 		secrets:         map[string]corev1.Secret{},
 		serviceAccounts: map[string]corev1.ServiceAccount{},
 		claims:          map[string]corev1.PersistentVolumeClaim{},
 	}
-	for _, res := range resMap.Resources() {
-		id := res.GetApiVersion() + " " + res.GetKind() + " " + res.GetName()
-		data, err := res.MarshalJSON()
-		if err != nil {
-			return nil, fmt.Errorf("marshal %s: %w", id, err)
+	for _, res := range res {
+		if err := r.add(res.apiVersion, res.kind, res.data); err != nil {
+			return nil, fmt.Errorf("decode %s %s: %w", res.apiVersion, res.object, err)
 		}
-		if err := r.add(res.GetApiVersion(), res.GetKind(), data); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", id, err)
-		}
+		o := res.object
+		o.labels = maps.Clone(o.labels)
+		r.objects = append(r.objects, o)
 	}
 	return r, nil
 }
@@ -80,23 +147,13 @@ func render(fsys filesys.FileSystem, dir string) (*rendered, error) {
 func (r *rendered) add(apiVersion, kind string, data []byte) error {
 	switch apiVersion + " " + kind {
 	case "batch/v1 CronJob":
-		var o batchv1.CronJob
-		if err := decodeStrict(data, &o); err != nil {
-			return err
-		}
-		r.cronJobs = append(r.cronJobs, o)
+		return decodeAppend(data, &r.cronJobs)
 	case "apps/v1 Deployment":
-		var o appsv1.Deployment
-		if err := decodeStrict(data, &o); err != nil {
-			return err
-		}
-		r.deployments = append(r.deployments, o)
+		return decodeAppend(data, &r.deployments)
 	case "v1 Service":
-		var o corev1.Service
-		if err := decodeStrict(data, &o); err != nil {
-			return err
-		}
-		r.services = append(r.services, o)
+		return decodeAppend(data, &r.services)
+	case "monitoring.coreos.com/v1 PrometheusRule":
+		return decodeAppend(data, &r.rules)
 	case "v1 ConfigMap":
 		return decodeInto(data, r.configMaps, func(o corev1.ConfigMap) string { return o.Name })
 	case "v1 Secret":
@@ -108,6 +165,15 @@ func (r *rendered) add(apiVersion, kind string, data []byte) error {
 	default:
 		return fmt.Errorf("unsupported kind %q (apiVersion %q): add it to rendered.add so it is checked", kind, apiVersion)
 	}
+}
+
+// decodeAppend decodes one object strictly and appends it to s.
+func decodeAppend[T any](data []byte, s *[]T) error {
+	var o T
+	if err := decodeStrict(data, &o); err != nil {
+		return err
+	}
+	*s = append(*s, o)
 	return nil
 }
 
@@ -150,56 +216,50 @@ func kustomizations(t *testing.T) []string {
 	return dirs
 }
 
+// isOverlay tells an overlay, which an operator applies, from the base,
+// which only the overlays use and which keeps placeholders.
+func isOverlay(dir string) bool {
+	return strings.HasPrefix(filepath.ToSlash(dir), "kustomize/overlays/")
+}
+
+// problems returns every problem of the kustomization in dir: for an
+// overlay, those of check and of checkDeployable.
+func (r *rendered) problems(dir string) []error {
+	errs := r.check()
+	if isOverlay(dir) {
+		errs = append(errs, r.checkDeployable()...)
+	}
+	return errs
+}
+
 func TestKustomizations(t *testing.T) {
 	for _, dir := range kustomizations(t) {
 		t.Run(dir, func(t *testing.T) {
-			r, err := render(filesys.MakeFsOnDisk(), dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, p := range r.check() {
+			for _, p := range renderDir(t, dir).problems(dir) {
 				t.Error(p)
 			}
 		})
 	}
 }
 
-// TestProductionOverlay checks what only production promises: a released
-// image, its own namespace, and no example Secret that would overwrite the
-// credentials coming from the secret manager.
-func TestProductionOverlay(t *testing.T) {
-	r, err := render(filesys.MakeFsOnDisk(), "kustomize/overlays/production")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(r.secrets) != 0 {
-		t.Errorf("production renders Secrets %v; credentials must come from the secret manager", slices.Sorted(maps.Keys(r.secrets)))
-	}
-	for _, cj := range r.cronJobs {
-		if cj.Namespace != "bindsync" {
-			t.Errorf("CronJob %s: namespace %q, want bindsync (the Workload Identity member is bindsync/bindsync)", cj.Name, cj.Namespace)
-		}
-		for _, c := range cj.Spec.JobTemplate.Spec.Template.Spec.Containers {
-			repo, tag := splitImage(c.Image)
-			if !strings.Contains(repo, "/") || tag == "" || tag == "dev" || tag == "latest" {
-				t.Errorf("container %s: image %q, want a registry image with a release tag", c.Name, c.Image)
-			}
-		}
-	}
-	for name, sa := range r.serviceAccounts {
-		if gsa := sa.Annotations["iam.gke.io/gcp-service-account"]; strings.Contains(gsa, "PROJECT_ID") {
-			t.Errorf("ServiceAccount %s: Workload Identity annotation %q still holds the PROJECT_ID placeholder", name, gsa)
-		}
-	}
-}
-
 // check returns every problem found in r; none means the manifests keep the
 // properties bindsync relies on (one scheduler, resumable retries, a locked
-// down non-root pod, a config file that is where the args say).
+// down non-root pod, a config file that is where the args say, no
+// credential in any manifest).
 func (r *rendered) check() []error {
 	var errs []error
 	if n := len(r.cronJobs) + len(r.deployments); n != 1 {
 		errs = append(errs, fmt.Errorf("got %d CronJobs and %d Deployments, want exactly one of them: two would be two schedulers", len(r.cronJobs), len(r.deployments)))
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.secrets)) {
+		if s := r.secrets[name]; len(s.Data)+len(s.StringData) > 0 {
+			errs = append(errs, fmt.Errorf("Secret %s holds %d keys: no manifest may carry a credential, since applying it would overwrite the real one; create the Secret with kubectl create secret (deploy/README.md, \"Credentials\")", name, len(s.Data)+len(s.StringData)))
+		}
+	}
+	for _, o := range r.objects {
+		if o.labels[nameLabel] != nameValue {
+			errs = append(errs, fmt.Errorf("%s has no label %s=%s: `kubectl apply -l` of the switch commands in deploy/README.md would skip it, and --prune would not delete it", o, nameLabel, nameValue))
+		}
 	}
 	for _, cj := range r.cronJobs {
 		errs = append(errs, prefix("CronJob "+cj.Name, r.checkCronJob(cj))...)
@@ -279,8 +339,8 @@ func (r *rendered) checkDeployment(d appsv1.Deployment) []error {
 				bad("container %s: %s gets %s on port %s, want %s on %d", c.Name, p.name, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path, port)
 			}
 		}
-		if cfg, err := r.configOf(pod.Spec, c); err == nil && listenPort(cfg.HTTP.Listen) != port {
-			bad("container %s: config http.listen %q, want port %d, the container's http port", c.Name, cfg.HTTP.Listen, port)
+		if cfg, err := r.configOf(pod.Spec, c); err == nil && listenPort(cfg.listen) != port {
+			bad("container %s: config http.listen %q, want port %d, the container's http port", c.Name, cfg.listen, port)
 		}
 		errs = append(errs, r.checkMetricsService(pod.Labels, c, port)...)
 	}
@@ -318,6 +378,9 @@ func (r *rendered) checkPod(pod corev1.PodSpec, subcommand string) []error {
 	if g := pod.TerminationGracePeriodSeconds; g == nil || *g < 30 {
 		bad("terminationGracePeriodSeconds %s, want at least 30 so a run can save its checkpoint on SIGTERM", ptrString(g))
 	}
+	if a := pod.AutomountServiceAccountToken; a == nil || *a {
+		bad("automountServiceAccountToken %s, want false: bindsync never calls the Kubernetes API, and Workload Identity does not need the token", ptrString(a))
+	}
 	if len(pod.Containers) == 0 {
 		bad("no containers")
 	}
@@ -344,6 +407,9 @@ func (r *rendered) checkContainer(pod corev1.PodSpec, c corev1.Container, subcom
 		} else if req.Cmp(lim) > 0 {
 			bad("resources: %s request %s above limit %s", res, req.String(), lim.String())
 		}
+	}
+	if err := checkGoMemLimit(c); err != nil {
+		errs = append(errs, err)
 	}
 
 	sc := c.SecurityContext
@@ -434,6 +500,131 @@ func (r *rendered) checkEnv(c corev1.Container, vars []string) []error {
 	return errs
 }
 
+// GOMEMLIMIT is wanted between these fractions of limits.memory: about 90%,
+// leaving room for the memory the Go runtime does not manage.
+const minMemLimitRatio, maxMemLimitRatio = 0.85, 0.95
+
+// checkGoMemLimit wants GOMEMLIMIT set, as a value, to about 90% of the
+// container's memory limit. A resourceFieldRef can only give the limit
+// itself, which leaves the runtime no room before the OOM killer.
+func checkGoMemLimit(c corev1.Container) error {
+	i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" })
+	if i < 0 || c.Env[i].ValueFrom != nil {
+		return errors.New("GOMEMLIMIT must be set to a value of about 90% of limits.memory (a resourceFieldRef gives the whole limit)")
+	}
+	v := c.Env[i].Value
+	n, err := parseByteCount(v)
+	if err != nil {
+		return fmt.Errorf("GOMEMLIMIT %q: %w", v, err)
+	}
+	limit := c.Resources.Limits[corev1.ResourceMemory]
+	if limit.IsZero() {
+		return nil // reported with the resources
+	}
+	ratio := float64(n) / float64(limit.Value())
+	if ratio < minMemLimitRatio || ratio > maxMemLimitRatio {
+		return fmt.Errorf("GOMEMLIMIT %s is %.0f%% of limits.memory %s, want about 90%% (%.0f%% to %.0f%%): set it with the limit", v, 100*ratio, limit.String(), 100*minMemLimitRatio, 100*maxMemLimitRatio)
+	}
+	return nil
+}
+
+// parseByteCount parses a GOMEMLIMIT value as the Go runtime does: a
+// non-negative integer with an optional unit B, KiB, MiB, GiB or TiB.
+func parseByteCount(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		shift  uint
+	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}}
+	num, shift := s, uint(0)
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, shift = rest, u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || num == "" || num[0] == '+' {
+		return 0, errors.New("want a byte count such as 921MiB (units B, KiB, MiB, GiB, TiB)")
+	}
+	if n > math.MaxInt64>>shift {
+		return 0, errors.New("byte count out of range")
+	}
+	return n << shift, nil
+}
+
+// Placeholders of the base that every overlay must replace.
+const (
+	placeholderBucket  = "gs://my-bucket/"
+	placeholderProject = "my-project"
+	placeholderGSA     = "PROJECT_ID"
+)
+
+// checkDeployable returns the problems of an overlay, which an operator
+// applies as it is: objects in one namespace, no placeholder of the base
+// left, and for Google Cloud a registry image and the Workload Identity
+// names of deploy/README.md. Each problem says what to set.
+func (r *rendered) checkDeployable() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	namespaces := map[string]bool{}
+	for _, o := range r.objects {
+		namespaces[o.namespace] = true
+	}
+	if len(namespaces) != 1 || namespaces[""] {
+		bad("objects in namespaces %q, want all in one, set by the overlay's namespace: field (kubectl apply --prune works in one namespace)", slices.Sorted(maps.Keys(namespaces)))
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.serviceAccounts)) {
+		if gsa := r.serviceAccounts[name].Annotations["iam.gke.io/gcp-service-account"]; strings.Contains(gsa, placeholderGSA) {
+			bad("ServiceAccount %s: iam.gke.io/gcp-service-account %q still holds the %s placeholder: set your Google service account in the overlay (a serviceaccount.yaml patch), or remove the annotation without Google Cloud", name, gsa, placeholderGSA)
+		}
+	}
+	for _, p := range r.pods() {
+		for _, c := range p.spec.Containers {
+			cfg, err := r.configOf(p.spec, c)
+			if err != nil {
+				continue // reported by check
+			}
+			what := p.what + " container " + c.Name
+			if strings.HasPrefix(cfg.Staging, placeholderBucket) {
+				bad("%s: config staging %q is the base's example bucket: set staging in the overlay's config.yaml to your gs:// bucket (or a directory on a volume)", what, cfg.Staging)
+			}
+			if bq := cfg.Warehouse.BigQuery; bq != nil && bq.Project == placeholderProject {
+				bad("%s: config warehouse.bigquery.project is the base's example %q: set your Google Cloud project in the overlay's config.yaml", what, placeholderProject)
+			}
+			if !cfg.usesGoogleCloud() {
+				continue
+			}
+			// A cluster on Google Cloud pulls from a registry; bindsync:dev
+			// exists only where it was built (or loaded with kind).
+			if repo, tag := splitImage(c.Image); !strings.Contains(repo, "/") || tag == "" || tag == "dev" || tag == "latest" {
+				bad("%s: image %q, want a registry image with a release tag: set it in the overlay's kustomization.yaml (kustomize edit set image bindsync=REGISTRY/bindsync:TAG)", what, c.Image)
+			}
+			if ns := p.namespace; ns != workloadIdentityNamespace || p.spec.ServiceAccountName != serviceAccountName {
+				bad("%s: runs as %s/%s, want %s/%s, the Workload Identity member that deploy/README.md grants roles/iam.workloadIdentityUser", what, ns, p.spec.ServiceAccountName, workloadIdentityNamespace, serviceAccountName)
+			}
+		}
+	}
+	return errs
+}
+
+// podTemplate is the pod template of one workload.
+type podTemplate struct {
+	what, namespace string
+	spec            corev1.PodSpec
+}
+
+// pods returns the pod template of every CronJob and Deployment.
+func (r *rendered) pods() []podTemplate {
+	var out []podTemplate
+	for _, cj := range r.cronJobs {
+		out = append(out, podTemplate{"CronJob " + cj.Name, cj.Namespace, cj.Spec.JobTemplate.Spec.Template.Spec})
+	}
+	for _, d := range r.deployments {
+		out = append(out, podTemplate{"Deployment " + d.Name, d.Namespace, d.Spec.Template.Spec})
+	}
+	return out
+}
+
 // configFile is the part of bindsync's config file the manifests depend on.
 // It is parsed here rather than with bindsync's config package so that this
 // test only checks what the manifests promise.
@@ -447,10 +638,9 @@ type configFile struct {
 			Project string `yaml:"project"`
 		} `yaml:"bigquery"`
 	} `yaml:"warehouse"`
-	HTTP struct {
-		Listen string `yaml:"listen"`
-	} `yaml:"http"`
 
+	// listen is http.listen, its default when the file does not set it.
+	listen string
 	// vars are the ${VAR} names used in values, in order of appearance.
 	vars []string
 }
@@ -496,9 +686,11 @@ func parseConfig(data []byte) (*configFile, error) {
 	cfg.vars = scalarVars(&doc)
 	// Then the real parser, strict and validating, with stand-ins for the
 	// secrets the pod's environment provides.
-	if _, err := config.Parse(data, standIn); err != nil {
+	parsed, err := config.Parse(data, standIn)
+	if err != nil {
 		return nil, err
 	}
+	cfg.listen = parsed.HTTP.Listen
 	return &cfg, nil
 }
 
@@ -806,7 +998,14 @@ func TestChecksCatchUnsafeManifests(t *testing.T) {
 			}
 		}
 	}
-	const base, serve = "kustomize/base", "kustomize/overlays/serve"
+	const base, production, serve = "kustomize/base", "kustomize/overlays/production", "kustomize/overlays/serve"
+	setEnv := func(r *rendered, e corev1.EnvVar) {
+		c := &cronPod(r).Containers[0]
+		c.Env = append(slices.DeleteFunc(c.Env, func(x corev1.EnvVar) bool { return x.Name == e.Name }), e)
+	}
+	addSecret := func(data map[string]string) func(*rendered) {
+		return func(r *rendered) { r.secrets["bindsync-twilio"] = corev1.Secret{StringData: data} }
+	}
 	tests := []struct {
 		name    string
 		dir     string
@@ -814,6 +1013,7 @@ func TestChecksCatchUnsafeManifests(t *testing.T) {
 		wantErr string // "" means no problem at all
 	}{
 		{"unchanged base", base, func(*rendered) {}, ""},
+		{"unchanged production", production, func(*rendered) {}, ""},
 		{"unchanged serve", serve, func(*rendered) {}, ""},
 		{"concurrent runs allowed", base, func(r *rendered) { r.cronJobs[0].Spec.ConcurrencyPolicy = batchv1.AllowConcurrent }, "concurrencyPolicy"},
 		{"no time zone", base, func(r *rendered) { r.cronJobs[0].Spec.TimeZone = nil }, "timeZone"},
@@ -837,29 +1037,41 @@ func TestChecksCatchUnsafeManifests(t *testing.T) {
 		{"config elsewhere", base, func(r *rendered) { cronPod(r).Containers[0].Args[2] = "/etc/bindsync/bindsync.yaml" }, `no key "bindsync.yaml"`},
 		{"config without staging", base, editConfig("staging:", "stagin:"), `missing top-level key "staging"`},
 		{"local staging on the root filesystem", base, editConfig("gs://my-bucket/bindsync", "/var/lib/bindsync/staging"), "/var/lib/bindsync/staging is not on a writable volume"},
-		{"secret key renamed", base, func(r *rendered) {
-			s := r.secrets["bindsync-twilio"]
-			s.StringData["TWILIO_TOKEN"] = s.StringData["TWILIO_AUTH_TOKEN"]
-			delete(s.StringData, "TWILIO_AUTH_TOKEN")
-		}, "${TWILIO_AUTH_TOKEN}"},
+		{"example Secret rendered", base, addSecret(map[string]string{"TWILIO_ACCOUNT_SID": "AC0", "TWILIO_AUTH_TOKEN": "fake"}), "Secret bindsync-twilio holds 2 keys"},
+		{"rendered Secret lacks a key", base, addSecret(map[string]string{"TWILIO_ACCOUNT_SID": "AC0", "TWILIO_TOKEN": "fake"}), "${TWILIO_AUTH_TOKEN}"},
+		{"token mounted", base, func(r *rendered) { cronPod(r).AutomountServiceAccountToken = nil }, "automountServiceAccountToken unset"},
+		{"GOMEMLIMIT at the limit", base, func(r *rendered) { setEnv(r, corev1.EnvVar{Name: "GOMEMLIMIT", Value: "1GiB"}) }, "GOMEMLIMIT 1GiB is 100% of limits.memory 1Gi"},
+		{"GOMEMLIMIT far below the limit", base, func(r *rendered) { setEnv(r, corev1.EnvVar{Name: "GOMEMLIMIT", Value: "512MiB"}) }, "is 50% of limits.memory"},
+		{"GOMEMLIMIT from the limit", base, func(r *rendered) {
+			setEnv(r, corev1.EnvVar{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"}}})
+		}, "GOMEMLIMIT must be set to a value"},
+		{"GOMEMLIMIT unparseable", base, func(r *rendered) { setEnv(r, corev1.EnvVar{Name: "GOMEMLIMIT", Value: "1Gi"}) }, `GOMEMLIMIT "1Gi": want a byte count`},
+		{"object without the common label", base, func(r *rendered) { delete(r.objects[0].labels, nameLabel) }, "has no label app.kubernetes.io/name=bindsync"},
+		{"example bucket", production, editConfig("gs://acme-data-prod-bindsync/staging", "gs://my-bucket/bindsync"), "the base's example bucket"},
+		{"example project", production, editConfig("project: acme-data-prod", "project: my-project"), `warehouse.bigquery.project is the base's example "my-project"`},
+		{"PROJECT_ID left", production, func(r *rendered) {
+			r.serviceAccounts["bindsync"].Annotations["iam.gke.io/gcp-service-account"] = "bindsync@PROJECT_ID.iam.gserviceaccount.com"
+		}, "still holds the PROJECT_ID placeholder"},
+		{"dev image on Google Cloud", serve, func(r *rendered) { deployPod(r).Containers[0].Image = "bindsync:dev" }, `image "bindsync:dev", want a registry image`},
+		{"another namespace", production, func(r *rendered) {
+			r.objects[0].namespace = "default"
+			r.cronJobs[0].Namespace = "default"
+		}, `objects in namespaces ["bindsync" "default"]`},
 		{"no Workload Identity", base, func(r *rendered) { r.serviceAccounts["bindsync"] = corev1.ServiceAccount{} }, "iam.gke.io/gcp-service-account"},
 		{"two schedulers", serve, func(r *rendered) { r.cronJobs = append(r.cronJobs, batchv1.CronJob{}) }, "want exactly one"},
 		{"two replicas", serve, func(r *rendered) { r.deployments[0].Spec.Replicas = new(int32(2)) }, "replicas 2"},
 		{"rolling update", serve, func(r *rendered) { r.deployments[0].Spec.Strategy.Type = appsv1.RollingUpdateDeploymentStrategyType }, "Recreate"},
 		{"readiness on /healthz", serve, func(r *rendered) { deployPod(r).Containers[0].ReadinessProbe.HTTPGet.Path = "/healthz" }, "readinessProbe gets /healthz"},
 		{"no liveness probe", serve, func(r *rendered) { deployPod(r).Containers[0].LivenessProbe = nil }, "livenessProbe must be"},
-		{"listener on another port", serve, editConfig(`":9090"`, `":8080"`), `http.listen ":8080"`},
+		{"listener on another port", serve, editConfig("\nlog:", "\nhttp:\n  listen: \":8080\"\nlog:"), `http.listen ":8080"`},
 		{"not scraped", serve, func(r *rendered) { delete(r.services[0].Annotations, "prometheus.io/scrape") }, "prometheus.io annotations"},
 		{"service selects nothing", serve, func(r *rendered) { r.services[0].Spec.Selector = map[string]string{"app": "other"} }, "no Service selects the pod"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := render(filesys.MakeFsOnDisk(), tt.dir)
-			if err != nil {
-				t.Fatal(err)
-			}
+			r := renderDir(t, tt.dir)
 			tt.break_(r)
-			errs := r.check()
+			errs := r.problems(tt.dir)
 			if tt.wantErr == "" {
 				if len(errs) > 0 {
 					t.Fatalf("check found %v, want no problem", errs)
@@ -885,10 +1097,7 @@ func TestDockerfile(t *testing.T) {
 	}
 	final := finalStage(string(data))
 
-	r, err := render(filesys.MakeFsOnDisk(), "kustomize/base")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := renderDir(t, "kustomize/base")
 	if len(r.cronJobs) != 1 {
 		t.Fatalf("base renders %d CronJobs, want 1", len(r.cronJobs))
 	}

@@ -399,6 +399,7 @@ func TestE2EBigQueryKillWhilePublishing(t *testing.T) {
 }
 
 func TestE2EBigQuerySyncRunsRecordsFailedRuns(t *testing.T) {
+	t.Parallel()
 	e := newBQE2E(t, twiliotest.WorldSpec{Seed: 23, Services: 1, UsersPerService: 20, MaxBindingsPerUser: 30},
 		twiliotest.Faults{}, bqE2EOptions{})
 	e.editConfig("max_attempts: 10\n", "max_attempts: 2\n")
@@ -436,6 +437,7 @@ func TestE2EBigQuerySyncRunsRecordsFailedRuns(t *testing.T) {
 }
 
 func TestE2EBigQueryErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		opts     bqE2EOptions
@@ -476,6 +478,7 @@ func TestE2EBigQueryErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			e := newBQE2E(t, twiliotest.WorldSpec{Seed: 24, Services: 1, UsersPerService: 5, MaxBindingsPerUser: 10}, twiliotest.Faults{}, tt.opts)
 			if tt.setup != nil {
 				tt.setup(e)

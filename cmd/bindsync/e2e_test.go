@@ -151,6 +151,7 @@ func (e *e2e) checkExact() {
 }
 
 func TestE2ERunWithFaults(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t, twiliotest.WorldSpec{Seed: 42, Services: 2, UsersPerService: 150, MaxBindingsPerUser: 160},
 		twiliotest.Faults{Seed: 1, Rate429: 0.04, RetryAfter: time.Second, RetryAfterEvery: 4, Rate500: 0.02, Rate503: 0.02, RateDrop: 0.02, RateTruncate: 0.02},
 		"")
@@ -250,6 +251,7 @@ func (e *e2e) pagesByUser() map[checkpoint.UserRef]int64 {
 }
 
 func TestE2EKillAndResume(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t, twiliotest.WorldSpec{Seed: 7, Services: 2, UsersPerService: 400, MaxBindingsPerUser: 150},
 		twiliotest.Faults{Latency: 10 * time.Millisecond},
 		"export:\n  commit_interval: 100ms\n  part_rows: 2000\n")
@@ -287,6 +289,7 @@ func TestE2EKillAndResume(t *testing.T) {
 }
 
 func TestE2ESIGTERMSavesCheckpoint(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t, twiliotest.WorldSpec{Seed: 8, Services: 1, UsersPerService: 600, MaxBindingsPerUser: 120},
 		twiliotest.Faults{Latency: 10 * time.Millisecond}, "export:\n  commit_interval: 100ms\n")
 	cmd, out := e.startRun(20)
@@ -315,6 +318,7 @@ func TestE2ESIGTERMSavesCheckpoint(t *testing.T) {
 }
 
 func TestE2ENoCredentialLeaks(t *testing.T) {
+	t.Parallel()
 	e := newE2E(t, twiliotest.WorldSpec{Seed: 3, Services: 2, UsersPerService: 40, MaxBindingsPerUser: 60},
 		twiliotest.Faults{Seed: 2, Rate429: 0.05, Rate503: 0.05}, "")
 	secrets := func(token string) []string {

@@ -417,6 +417,7 @@ func TestServeFailsOnABadListenAddress(t *testing.T) {
 // fake Twilio, with a local staging directory and warehouse, on the
 // schedule of the configuration.
 func TestServeEndToEnd(t *testing.T) {
+	t.Parallel()
 	world := twiliotest.NewWorld(twiliotest.WorldSpec{Seed: 11, Services: 1, UsersPerService: 24, MaxBindingsPerUser: 40})
 	tw := twiliotest.NewServer(twiliotest.Options{World: world})
 	defer tw.Close()
@@ -483,6 +484,7 @@ func TestServeEndToEnd(t *testing.T) {
 // the run's metrics are pushed, and a Pushgateway that refuses them costs a
 // warning, not the exit code.
 func TestRunPushesMetrics(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		status   int

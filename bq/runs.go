@@ -21,11 +21,16 @@ type Run struct {
 	// Status is "succeeded", "failed", "interrupted" or "already_published".
 	Status string
 	// Error is the run's error message, empty when it succeeded.
-	Error       string
-	Services    int
-	UsersTotal  int64
-	UsersDone   int64
-	UsersGone   int64
+	Error      string
+	Services   int
+	UsersTotal int64
+	UsersDone  int64
+	UsersGone  int64
+	// UsersNotFound are configured users Twilio does not know.
+	UsersNotFound int64
+	// UsersFailed counts the users that failed; FailedUsers names some
+	// (the run names at most 1,000). 0 means len(FailedUsers).
+	UsersFailed int64
 	FailedUsers []FailedUser
 	Bindings    int64
 	Pages       int64
@@ -75,6 +80,7 @@ func runsSchema() bigquery.Schema {
 		num("snapshot_rows", "Rows of the snapshot at the end of the run."),
 		// Added after the first release: EnsureTables adds it to an
 		// existing sync_runs table (a REPEATED column can always be added).
+		num("users_not_found", "Configured users (SID or identity) that Twilio does not know."),
 		{Name: "contract_violations", Type: bigquery.RecordFieldType, Repeated: true, Description: "Records read in this run that broke the API's contract (stored as received), counted by kind; empty when there were none.", Schema: bigquery.Schema{
 			str("kind", "What was wrong, e.g. binding_type_null.", false),
 			num("count", "How many records."),
@@ -84,23 +90,24 @@ func runsSchema() bigquery.Schema {
 
 // runRow is a Run as one line of newline-delimited JSON.
 type runRow struct {
-	RunID        string          `json:"run_id"`
-	SnapshotDate string          `json:"snapshot_date"`
-	StartedAt    string          `json:"started_at"`
-	EndedAt      string          `json:"ended_at"`
-	Status       string          `json:"status"`
-	Error        *string         `json:"error"`
-	Services     int             `json:"services"`
-	UsersTotal   int64           `json:"users_total"`
-	UsersDone    int64           `json:"users_done"`
-	UsersGone    int64           `json:"users_gone"`
-	UsersFailed  int             `json:"users_failed"`
-	FailedUsers  []failedUserRow `json:"failed_users"`
-	Bindings     int64           `json:"bindings"`
-	Pages        int64           `json:"pages"`
-	Retries      int64           `json:"retries"`
-	SnapshotRows int64           `json:"snapshot_rows"`
-	Violations   []violationRow  `json:"contract_violations"`
+	RunID         string          `json:"run_id"`
+	SnapshotDate  string          `json:"snapshot_date"`
+	StartedAt     string          `json:"started_at"`
+	EndedAt       string          `json:"ended_at"`
+	Status        string          `json:"status"`
+	Error         *string         `json:"error"`
+	Services      int             `json:"services"`
+	UsersTotal    int64           `json:"users_total"`
+	UsersDone     int64           `json:"users_done"`
+	UsersGone     int64           `json:"users_gone"`
+	UsersFailed   int64           `json:"users_failed"`
+	UsersNotFound int64           `json:"users_not_found"`
+	FailedUsers   []failedUserRow `json:"failed_users"`
+	Bindings      int64           `json:"bindings"`
+	Pages         int64           `json:"pages"`
+	Retries       int64           `json:"retries"`
+	SnapshotRows  int64           `json:"snapshot_rows"`
+	Violations    []violationRow  `json:"contract_violations"`
 }
 
 type violationRow struct {
@@ -122,22 +129,23 @@ const timestampLayout = "2006-01-02T15:04:05.000000Z"
 
 func (r Run) row() runRow {
 	out := runRow{
-		RunID:        r.RunID,
-		SnapshotDate: r.SnapshotDate.UTC().Format(time.DateOnly),
-		StartedAt:    r.Start.UTC().Format(timestampLayout),
-		EndedAt:      r.End.UTC().Format(timestampLayout),
-		Status:       r.Status,
-		Services:     r.Services,
-		UsersTotal:   r.UsersTotal,
-		UsersDone:    r.UsersDone,
-		UsersGone:    r.UsersGone,
-		UsersFailed:  len(r.FailedUsers),
-		FailedUsers:  []failedUserRow{},
-		Bindings:     r.Bindings,
-		Pages:        r.Pages,
-		Retries:      r.Retries,
-		SnapshotRows: r.SnapshotRows,
-		Violations:   []violationRow{},
+		RunID:         r.RunID,
+		SnapshotDate:  r.SnapshotDate.UTC().Format(time.DateOnly),
+		StartedAt:     r.Start.UTC().Format(timestampLayout),
+		EndedAt:       r.End.UTC().Format(timestampLayout),
+		Status:        r.Status,
+		Services:      r.Services,
+		UsersTotal:    r.UsersTotal,
+		UsersDone:     r.UsersDone,
+		UsersGone:     r.UsersGone,
+		UsersFailed:   max(r.UsersFailed, int64(len(r.FailedUsers))),
+		UsersNotFound: r.UsersNotFound,
+		FailedUsers:   []failedUserRow{},
+		Bindings:      r.Bindings,
+		Pages:         r.Pages,
+		Retries:       r.Retries,
+		SnapshotRows:  r.SnapshotRows,
+		Violations:    []violationRow{},
 	}
 	for _, kind := range slices.Sorted(maps.Keys(r.ContractViolations)) {
 		out.Violations = append(out.Violations, violationRow{Kind: kind, Count: r.ContractViolations[kind]})

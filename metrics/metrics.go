@@ -51,6 +51,7 @@ type Metrics struct {
 	lastRun     *prometheus.GaugeVec
 	users       *prometheus.CounterVec
 	bindings    prometheus.Counter
+	violations  *prometheus.CounterVec
 	pages       prometheus.Counter
 	requests    *prometheus.CounterVec
 	retries     *prometheus.CounterVec
@@ -89,12 +90,16 @@ func New() *Metrics {
 		}, nil),
 		users: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bindsync_users_total",
-			Help: "Users handled by runs: done (read now), gone (deleted meanwhile), failed (after retries), skipped (finished by an earlier run of the same snapshot).",
+			Help: "Users handled by runs: done (read now), gone (deleted meanwhile), not_found (configured but unknown to Twilio), failed (after retries), skipped (finished by an earlier run of the same snapshot).",
 		}, []string{"state"}),
 		bindings: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bindsync_bindings_total",
 			Help: "Bindings read from Twilio by finished runs.",
 		}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindsync_contract_violations_total",
+			Help: "Records read from Twilio that broke the API's contract (stored as received), by kind, e.g. binding_type_null.",
+		}, []string{"kind"}),
 		pages: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bindsync_pages_total",
 			Help: "Bindings pages read from Twilio by finished runs.",
@@ -118,7 +123,7 @@ func New() *Metrics {
 		now: time.Now,
 	}
 	m.runs.MustRegister(m.runsTotal, m.duration, m.lastSuccess, m.lastRun, m.users,
-		m.bindings, m.pages, m.requests, m.retries, m.inFlight, m.inProgress)
+		m.bindings, m.violations, m.pages, m.requests, m.retries, m.inFlight, m.inProgress)
 	m.process.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	for _, s := range []string{StatusSucceeded, StatusFailed, StatusInterrupted, StatusPanicked, StatusSkipped} {
@@ -166,8 +171,11 @@ func (m *Metrics) RunFinished(s checkpoint.RunSummary, err error, dur time.Durat
 	m.users.WithLabelValues("done").Add(float64(s.UsersDone))
 	m.users.WithLabelValues("gone").Add(float64(s.UsersGone))
 	m.users.WithLabelValues("not_found").Add(float64(s.UsersNotFound))
-	m.users.WithLabelValues("failed").Add(float64(len(s.UsersFailed)))
+	m.users.WithLabelValues("failed").Add(float64(max(s.UsersFailedCount, int64(len(s.UsersFailed)))))
 	m.bindings.Add(float64(s.Bindings))
+	for kind, n := range s.ContractViolations {
+		m.violations.WithLabelValues(kind).Add(float64(n))
+	}
 	m.pages.Add(float64(s.Pages))
 	m.ended(status, dur)
 }

@@ -163,3 +163,17 @@ func (s StatsSnapshot) ETA() time.Duration {
 	per := s.Elapsed / time.Duration(fresh)
 	return per * time.Duration(left)
 }
+
+// restartEnumeration clears the counts of users known and skipped before
+// the users are walked again in the same run (after damaged parts sent some
+// back to be read), so that no user is counted twice in the totals.
+func (s *Stats) restartEnumeration() {
+	s.UsersTotal.Store(0)
+	s.UsersSkipped.Store(0)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.order {
+		ss.UsersTotal.Store(0)
+		ss.UsersFinished.Store(0)
+	}
+}

@@ -11,11 +11,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -67,8 +69,12 @@ type Options struct {
 	BatchRows int
 	// RowGroupRows bounds a Parquet row group, the unit the writer holds
 	// in memory; 0 means the exporter's default.
-	RowGroupRows   int
-	CommitInterval time.Duration
+	RowGroupRows int
+	// BatchBytes and RowGroupBytes bound a record batch and a row group
+	// in bytes too, whatever the size of the values; 0 means the
+	// exporter's defaults.
+	BatchBytes, RowGroupBytes int64
+	CommitInterval            time.Duration
 	// ProgressInterval is the period of progress log lines; 0 disables them.
 	ProgressInterval time.Duration
 	// Force starts the snapshot over even if it was published already.
@@ -105,6 +111,13 @@ var (
 	ErrUsersFailed = errors.New("some users could not be read")
 	// ErrLocked: another run holds the snapshot.
 	ErrLocked = errors.New("another bindsync run is working on this snapshot")
+)
+
+// MaxNamedFailures bounds the failed users a run names (in its summary and
+// the checkpoint); the rest are counted. maxReasonBytes bounds each reason.
+const (
+	MaxNamedFailures = 1000
+	maxReasonBytes   = 512
 )
 
 func (o *Options) setDefaults() {
@@ -161,23 +174,22 @@ func Run(ctx context.Context, src Source, opts Options, date time.Time) (*Result
 		}
 	}()
 
+	if opts.Force {
+		// --force starts the date over whatever its state, a damaged
+		// checkpoint included: that is the way out that loses nothing.
+		log.Info("starting the snapshot over (--force)")
+		if err := checkpoint.Reset(ctx, store, date); err != nil {
+			return nil, err
+		}
+	}
 	cp, err := checkpoint.Open(ctx, store, date)
 	if err != nil {
 		return nil, err
 	}
 	if st := cp.State(); st.Published {
-		if !opts.Force {
-			log.Info("snapshot already published; use --force to read it again",
-				zap.Time("published_at", st.PublishedTime), zap.Int64("rows", st.Rows()))
-			return &Result{Date: date, AlreadyPublished: true, Parts: st.Parts, Rows: st.Rows()}, nil
-		}
-		log.Info("starting the published snapshot over (--force)")
-		if err := checkpoint.Reset(ctx, store, date); err != nil {
-			return nil, err
-		}
-		if cp, err = checkpoint.Open(ctx, store, date); err != nil {
-			return nil, err
-		}
+		log.Info("snapshot already published; use --force to read it again",
+			zap.Time("published_at", st.PublishedTime), zap.Int64("rows", st.Rows()))
+		return &Result{Date: date, AlreadyPublished: true, Parts: st.Parts, Rows: st.Rows()}, nil
 	}
 
 	r := &run{
@@ -227,15 +239,27 @@ type run struct {
 	resume map[checkpoint.UserRef]checkpoint.InFlight
 	// claimed are the users this run has taken on, by service and SID.
 	claimed *userSet
-	// failed are the users that failed in this run, set by the writer.
+	// partSeq numbers the part files this run writes; names never repeat
+	// within a run, whichever writer or repair writes them.
+	partSeq atomic.Int64
+	// failed are the users that failed in this run (at most
+	// MaxNamedFailures), set by the writer.
 	failed []checkpoint.UserFailed
+	// violations count the records that broke the API's contract, by
+	// kind; set by the writer.
+	violations map[string]int64
 	// pageSizeNoted makes the run say once that Twilio serves smaller
 	// pages than configured (meta.page_size is the truth).
 	pageSizeNoted sync.Once
 }
 
 func (r *run) partOptions() exporter.PartOptions {
-	return exporter.PartOptions{BatchRows: r.opts.BatchRows, RowGroupRows: r.opts.RowGroupRows}
+	return exporter.PartOptions{BatchRows: r.opts.BatchRows, RowGroupRows: r.opts.RowGroupRows, BatchBytes: r.opts.BatchBytes, RowGroupBytes: r.opts.RowGroupBytes}
+}
+
+// newPartName returns the staging name of the run's next part file.
+func (r *run) newPartName() string {
+	return checkpoint.PartName(r.date, fmt.Sprintf("%s-%05d.parquet", r.id, r.partSeq.Add(1)))
 }
 
 func newRunID(now time.Time) string {
@@ -249,10 +273,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	r.stats.begin(time.Now(), r.opts.Services)
 	st := r.cp.State()
 	resumed := len(st.Runs) > 0
-	r.resume = make(map[checkpoint.UserRef]checkpoint.InFlight, len(st.InFlight))
-	for u, f := range st.InFlight {
-		r.resume[u] = *f
-	}
+	r.violations = map[string]int64{}
 	if err := r.cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindStart, RunID: r.id, Time: r.start}); err != nil {
 		return nil, err
 	}
@@ -265,6 +286,21 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	saveCtx := context.WithoutCancel(ctx)
 
 	readErr := r.read(ctx, saveCtx)
+	// Parts are checked before anything is published: a part that is
+	// missing, cut short or damaged leaves the snapshot, and its users are
+	// read again, in this run, until every part checks out.
+	for round := 1; readErr == nil && r.stats.UsersFailed.Load() == 0; round++ {
+		bad, err := r.verifyParts(ctx, saveCtx)
+		if err != nil || !bad {
+			readErr = err
+			break
+		}
+		if round == maxRepairRounds {
+			readErr = fmt.Errorf("parts of snapshot %s still damaged after %d rounds of reading their users again: check the staging store", r.date.Format(time.DateOnly), round)
+			break
+		}
+		readErr = r.read(ctx, saveCtx)
+	}
 
 	summary := r.summary()
 	res := &Result{RunID: r.id, Date: r.date}
@@ -291,8 +327,8 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		return finish("interrupted", fmt.Errorf("interrupted: %w", context.Cause(ctx)))
 	case readErr != nil:
 		return finish("failed", readErr)
-	case len(summary.UsersFailed) > 0:
-		return finish("failed", failedError(summary.UsersFailed))
+	case summary.UsersFailedCount > 0:
+		return finish("failed", failedError(summary.UsersFailed, summary.UsersFailedCount))
 	}
 
 	if err := r.publish(ctx, res); err != nil {
@@ -304,11 +340,11 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	return finish("succeeded", nil)
 }
 
-func failedError(failed []checkpoint.UserFailed) error {
+func failedError(failed []checkpoint.UserFailed, count int64) error {
 	var b strings.Builder
 	for i, f := range failed {
 		if i == 10 {
-			fmt.Fprintf(&b, "; and %d more", len(failed)-10)
+			fmt.Fprintf(&b, "; and %d more", count-10)
 			break
 		}
 		if i > 0 {
@@ -316,7 +352,7 @@ func failedError(failed []checkpoint.UserFailed) error {
 		}
 		fmt.Fprintf(&b, "service %s user %q: %s", f.Service, f.User, f.Reason)
 	}
-	return fmt.Errorf("%w (%d): %s", ErrUsersFailed, len(failed), b.String())
+	return fmt.Errorf("%w (%d): %s", ErrUsersFailed, count, b.String())
 }
 
 func (r *run) summary() checkpoint.RunSummary {
@@ -324,17 +360,19 @@ func (r *run) summary() checkpoint.RunSummary {
 	failed := slices.Clone(r.failed)
 	sort.Slice(failed, func(i, j int) bool { return failed[i].String() < failed[j].String() })
 	return checkpoint.RunSummary{
-		RunID:         r.id,
-		Start:         r.start,
-		Services:      int(s.Services),
-		UsersTotal:    s.UsersTotal,
-		UsersDone:     s.UsersDone,
-		UsersGone:     s.UsersGone,
-		UsersNotFound: s.UsersNotFound,
-		UsersFailed:   failed,
-		Bindings:      s.Bindings,
-		Pages:         s.Pages,
-		Retries:       s.Retries,
+		RunID:              r.id,
+		Start:              r.start,
+		Services:           int(s.Services),
+		UsersTotal:         s.UsersTotal,
+		UsersDone:          s.UsersDone,
+		UsersGone:          s.UsersGone,
+		UsersNotFound:      s.UsersNotFound,
+		UsersFailed:        failed,
+		UsersFailedCount:   s.UsersFailed,
+		Bindings:           s.Bindings,
+		Pages:              s.Pages,
+		Retries:            s.Retries,
+		ContractViolations: maps.Clone(r.violations),
 	}
 }
 
@@ -344,7 +382,7 @@ func (r *run) logSummary(s checkpoint.RunSummary) {
 		zap.Duration("duration", s.End.Sub(s.Start).Round(time.Millisecond)),
 		zap.Int("services", s.Services), zap.Int64("users_total", s.UsersTotal),
 		zap.Int64("users_done", s.UsersDone), zap.Int64("users_skipped", r.stats.UsersSkipped.Load()),
-		zap.Int64("users_gone", s.UsersGone), zap.Int64("users_not_found", s.UsersNotFound), zap.Int("users_failed", len(s.UsersFailed)),
+		zap.Int64("users_gone", s.UsersGone), zap.Int64("users_not_found", s.UsersNotFound), zap.Int64("users_failed", s.UsersFailedCount),
 		zap.Int64("bindings", s.Bindings), zap.Int64("pages", s.Pages), zap.Int64("retries", s.Retries),
 		zap.Int64("snapshot_rows", r.cp.State().Rows()), zap.Int("parts", len(r.cp.State().Parts)),
 	}
@@ -403,30 +441,31 @@ func (r *run) writeUsers(ctx context.Context) (exporter.PartInfo, error) {
 	if err != nil {
 		return exporter.PartInfo{}, fmt.Errorf("write users of snapshot %s: %w", r.date.Format(time.DateOnly), err)
 	}
-	err = checkpoint.Each(ctx, r.store, r.date, func(e *checkpoint.Entry) error {
-		for i := range e.Done {
-			d := &e.Done[i]
-			user := d.User
-			if d.Name != "" {
-				user = d.Name // the identity the configuration names
-			}
-			row := schemas.UserRow{ServiceSID: d.Service, User: user, UserSID: optional(d.UserSID), Identity: optional(d.Identity), Bindings: d.Bindings, State: schemas.UserRead}
-			if err := w.Append(&row); err != nil {
-				return err
-			}
+	// Done users come from the log (EachDone yields only the records
+	// that still stand, so a user read again has one row); gone and not
+	// found users from the state.
+	err = checkpoint.EachDone(ctx, r.store, r.date, func(d *checkpoint.UserDone) error {
+		user := d.User
+		if d.Name != "" {
+			user = d.Name // the identity the configuration names
 		}
-		for _, g := range e.Gone {
-			if err := w.Append(refRow(g, schemas.UserGone)); err != nil {
-				return err
-			}
-		}
-		for _, g := range e.NotFound {
-			if err := w.Append(refRow(g, schemas.UserNotFound)); err != nil {
-				return err
-			}
-		}
-		return nil
+		row := schemas.UserRow{ServiceSID: d.Service, User: user, UserSID: optional(d.UserSID), Identity: optional(d.Identity), Bindings: d.Bindings, State: schemas.UserRead}
+		return w.Append(&row)
 	})
+	if err == nil {
+		st := r.cp.State()
+		for _, set := range []struct {
+			users map[checkpoint.UserRef]bool
+			state string
+		}{{st.Gone, schemas.UserGone}, {st.NotFound, schemas.UserNotFound}} {
+			refs := slices.SortedFunc(maps.Keys(set.users), func(a, b checkpoint.UserRef) int { return strings.Compare(a.String(), b.String()) })
+			for _, u := range refs {
+				if err = w.Append(refRow(u, set.state)); err != nil {
+					break
+				}
+			}
+		}
+	}
 	if err != nil {
 		w.Abort()
 		return exporter.PartInfo{}, fmt.Errorf("write users of snapshot %s: %w", r.date.Format(time.DateOnly), err)
@@ -469,6 +508,11 @@ func (j journal) Set(ctx context.Context, kv map[string]string) error {
 
 // read walks every user and streams their bindings into committed parts.
 func (r *run) read(ctx, saveCtx context.Context) error {
+	st := r.cp.State()
+	r.resume = make(map[checkpoint.UserRef]checkpoint.InFlight, len(st.InFlight))
+	for u, f := range st.InFlight {
+		r.resume[u] = *f
+	}
 	// A writer that fails (a full disk, a staging store that refuses
 	// writes) stops the fetchers: what they read could not be kept.
 	readCtx, stop := context.WithCancelCause(ctx)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/internal/safetext"
 	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/twilio"
 )
@@ -51,7 +53,6 @@ type writer struct {
 
 	part     *exporter.PartWriter
 	partName string
-	partSeq  int
 	meta     schemas.RowMeta
 
 	// Since the last commit.
@@ -61,6 +62,10 @@ type writer struct {
 	failed   []checkpoint.UserFailed
 	touched  map[checkpoint.UserRef]bool
 	inFlight map[checkpoint.UserRef]*checkpoint.InFlight
+
+	// rejected are users whose page could not be written (a value over
+	// the exporter's limit): their later pages are ignored.
+	rejected map[checkpoint.UserRef]bool
 
 	err error // first error; later events are drained and ignored
 	// onError, when set, is called once with the first error.
@@ -74,6 +79,7 @@ func newWriter(r *run, ctx context.Context) *writer {
 		events:   make(chan event, r.opts.Concurrency*2),
 		touched:  map[checkpoint.UserRef]bool{},
 		inFlight: map[checkpoint.UserRef]*checkpoint.InFlight{},
+		rejected: map[checkpoint.UserRef]bool{},
 		meta:     schemas.RowMeta{SnapshotDate: r.date, SyncedAt: r.start},
 	}
 	for u, f := range r.cp.State().InFlight {
@@ -158,6 +164,9 @@ func (w *writer) pending() bool {
 func (w *writer) handle(e event) error {
 	switch e.kind {
 	case evPage:
+		if w.rejected[e.user] {
+			return nil // the user failed on an earlier page of this run
+		}
 		f := w.inFlight[e.user]
 		if f == nil {
 			f = &checkpoint.InFlight{UserRef: e.user}
@@ -169,8 +178,21 @@ func (w *writer) handle(e event) error {
 					return err
 				}
 			}
-			if err := w.part.Append(e.bindings); err != nil {
+			err := w.part.Append(e.bindings)
+			if errors.Is(err, exporter.ErrValueTooLarge) {
+				// Nothing of the page was written: the user fails and
+				// resumes at this page next run; the run goes on.
+				w.rejected[e.user] = true
+				w.recordFailed(checkpoint.UserFailed{UserRef: e.user, Reason: err.Error()})
+				return nil
+			}
+			if err != nil {
 				return fmt.Errorf("write part %s: %w", w.partName, err)
+			}
+			for i := range e.bindings {
+				for _, v := range schemas.Violations(&e.bindings[i]) {
+					w.r.violations[v]++
+				}
 			}
 			if !slices.Contains(f.Parts, w.partName) {
 				f.Parts = append(f.Parts, w.partName)
@@ -183,7 +205,7 @@ func (w *writer) handle(e event) error {
 		if e.next == "" {
 			delete(w.inFlight, e.user)
 			delete(w.touched, e.user)
-			w.done = append(w.done, checkpoint.UserDone{UserRef: e.user, Bindings: f.Bindings, Pages: f.Pages, UserSID: f.UserSID, Identity: f.Identity, Name: f.Name})
+			w.done = append(w.done, checkpoint.UserDone{UserRef: e.user, Bindings: f.Bindings, Pages: f.Pages, UserSID: f.UserSID, Identity: f.Identity, Name: f.Name, Parts: f.Parts})
 			w.r.stats.UsersDone.Add(1)
 		} else {
 			w.touched[e.user] = true
@@ -207,16 +229,28 @@ func (w *writer) handle(e event) error {
 		w.notFound = append(w.notFound, e.user)
 		w.r.stats.UsersNotFound.Add(1)
 	case evFailed:
-		f := checkpoint.UserFailed{UserRef: e.user, Reason: e.reason}
-		w.failed = append(w.failed, f)
-		w.r.failed = append(w.r.failed, f)
-		w.r.stats.UsersFailed.Add(1)
+		w.recordFailed(checkpoint.UserFailed{UserRef: e.user, Reason: e.reason})
 	case evRestart:
 		return w.dropUser(e.user, dropRestart)
 	case evDrop:
 		return w.dropUser(e.user, dropLeftOut)
 	}
 	return nil
+}
+
+// recordFailed notes a failed user. Reasons are cut short and at most
+// MaxNamedFailures users are named per run, in the checkpoint and the
+// summary alike, so that a run where every user fails (100k users, long
+// error bodies) keeps its memory and its checkpoint small; the count
+// covers them all.
+func (w *writer) recordFailed(f checkpoint.UserFailed) {
+	w.r.stats.UsersFailed.Add(1)
+	if len(w.r.failed) >= MaxNamedFailures {
+		return
+	}
+	f.Reason = safetext.Truncate(f.Reason, maxReasonBytes)
+	w.failed = append(w.failed, f)
+	w.r.failed = append(w.r.failed, f)
 }
 
 // learn fills in the user's SID and identity from what the fetcher knew or,
@@ -243,8 +277,7 @@ func learn(f *checkpoint.InFlight, e event) {
 }
 
 func (w *writer) openPart() error {
-	w.partSeq++
-	w.partName = checkpoint.PartName(w.r.date, fmt.Sprintf("%s-%05d.parquet", w.r.id, w.partSeq))
+	w.partName = w.r.newPartName()
 	p, err := exporter.NewPartWriter(w.ctx, w.r.store, w.partName, w.meta, w.r.partOptions())
 	if err != nil {
 		return fmt.Errorf("create part %s: %w", w.r.store.URI(w.partName), err)
@@ -263,7 +296,7 @@ func (w *writer) commit() error {
 		if err != nil {
 			return fmt.Errorf("close part %s: %w", w.r.store.URI(w.partName), err)
 		}
-		e.Parts = []checkpoint.Part{{Name: info.Name, Rows: info.Rows, Bytes: info.Bytes}}
+		e.Parts = []checkpoint.Part{partOf(info)}
 		w.r.stats.Parts.Add(1)
 	}
 	for u := range w.touched {
@@ -316,13 +349,13 @@ func (w *writer) dropUser(u checkpoint.UserRef, mode dropMode) error {
 	keep := func(row *schemas.Row) bool { return !rowOf(row, u) }
 	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: w.r.id}
 	for _, old := range f.Parts {
-		w.partSeq++
-		name := checkpoint.PartName(w.r.date, fmt.Sprintf("%s-%05d.parquet", w.r.id, w.partSeq))
+		name := w.r.newPartName()
 		info, err := exporter.FilterPart(w.ctx, w.r.store, old, name, keep, w.r.partOptions())
 		if err != nil {
 			return fmt.Errorf("drop rows of user %s from %s: %w", u, w.r.store.URI(old), err)
 		}
-		e.Replaced = append(e.Replaced, checkpoint.Replace{Old: old, New: &checkpoint.Part{Name: info.Name, Rows: info.Rows, Bytes: info.Bytes}})
+		p := partOf(info)
+		e.Replaced = append(e.Replaced, checkpoint.Replace{Old: old, New: &p})
 	}
 	delete(w.inFlight, u)
 	delete(w.touched, u)
@@ -351,6 +384,11 @@ func (w *writer) dropUser(u checkpoint.UserRef, mode dropMode) error {
 		}
 	}
 	return nil
+}
+
+// partOf is the checkpoint record of a written part.
+func partOf(info exporter.PartInfo) checkpoint.Part {
+	return checkpoint.Part{Name: info.Name, Rows: info.Rows, Bytes: info.Bytes, CRC32C: info.CRC32C}
 }
 
 // rowOf reports whether a row belongs to user u, addressed by SID or

@@ -146,20 +146,23 @@ func syncRun(res *worker.Result, runErr error, now time.Time) bq.Run {
 	}
 	s := res.Summary
 	r := bq.Run{
-		RunID:        res.RunID,
-		SnapshotDate: res.Date,
-		Start:        s.Start,
-		End:          s.End,
-		Status:       s.Status,
-		Error:        s.Error,
-		Services:     s.Services,
-		UsersTotal:   s.UsersTotal,
-		UsersDone:    s.UsersDone,
-		UsersGone:    s.UsersGone,
-		Bindings:     s.Bindings,
-		Pages:        s.Pages,
-		Retries:      s.Retries,
-		SnapshotRows: res.Rows,
+		RunID:              res.RunID,
+		SnapshotDate:       res.Date,
+		Start:              s.Start,
+		End:                s.End,
+		Status:             s.Status,
+		Error:              s.Error,
+		Services:           s.Services,
+		UsersTotal:         s.UsersTotal,
+		UsersDone:          s.UsersDone,
+		UsersGone:          s.UsersGone,
+		UsersNotFound:      s.UsersNotFound,
+		UsersFailed:        s.UsersFailedCount,
+		Bindings:           s.Bindings,
+		ContractViolations: s.ContractViolations,
+		Pages:              s.Pages,
+		Retries:            s.Retries,
+		SnapshotRows:       res.Rows,
 	}
 	for _, f := range s.UsersFailed {
 		r.FailedUsers = append(r.FailedUsers, bq.FailedUser{ServiceSID: f.Service, User: f.User, Reason: f.Reason})

@@ -149,6 +149,8 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 		PartRows:         j.cfg.Export.PartRows,
 		BatchRows:        j.cfg.Export.BatchRows,
 		RowGroupRows:     j.cfg.Export.RowGroupRows,
+		BatchBytes:       int64(j.cfg.Export.BatchBytes),
+		RowGroupBytes:    int64(j.cfg.Export.RowGroupBytes),
 		CommitInterval:   j.cfg.Export.CommitInterval,
 		ProgressInterval: progress,
 		Force:            force,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/bindsync/bindsync/internal/safetext"
@@ -78,14 +80,17 @@ func printResult(w io.Writer, res *worker.Result, err error, red *safetext.Redac
 	}
 	s := res.Summary
 	fmt.Fprintf(w, "snapshot %s: %s in %s\n", day, clean(red, s.Status), s.End.Sub(s.Start).Round(time.Millisecond))
-	fmt.Fprintf(w, "  users     %d read now, %d gone, %d not found, %d failed, %d known in all\n", s.UsersDone, s.UsersGone, s.UsersNotFound, len(s.UsersFailed), s.UsersTotal)
+	fmt.Fprintf(w, "  users     %d read now, %d gone, %d not found, %d failed, %d known in all\n", s.UsersDone, s.UsersGone, s.UsersNotFound, max(s.UsersFailedCount, int64(len(s.UsersFailed))), s.UsersTotal)
 	fmt.Fprintf(w, "  bindings  %d read now in %s (%d retries); the snapshot holds %s\n", s.Bindings, plural(s.Pages, "page", "pages"), s.Retries, plural(res.Rows, "row", "rows"))
+	for _, kind := range slices.Sorted(maps.Keys(s.ContractViolations)) {
+		fmt.Fprintf(w, "  contract  %s broke the API's contract (%s); kept as received\n", plural(s.ContractViolations[kind], "record", "records"), kind)
+	}
 	for _, p := range res.Published {
 		fmt.Fprintf(w, "  published to %s\n", clean(red, p))
 	}
 	for i, f := range res.Failed {
 		if i == 20 {
-			fmt.Fprintf(w, "  ... and %d more failed users (see the logs)\n", len(res.Failed)-20)
+			fmt.Fprintf(w, "  ... and %d more failed users (see the logs)\n", max(s.UsersFailedCount, int64(len(res.Failed)))-20)
 			break
 		}
 		// %q escapes the user's control characters as Escape would, and

@@ -1,0 +1,108 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/bindsync/bindsync/checkpoint"
+	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/schemas"
+)
+
+// maxRepairRounds bounds how often one run reads users again because their
+// parts were found damaged; a store that damages every part it is given
+// fails the run instead of looping.
+const maxRepairRounds = 3
+
+// verifyParts checks every committed part against the size and CRC32C the
+// checkpoint recorded. Bad parts (missing, short, damaged) leave the
+// snapshot in one log entry, together with every row of their users in the
+// other parts, and those users are no longer done, so the next read takes
+// them up again from their first page. It reports whether any part was bad.
+func (r *run) verifyParts(ctx, saveCtx context.Context) (bool, error) {
+	st := r.cp.State()
+	bad, err := checkpoint.VerifyParts(ctx, r.store, slices.Clone(st.Parts))
+	if err != nil || len(bad) == 0 {
+		return false, err
+	}
+	names := make([]string, len(bad))
+	for i, b := range bad {
+		names[i] = b.Name
+		r.log.Error("part damaged; its users are read again", zap.String("part", r.store.URI(b.Name)), zap.String("reason", b.Reason))
+	}
+	undone, err := checkpoint.UsersInParts(ctx, r.store, r.date, names)
+	if err != nil {
+		return false, fmt.Errorf("find the users of damaged parts: %w", err)
+	}
+	inFlight := st.InFlightIn(names)
+
+	// Every other part holding rows of these users is rewritten without
+	// them, in the same entry, so that none of their rows is published
+	// twice once they are read again.
+	users := map[checkpoint.UserRef]bool{}
+	rewrite := map[string]bool{}
+	for _, d := range undone {
+		users[d.UserRef] = true
+		for _, p := range d.Parts {
+			rewrite[p] = true
+		}
+	}
+	for _, u := range inFlight {
+		users[u] = true
+		if f := st.InFlight[u]; f != nil {
+			for _, p := range f.Parts {
+				rewrite[p] = true
+			}
+		}
+	}
+	for _, n := range names {
+		delete(rewrite, n)
+	}
+	drop := make(map[string]bool, len(users))
+	for u := range users {
+		drop[u.Service+"/"+u.User] = true
+	}
+	keep := func(row *schemas.Row) bool {
+		if row.ServiceSID == nil {
+			return true
+		}
+		return !(row.UserSID != nil && drop[*row.ServiceSID+"/"+*row.UserSID]) &&
+			!(row.Identity != nil && drop[*row.ServiceSID+"/"+*row.Identity])
+	}
+	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: r.id, Invalid: names, Undone: undone}
+	for _, p := range st.Parts {
+		if !rewrite[p.Name] {
+			continue
+		}
+		name := r.newPartName()
+		info, err := exporter.FilterPart(saveCtx, r.store, p.Name, name, keep, r.partOptions())
+		if err != nil {
+			return false, fmt.Errorf("drop the rows of users of damaged parts from %s: %w", r.store.URI(p.Name), err)
+		}
+		np := partOf(info)
+		e.Replaced = append(e.Replaced, checkpoint.Replace{Old: p.Name, New: &np})
+	}
+	if err := r.cp.Append(saveCtx, e); err != nil {
+		return false, err
+	}
+	r.stats.restartEnumeration()
+	for _, old := range append(names, oldNames(e.Replaced)...) {
+		if err := r.store.Delete(saveCtx, old); err != nil {
+			r.log.Warn("remove damaged or replaced part", zap.String("part", old), zap.Error(err))
+		}
+	}
+	r.log.Warn("damaged parts left the snapshot; reading their users again",
+		zap.Int("parts", len(names)), zap.Int("users", len(users)))
+	return true, nil
+}
+
+func oldNames(rs []checkpoint.Replace) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Old
+	}
+	return out
+}

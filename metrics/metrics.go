@@ -106,7 +106,7 @@ func New() *Metrics {
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bindsync_twilio_requests_total",
-			Help: "HTTP attempts made to Twilio, retries included, by list: users or bindings.",
+			Help: "HTTP attempts made to Twilio, retries included, by kind: users (the Users list), bindings (a user's bindings), user (one user looked up by identity).",
 		}, []string{"kind"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bindsync_twilio_retries_total",

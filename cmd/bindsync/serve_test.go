@@ -428,6 +428,7 @@ func TestServeEndToEnd(t *testing.T) {
 	cfg.Twilio.AccountSID = world.AccountSID
 	cfg.Twilio.AuthToken = twiliotest.DefaultAuthToken
 	cfg.Twilio.PageSize = 10
+	cfg.Twilio.UsersPageSize = 10
 	cfg.Twilio.Concurrency = 4
 	cfg.Services = []config.Service{{SID: world.Services[0].SID, Users: config.Users{All: true}}}
 	cfg.Staging = filepath.Join(dir, "staging")

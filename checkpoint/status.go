@@ -86,7 +86,7 @@ func (s *State) readComplete() bool {
 		return true
 	}
 	total := s.LastRun().UsersTotal
-	return total > 0 && s.UsersDone+int64(len(s.Gone)) >= total
+	return total > 0 && s.UsersDone+int64(len(s.Gone))+int64(len(s.NotFound)) >= total
 }
 
 // UsersTotal is the number of users the newest ended run knew of; runs

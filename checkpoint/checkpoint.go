@@ -1,7 +1,9 @@
-// Package checkpoint records the progress of one snapshot in the staging
-// store, so that a run that dies at any moment can be resumed by the next
-// run of the same snapshot date without fetching again what was finished
-// and without writing any binding twice.
+// Package checkpoint owns the state of a snapshot: it records the progress
+// of one snapshot in the staging store, so that a run that dies at any
+// moment can be resumed by the next run of the same snapshot date without
+// fetching again what was finished and without writing any binding twice,
+// and it says what that state is (State.Describe), which run statuses
+// there are (RunStatus), and how runs are named (NewRunID).
 //
 // The checkpoint is an append-only log, in the manner of a database
 // transaction log: every entry is a small JSON object written once, with

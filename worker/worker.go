@@ -1,8 +1,12 @@
-// Package worker runs one snapshot: it walks the configured services and
-// users, pages through every user's bindings, streams them into Parquet
-// part files, records its progress in the checkpoint log, and publishes the
-// snapshot once every user is read. A run that dies is resumed by the next
-// run of the same snapshot date.
+// Package worker runs one snapshot. It owns the reading stage: the
+// snapshot's lock, walking the configured services and users, paging
+// through every user's bindings, streaming them into Parquet part files
+// through the one writer goroutine, recording progress in the checkpoint
+// log, and checking every committed part before anything is published.
+// Once every user is read and every part checks out, it hands the
+// snapshot to package publish (the second stage) and records the run's
+// summary. A run that dies is resumed by the next run of the same
+// snapshot date.
 package worker
 
 import (

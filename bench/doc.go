@@ -44,9 +44,10 @@
 //     are the same allocations per whole run.
 //   - parts is the number of Parquet part files one pipeline run committed.
 //     BenchmarkPipeline keeps the default part size, so the whole world is
-//     one part and one Parquet row group (under 128Ki rows), which the
-//     writer buffers whole: its peak is close to the default
-//     configuration's worst case. BenchmarkPipelineScaling uses smaller
+//     one part; its row groups fill up to the exporter's default bounds
+//     (exporter.DefaultRowGroupRows rows or DefaultRowGroupBytes bytes),
+//     and the writer buffers one of them at a time, so its peak is close
+//     to the default configuration's worst case. BenchmarkPipelineScaling uses smaller
 //     parts, so that both of its worlds fill several.
 //
 // In BenchmarkPipelineScaling, about equal peak-live-MiB for both sizes

@@ -138,6 +138,9 @@ type gcsStore struct {
 
 func (g gcsStore) URI(name string) string { return "gs://" + g.bucket + "/" + g.prefix + "/" + name }
 
+// GCSURI offers every object in place, as the GCS store does.
+func (g gcsStore) GCSURI(name string) (string, bool) { return g.URI(name), true }
+
 // read serves bqtest.Options.GCS.
 func (g gcsStore) read(ctx context.Context, bucket, object string) ([]byte, error) {
 	name, ok := strings.CutPrefix(object, g.prefix+"/")
@@ -191,7 +194,7 @@ func makeBindings(svc string, n, seed int) []twilio.Binding {
 func writeSnapshot(t *testing.T, store staging.Store, date time.Time, bindings []twilio.Binding, perPart int, runID string, j exporter.Journal) exporter.Snapshot {
 	t.Helper()
 	ctx := context.Background()
-	snap := exporter.Snapshot{Date: date, Store: store, RunID: runID, Journal: j}
+	snap := exporter.Snapshot{Date: date, Store: store, RunID: runID, Journal: j, Tables: []exporter.Table{{Name: exporter.BindingsTable, Schema: schemas.Binding()}}}
 	meta := schemas.RowMeta{SnapshotDate: date, SyncedAt: date.Add(2 * time.Hour)}
 	for i := 0; i < len(bindings); i += perPart {
 		name := fmt.Sprintf("snapshots/%s/parts/%s-%05d.parquet", date.Format(time.DateOnly), runID, i/perPart)
@@ -206,7 +209,7 @@ func writeSnapshot(t *testing.T, store staging.Store, date time.Time, bindings [
 		if err != nil {
 			t.Fatal(err)
 		}
-		snap.Parts = append(snap.Parts, info)
+		snap.Tables[0].Parts = append(snap.Tables[0].Parts, info)
 	}
 	return snap
 }

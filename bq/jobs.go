@@ -31,6 +31,7 @@ type step struct {
 type publish struct {
 	p       *Publisher
 	s       exporter.Snapshot
+	parts   []exporter.PartInfo // of the table Options.Source
 	journal exporter.Journal
 	prefix  string // journal key prefix
 	token   string
@@ -41,7 +42,7 @@ type publish struct {
 // is the ID of the run that first published the snapshot: every job ID of
 // the snapshot includes it, so a snapshot read again with --force (which
 // starts a new checkpoint) never adopts the jobs of the old one.
-func (p *Publisher) newPublish(ctx context.Context, s exporter.Snapshot) (*publish, error) {
+func (p *Publisher) newPublish(ctx context.Context, s exporter.Snapshot, parts []exporter.PartInfo) (*publish, error) {
 	j := s.Journal
 	if j == nil {
 		j = &memJournal{}
@@ -49,6 +50,7 @@ func (p *Publisher) newPublish(ctx context.Context, s exporter.Snapshot) (*publi
 	pub := &publish{
 		p:       p,
 		s:       s,
+		parts:   parts,
 		journal: j,
 		prefix:  "bigquery/" + p.opts.Project + "." + p.opts.Dataset + "." + p.opts.Table + "/",
 		log:     p.log.With(zap.String("snapshot", day(s.Date))),

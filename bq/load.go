@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/staging"
 )
 
 // parquetSource sets what every load of a part needs: Parquet, and list
@@ -22,7 +23,7 @@ func parquetSource(fc *bigquery.FileConfig) {
 
 // sortedParts returns the parts in name order, the order of the steps.
 func (pub *publish) sortedParts() ([]exporter.PartInfo, error) {
-	parts := append([]exporter.PartInfo(nil), pub.s.Parts...)
+	parts := append([]exporter.PartInfo(nil), pub.parts...)
 	sort.Slice(parts, func(i, j int) bool { return parts[i].Name < parts[j].Name })
 	for i := 1; i < len(parts); i++ {
 		if parts[i].Name == parts[i-1].Name {
@@ -44,9 +45,10 @@ func (pub *publish) fromGCS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	store := pub.s.Store.(staging.InPlace)
 	uris := make([]string, len(parts))
 	for i, part := range parts {
-		uris[i] = pub.s.Store.URI(part.Name)
+		uris[i], _ = store.GCSURI(part.Name)
 	}
 	dst := pub.partition()
 	return pub.run(ctx, step{

@@ -107,7 +107,7 @@ func TestPublishFromGCS(t *testing.T) {
 	}
 	l := jobs[0].Configuration.Load
 	var wantURIs []string
-	for _, part := range snap.Parts {
+	for _, part := range snap.Tables[0].Parts {
 		wantURIs = append(wantURIs, store.URI(part.Name))
 	}
 	if jobs[0].JobReference.JobId != "bindsync_user_bindings_20261126_run1_load_a1" {
@@ -319,7 +319,7 @@ func TestPublishEmptySnapshotEmptiesPartition(t *testing.T) {
 	if err := p.Publish(ctx, writeSnapshot(t, newDir(t), day1, makeBindings("IS01", 10, 8), 100, "run1", newJournal())); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Publish(ctx, exporter.Snapshot{Date: day1, Store: newDir(t), RunID: "run2", Journal: newJournal()}); err != nil {
+	if err := p.Publish(ctx, exporter.Snapshot{Date: day1, Store: newDir(t), RunID: "run2", Journal: newJournal(), Tables: []exporter.Table{{Name: exporter.BindingsTable}}}); err != nil {
 		t.Fatal(err)
 	}
 	e.checkRows(day1, nil)

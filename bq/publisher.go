@@ -21,7 +21,6 @@ package bq
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/staging"
 )
 
 // Defaults of Options.
@@ -56,6 +56,11 @@ type Options struct {
 	// PartitionExpiration, when positive, makes BigQuery drop snapshots
 	// older than this.
 	PartitionExpiration time.Duration
+	// Source is the table of the snapshot that this Publisher loads into
+	// Table; "" means exporter.BindingsTable. A Publisher of the users
+	// table has Source exporter.UsersTable and Schema
+	// schemas.UsersBigQuery().
+	Source string
 	// Schema is the schema of the table; nil means schemas.BigQuery().
 	// A column added here is added to an existing table; none is dropped.
 	Schema bigquery.Schema
@@ -102,6 +107,9 @@ func New(client *bigquery.Client, opts Options) (*Publisher, error) {
 	}
 	if opts.Location == "" {
 		opts.Location = "US"
+	}
+	if opts.Source == "" {
+		opts.Source = exporter.BindingsTable
 	}
 	if opts.Schema == nil {
 		opts.Schema = schemas.BigQuery()
@@ -157,26 +165,40 @@ func (p *Publisher) ensureReady(ctx context.Context) error {
 	return p.EnsureTables(ctx)
 }
 
-// Publish replaces the partition of s.Date with the parts of s. It is
-// idempotent: called again after a crash, or in a rerun, it skips the
-// steps the journal marks done and adopts the jobs it had submitted.
+// Publish replaces the partition of s.Date with the parts of the table
+// Options.Source of s. It is idempotent: called again after a crash, or in
+// a rerun, it skips the steps the journal marks done and adopts the jobs
+// it had submitted. Parts of a store that offers them in place
+// (staging.InPlace) are loaded from there; the others are uploaded.
 func (p *Publisher) Publish(ctx context.Context, s exporter.Snapshot) error {
+	t, ok := s.Table(p.opts.Source)
+	if !ok {
+		return fmt.Errorf("bigquery: snapshot %s has no table %q to publish to %s", day(s.Date), p.opts.Source, p.opts.Table)
+	}
 	if err := p.ensureReady(ctx); err != nil {
 		return err
 	}
-	if len(s.Parts) == 0 {
+	if len(t.Parts) == 0 {
 		// An empty snapshot still replaces the day: an empty partition.
 		return p.truncatePartition(ctx, s.Date)
-	}
-	pub, err := p.newPublish(ctx, s)
-	if err != nil {
-		return err
 	}
 	if s.Store == nil {
 		return fmt.Errorf("bigquery: snapshot %s has no staging store", day(s.Date))
 	}
-	if strings.HasPrefix(s.Store.URI(s.Parts[0].Name), "gs://") {
-		return pub.fromGCS(ctx)
+	pub, err := p.newPublish(ctx, s, t.Parts)
+	if err != nil {
+		return err
+	}
+	if store, ok := s.Store.(staging.InPlace); ok {
+		uris := make([]string, 0, len(t.Parts))
+		for _, part := range t.Parts {
+			if uri, ok := store.GCSURI(part.Name); ok {
+				uris = append(uris, uri)
+			}
+		}
+		if len(uris) == len(t.Parts) {
+			return pub.fromGCS(ctx)
+		}
 	}
 	return pub.fromUploads(ctx)
 }

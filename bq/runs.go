@@ -11,6 +11,8 @@ import (
 
 	"cloud.google.com/go/bigquery"
 	"go.uber.org/zap"
+
+	"github.com/bindsync/bindsync/checkpoint"
 )
 
 // Run is one row of the sync_runs table: what one run of bindsync did.
@@ -18,8 +20,9 @@ type Run struct {
 	RunID        string
 	SnapshotDate time.Time
 	Start, End   time.Time
-	// Status is "succeeded", "failed", "interrupted" or "already_published".
-	Status string
+	// Status is RunSucceeded, RunFailed, RunInterrupted or
+	// RunAlreadyPublished of package checkpoint.
+	Status checkpoint.RunStatus
 	// Error is the run's error message, empty when it succeeded.
 	Error      string
 	Services   int
@@ -133,7 +136,7 @@ func (r Run) row() runRow {
 		SnapshotDate:  r.SnapshotDate.UTC().Format(time.DateOnly),
 		StartedAt:     r.Start.UTC().Format(timestampLayout),
 		EndedAt:       r.End.UTC().Format(timestampLayout),
-		Status:        r.Status,
+		Status:        string(r.Status),
 		Services:      r.Services,
 		UsersTotal:    r.UsersTotal,
 		UsersDone:     r.UsersDone,

@@ -1,7 +1,9 @@
-// Package checkpoint records the progress of one snapshot in the staging
-// store, so that a run that dies at any moment can be resumed by the next
-// run of the same snapshot date without fetching again what was finished
-// and without writing any binding twice.
+// Package checkpoint owns the state of a snapshot: it records the progress
+// of one snapshot in the staging store, so that a run that dies at any
+// moment can be resumed by the next run of the same snapshot date without
+// fetching again what was finished and without writing any binding twice,
+// and it says what that state is (State.Describe), which run statuses
+// there are (RunStatus), and how runs are named (NewRunID).
 //
 // The checkpoint is an append-only log, in the manner of a database
 // transaction log: every entry is a small JSON object written once, with
@@ -27,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +71,14 @@ type UserRef struct {
 }
 
 func (u UserRef) String() string { return u.Service + "/" + u.User }
+
+// userSIDPattern is the form of a user SID; anything else a UserRef holds
+// is an identity.
+var userSIDPattern = regexp.MustCompile(`^US[0-9a-fA-F]{32}$`)
+
+// IsUserSID reports whether s is a user SID (US and 32 hex digits) rather
+// than an identity.
+func IsUserSID(s string) bool { return userSIDPattern.MatchString(s) }
 
 // UserDone is a user whose every binding is in committed parts.
 type UserDone struct {
@@ -120,7 +131,7 @@ type RunSummary struct {
 	RunID         string    `json:"run_id"`
 	Start         time.Time `json:"start"`
 	End           time.Time `json:"end"`
-	Status        string    `json:"status"` // "succeeded", "failed", "interrupted"
+	Status        RunStatus `json:"status"`
 	Error         string    `json:"error,omitempty"`
 	Services      int       `json:"services"`
 	UsersTotal    int64     `json:"users_total"`
@@ -484,7 +495,7 @@ func (s *State) LastRun() *RunSummary {
 func (s *State) apply(e *Entry) {
 	switch e.Kind {
 	case KindStart:
-		s.Runs = append(s.Runs, RunSummary{RunID: e.RunID, Start: e.Time, Status: "running"})
+		s.Runs = append(s.Runs, RunSummary{RunID: e.RunID, Start: e.Time, Status: RunRunning})
 	case KindFinish:
 		if e.Run != nil {
 			replaced := false

@@ -1,7 +1,10 @@
-// Package exporter turns binding rows into Parquet part files in a staging
-// store, reads them back, and publishes a finished snapshot to readers. It
-// knows Arrow and Parquet but nothing of Twilio's HTTP API: rows arrive as
-// twilio.Binding values and leave as schemas.Row values.
+// Package exporter owns the Parquet part files of a snapshot and the
+// publishing seam: it writes binding and user rows into part files in a
+// staging store, reads and filters them back, defines a Snapshot (a list
+// of tables of parts) and the Publisher interface, and implements the
+// local warehouse publisher. It knows Arrow and Parquet but nothing of
+// Twilio's HTTP API: rows arrive as twilio.Binding values and leave as
+// schemas.Row values.
 package exporter
 
 import (

@@ -13,29 +13,61 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"golang.org/x/sys/unix"
 
 	"github.com/bindsync/bindsync/staging"
 )
 
 // Snapshot is a complete snapshot ready to publish: its date and its
-// committed parts in the staging store.
+// tables, each made of committed parts in the staging store.
 type Snapshot struct {
 	// Date is the snapshot date; its UTC calendar day names the partition.
 	Date time.Time
 	// Store holds the parts.
 	Store staging.Store
-	// Parts are the committed parts of the snapshot, in any order.
-	Parts []PartInfo
-	// Users are the parts of the users table (schemas.Users): one row per
-	// user the snapshot read, with its number of bindings.
-	Users []PartInfo
+	// Tables are the tables of the snapshot, in the order they are
+	// published: BindingsTable first, then the tables derived from it
+	// (UsersTable). A new table of the snapshot is one more entry.
+	Tables []Table
 	// RunID identifies the run that produced the snapshot, for logs and
 	// for publishers that need deterministic job names.
 	RunID string
 	// Journal keeps a publisher's progress durably; nil when the caller
 	// has none. Publishers that do not need it ignore it.
 	Journal Journal
+}
+
+// Table is one table of a snapshot: the day's partition of that table is
+// replaced by its parts.
+type Table struct {
+	// Name is the table's name in the snapshot (BindingsTable,
+	// UsersTable); each publisher maps it to its destination.
+	Name string
+	// Schema is the Arrow schema of every part (schemas.Binding,
+	// schemas.Users).
+	Schema *arrow.Schema
+	// Parts are the committed parts of the table, in any order.
+	Parts []PartInfo
+}
+
+// Names of the tables of a snapshot.
+const (
+	// BindingsTable holds one row per binding (schemas.Binding).
+	BindingsTable = "user_bindings"
+	// UsersTable holds one row per user the snapshot read, found gone or
+	// found missing (schemas.Users).
+	UsersTable = "users"
+)
+
+// Table returns the table of s called name, and whether s has one.
+func (s Snapshot) Table(name string) (Table, bool) {
+	for _, t := range s.Tables {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Table{}, false
 }
 
 // Journal is a small durable key/value record kept with the snapshot's
@@ -66,11 +98,20 @@ const (
 	// TableDir is the directory of the user_bindings table under Path.
 	TableDir = "user_bindings"
 	// UsersTableDir is the directory of the users table under Path.
-	UsersTableDir = "user_bindings_users"
+	UsersTableDir = TableDir + "_" + UsersTable
 	// warehouseTmpDir holds snapshots being built; it is outside TableDir
 	// so that readers globbing user_bindings/*/*.parquet never see them.
 	warehouseTmpDir = ".tmp"
 )
+
+// tableDir is the directory under Path of the snapshot table name:
+// TableDir for the bindings, TableDir_<name> for the others.
+func tableDir(name string) string {
+	if name == BindingsTable {
+		return TableDir
+	}
+	return TableDir + "_" + name
+}
 
 // LocalWarehouse publishes snapshots as a Hive-partitioned directory of
 // Parquet files that DuckDB, Spark or pandas can read directly:
@@ -105,22 +146,28 @@ func (l LocalWarehouse) SnapshotDir(date time.Time) string {
 	return filepath.Join(l.Path, TableDir, partitionName(date))
 }
 
-// Publish copies the parts of s, ordered by name and renumbered
-// part-00000.parquet, part-00001.parquet, ..., into a new directory and
-// swaps it in place of the date's directory. Leftovers of an earlier
-// interrupted Publish of the same date are removed first, which makes a
-// retry converge to the same state.
+// Publish copies the parts of each table of s, ordered by name and
+// renumbered part-00000.parquet, part-00001.parquet, ..., into a new
+// directory and swaps it in place of the date's directory of that table.
+// Leftovers of an earlier interrupted Publish of the same date are removed
+// first, which makes a retry converge to the same state.
 //
-// The users table, when s has users parts, is published the same way after
-// the bindings: each table's day changes atomically.
+// Tables are published one after the other, in the order of s.Tables:
+// each table's day changes atomically.
 func (l LocalWarehouse) Publish(ctx context.Context, s Snapshot) error {
 	part := partitionName(s.Date)
-	if err := l.publish(ctx, s, TableDir, s.Parts, part); err != nil {
-		return fmt.Errorf("publish %s to %s: %w", part, l.Describe(), err)
+	if l.Path == "" {
+		return fmt.Errorf("publish %s: warehouse path is empty", part)
 	}
-	if s.Users != nil {
-		if err := l.publish(ctx, s, UsersTableDir, s.Users, part); err != nil {
-			return fmt.Errorf("publish users of %s to %s: %w", part, l.Describe(), err)
+	if s.Store == nil {
+		return fmt.Errorf("publish %s to %s: snapshot has no staging store", part, l.Describe())
+	}
+	for _, t := range s.Tables {
+		if err := l.publish(ctx, s, tableDir(t.Name), t.Parts, part); err != nil {
+			if t.Name == BindingsTable {
+				return fmt.Errorf("publish %s to %s: %w", part, l.Describe(), err)
+			}
+			return fmt.Errorf("publish %s of %s to %s: %w", t.Name, part, l.Describe(), err)
 		}
 	}
 	return nil

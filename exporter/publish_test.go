@@ -29,11 +29,11 @@ var (
 // name order is the order of groups, and returns the snapshot.
 func stagedSnapshot(t *testing.T, store staging.Store, date time.Time, prefix string, groups ...[]twilio.Binding) Snapshot {
 	t.Helper()
-	s := Snapshot{Date: date, Store: store, RunID: "run-" + prefix}
+	s := Snapshot{Date: date, Store: store, RunID: "run-" + prefix, Tables: []Table{{Name: BindingsTable, Schema: schemas.Binding()}}}
 	// Register the parts in reverse to check that Publish orders them.
 	for i := len(groups) - 1; i >= 0; i-- {
 		name := prefix + "/part-" + string(rune('a'+i)) + ".parquet"
-		s.Parts = append(s.Parts, writePart(t, store, name, groups[i], PartOptions{BatchRows: 100}))
+		s.Tables[0].Parts = append(s.Tables[0].Parts, writePart(t, store, name, groups[i], PartOptions{BatchRows: 100}))
 	}
 	return s
 }
@@ -201,16 +201,16 @@ func TestLocalWarehouseFailureKeepsPrevious(t *testing.T) {
 		canceled bool
 	}{
 		{"missing part", func(s Snapshot) Snapshot {
-			s.Parts = append(append([]PartInfo(nil), s.Parts...), PartInfo{Name: "v2/part-z.parquet", Rows: 1, Bytes: 10})
+			s.Tables[0].Parts = append(append([]PartInfo(nil), s.Tables[0].Parts...), PartInfo{Name: "v2/part-z.parquet", Rows: 1, Bytes: 10})
 			return s
 		}, false},
 		{"size mismatch", func(s Snapshot) Snapshot {
-			s.Parts = append([]PartInfo(nil), s.Parts...)
-			s.Parts[0].Bytes++
+			s.Tables[0].Parts = append([]PartInfo(nil), s.Tables[0].Parts...)
+			s.Tables[0].Parts[0].Bytes++
 			return s
 		}, false},
 		{"duplicate part", func(s Snapshot) Snapshot {
-			s.Parts = append(append([]PartInfo(nil), s.Parts...), s.Parts[0])
+			s.Tables[0].Parts = append(append([]PartInfo(nil), s.Tables[0].Parts...), s.Tables[0].Parts[0])
 			return s
 		}, false},
 		{"canceled", func(s Snapshot) Snapshot { return s }, true},
@@ -248,7 +248,7 @@ func TestLocalWarehouseEmptySnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A day with no bindings at all replaces the old rows with none.
-	if err := l.Publish(ctx, Snapshot{Date: day1, Store: store}); err != nil {
+	if err := l.Publish(ctx, Snapshot{Date: day1, Store: store, Tables: []Table{{Name: BindingsTable}}}); err != nil {
 		t.Fatal(err)
 	}
 	names, rows := readSnapshot(t, l, day1)
@@ -262,10 +262,10 @@ func TestLocalWarehouseEmptySnapshot(t *testing.T) {
 
 func TestLocalWarehouseInvalid(t *testing.T) {
 	ctx := context.Background()
-	if err := (LocalWarehouse{}).Publish(ctx, Snapshot{Date: day1, Store: newMemStore()}); err == nil {
+	if err := (LocalWarehouse{}).Publish(ctx, Snapshot{Date: day1, Store: newMemStore(), Tables: []Table{{Name: BindingsTable}}}); err == nil {
 		t.Error("Publish with an empty path succeeded")
 	}
-	if err := (LocalWarehouse{Path: t.TempDir()}).Publish(ctx, Snapshot{Date: day1}); err == nil {
+	if err := (LocalWarehouse{Path: t.TempDir()}).Publish(ctx, Snapshot{Date: day1, Tables: []Table{{Name: BindingsTable}}}); err == nil {
 		t.Error("Publish without a store succeeded")
 	}
 	if got := (LocalWarehouse{Path: "/data/wh"}).Describe(); got != "local warehouse /data/wh" {
@@ -416,7 +416,7 @@ func TestPublishFollowsUmask(t *testing.T) {
 				}
 				l := LocalWarehouse{Path: filepath.Join(t.TempDir(), "warehouse")}
 				snap := stagedSnapshot(t, store, day1, "p", testBindings(0, 10), testBindings(10, 5))
-				snap.Users = []PartInfo{snap.Parts[0]}
+				snap.Tables = append(snap.Tables, Table{Name: UsersTable, Parts: []PartInfo{snap.Tables[0].Parts[0]}})
 				if err := l.Publish(context.Background(), snap); err != nil {
 					t.Fatal(err)
 				}

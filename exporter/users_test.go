@@ -38,7 +38,7 @@ func TestUsersPartPublished(t *testing.T) {
 	if info.Rows != 3 {
 		t.Errorf("rows = %d", info.Rows)
 	}
-	s.Users = []PartInfo{info}
+	s.Tables = append(s.Tables, Table{Name: UsersTable, Schema: schemas.Users(), Parts: []PartInfo{info}})
 	if err := l.Publish(ctx, s); err != nil {
 		t.Fatal(err)
 	}

@@ -24,19 +24,6 @@ import (
 	"github.com/bindsync/bindsync/twilio"
 )
 
-// Run statuses, the values of the status label of bindsync_runs_total. The
-// first three are those of checkpoint.RunSummary.Status.
-const (
-	StatusSucceeded   = "succeeded"
-	StatusFailed      = "failed"
-	StatusInterrupted = "interrupted"
-	// StatusPanicked is a run that panicked; the process went on.
-	StatusPanicked = "panicked"
-	// StatusSkipped is a firing of the schedule while the previous run was
-	// still going: no run was started.
-	StatusSkipped = "skipped"
-)
-
 // Metrics are the metrics of one bindsync process. Its methods are safe for
 // concurrent use.
 type Metrics struct {
@@ -126,8 +113,8 @@ func New() *Metrics {
 		m.bindings, m.violations, m.pages, m.requests, m.retries, m.inFlight, m.inProgress)
 	m.process.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	for _, s := range []string{StatusSucceeded, StatusFailed, StatusInterrupted, StatusPanicked, StatusSkipped} {
-		m.runsTotal.WithLabelValues(s)
+	for _, s := range []checkpoint.RunStatus{checkpoint.RunSucceeded, checkpoint.RunFailed, checkpoint.RunInterrupted, checkpoint.RunPanicked, checkpoint.RunSkipped} {
+		m.runsTotal.WithLabelValues(string(s))
 	}
 	for _, s := range []string{"done", "gone", "failed", "skipped"} {
 		m.users.WithLabelValues(s)
@@ -165,7 +152,7 @@ func (m *Metrics) RunStarted() { m.inProgress.Set(1) }
 // with a non-nil err (its checkpoint could not be saved) counts as failed.
 func (m *Metrics) RunFinished(s checkpoint.RunSummary, err error, dur time.Duration) {
 	status := s.Status
-	if status == "" || (err != nil && status == StatusSucceeded) {
+	if status == "" || (err != nil && status == checkpoint.RunSucceeded) {
 		status = statusOf(err)
 	}
 	m.users.WithLabelValues("done").Add(float64(s.UsersDone))
@@ -181,36 +168,36 @@ func (m *Metrics) RunFinished(s checkpoint.RunSummary, err error, dur time.Durat
 }
 
 // RunPanicked records a run that ended in a panic.
-func (m *Metrics) RunPanicked(dur time.Duration) { m.ended(StatusPanicked, dur) }
+func (m *Metrics) RunPanicked(dur time.Duration) { m.ended(checkpoint.RunPanicked, dur) }
 
 // RunSkipped records a firing of the schedule that started no run because
 // the previous one was still going.
-func (m *Metrics) RunSkipped() { m.runsTotal.WithLabelValues(StatusSkipped).Inc() }
+func (m *Metrics) RunSkipped() { m.runsTotal.WithLabelValues(string(checkpoint.RunSkipped)).Inc() }
 
 // AddUsersSkipped counts users a run did not read because an earlier run of
 // the same snapshot had finished them (worker.Stats.UsersSkipped); the run
 // summary does not hold that number.
 func (m *Metrics) AddUsersSkipped(n int64) { m.users.WithLabelValues("skipped").Add(float64(n)) }
 
-func (m *Metrics) ended(status string, dur time.Duration) {
+func (m *Metrics) ended(status checkpoint.RunStatus, dur time.Duration) {
 	now := float64(m.now().UnixNano()) / 1e9
-	m.runsTotal.WithLabelValues(status).Inc()
+	m.runsTotal.WithLabelValues(string(status)).Inc()
 	m.duration.Observe(dur.Seconds())
 	m.lastRun.WithLabelValues().Set(now)
-	if status == StatusSucceeded {
+	if status == checkpoint.RunSucceeded {
 		m.lastSuccess.WithLabelValues().Set(now)
 	}
 	m.inProgress.Set(0)
 }
 
-func statusOf(err error) string {
+func statusOf(err error) checkpoint.RunStatus {
 	switch {
 	case err == nil:
-		return StatusSucceeded
+		return checkpoint.RunSucceeded
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return StatusInterrupted
+		return checkpoint.RunInterrupted
 	default:
-		return StatusFailed
+		return checkpoint.RunFailed
 	}
 }
 

@@ -52,32 +52,32 @@ func TestRunFinishedCountsOneRun(t *testing.T) {
 		name        string
 		summary     checkpoint.RunSummary
 		err         error
-		wantStatus  string
+		wantStatus  checkpoint.RunStatus
 		wantSuccess bool
 	}{
 		{
 			name:       "succeeded",
 			summary:    checkpoint.RunSummary{Status: "succeeded", UsersDone: 7, UsersGone: 2, UsersNotFound: 3, Bindings: 345, Pages: 12},
-			wantStatus: StatusSucceeded, wantSuccess: true,
+			wantStatus: checkpoint.RunSucceeded, wantSuccess: true,
 		},
 		{
 			name:    "failed users",
 			summary: checkpoint.RunSummary{Status: "failed", UsersDone: 5, UsersFailed: failedUsers, Bindings: 40, Pages: 6},
-			err:     errBoom, wantStatus: StatusFailed,
+			err:     errBoom, wantStatus: checkpoint.RunFailed,
 		},
 		{
 			name:    "interrupted",
 			summary: checkpoint.RunSummary{Status: "interrupted", UsersDone: 1, Bindings: 3, Pages: 1},
-			err:     fmt.Errorf("interrupted: %w", context.Canceled), wantStatus: StatusInterrupted,
+			err:     fmt.Errorf("interrupted: %w", context.Canceled), wantStatus: checkpoint.RunInterrupted,
 		},
-		{name: "already published", wantStatus: StatusSucceeded, wantSuccess: true},
-		{name: "locked before it began", err: errBoom, wantStatus: StatusFailed},
-		{name: "cancelled before it began", err: fmt.Errorf("lock snapshot: %w", context.Canceled), wantStatus: StatusInterrupted},
-		{name: "deadline before it began", err: fmt.Errorf("open: %w", context.DeadlineExceeded), wantStatus: StatusInterrupted},
+		{name: "already published", wantStatus: checkpoint.RunSucceeded, wantSuccess: true},
+		{name: "locked before it began", err: errBoom, wantStatus: checkpoint.RunFailed},
+		{name: "cancelled before it began", err: fmt.Errorf("lock snapshot: %w", context.Canceled), wantStatus: checkpoint.RunInterrupted},
+		{name: "deadline before it began", err: fmt.Errorf("open: %w", context.DeadlineExceeded), wantStatus: checkpoint.RunInterrupted},
 		{
 			name:    "succeeded but its end not saved",
 			summary: checkpoint.RunSummary{Status: "succeeded", UsersDone: 3, Bindings: 9, Pages: 3},
-			err:     errBoom, wantStatus: StatusFailed,
+			err:     errBoom, wantStatus: checkpoint.RunFailed,
 		},
 	}
 	for _, tt := range tests {
@@ -103,7 +103,7 @@ func TestRunFinishedCountsOneRun(t *testing.T) {
 				"bindsync_run_duration_seconds_count":     1,
 				"bindsync_last_run_timestamp_seconds":     1795000000,
 			}
-			for _, s := range []string{StatusSucceeded, StatusFailed, StatusInterrupted, StatusPanicked, StatusSkipped} {
+			for _, s := range []checkpoint.RunStatus{checkpoint.RunSucceeded, checkpoint.RunFailed, checkpoint.RunInterrupted, checkpoint.RunPanicked, checkpoint.RunSkipped} {
 				want[fmt.Sprintf(`bindsync_runs_total{status=%q}`, s)] = 0
 			}
 			want[fmt.Sprintf(`bindsync_runs_total{status=%q}`, tt.wantStatus)] = 1

@@ -112,7 +112,7 @@ func TestUserNamedTwiceIsReadOnce(t *testing.T) {
 	opts.UsersPageSize = 7
 	// The listed service names one of its users twice by SID.
 	twice := e.services[1].Users[len(e.services[1].Users)-1]
-	if !userSIDPattern.MatchString(twice) {
+	if !checkpoint.IsUserSID(twice) {
 		t.Fatalf("test setup: %q is not a SID", twice)
 	}
 	opts.Services[1].Users = append(opts.Services[1].Users, twice)

@@ -71,7 +71,7 @@ func TestIdentitiesAreResolvedAndReadBySID(t *testing.T) {
 		t.Errorf("users not found = %d, want 1", res.Summary.UsersNotFound)
 	}
 	for u, n := range src.firstPages() {
-		if !userSIDPattern.MatchString(strings.TrimPrefix(u, svc.SID+"/")) || n != 1 {
+		if !checkpoint.IsUserSID(strings.TrimPrefix(u, svc.SID+"/")) || n != 1 {
 			t.Errorf("bindings of %s asked %d times; want every user once, by SID", u, n)
 		}
 	}

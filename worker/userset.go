@@ -38,7 +38,7 @@ func newUserSet(services []Service) *userSet {
 // a configured service.
 func (s *userSet) key(u checkpoint.UserRef) (sidKey, bool) {
 	svc, ok := s.services[u.Service]
-	if !ok || !userSIDPattern.MatchString(u.User) {
+	if !ok || !checkpoint.IsUserSID(u.User) {
 		return sidKey{}, false
 	}
 	k := sidKey{service: svc}

@@ -1,18 +1,19 @@
-// Package worker runs one snapshot: it walks the configured services and
-// users, pages through every user's bindings, streams them into Parquet
-// part files, records its progress in the checkpoint log, and publishes the
-// snapshot once every user is read. A run that dies is resumed by the next
-// run of the same snapshot date.
+// Package worker runs one snapshot. It owns the reading stage: the
+// snapshot's lock, walking the configured services and users, paging
+// through every user's bindings, streaming them into Parquet part files
+// through the one writer goroutine, recording progress in the checkpoint
+// log, and checking every committed part before anything is published.
+// Once every user is read and every part checks out, it hands the
+// snapshot to package publish (the second stage) and records the run's
+// summary. A run that dies is resumed by the next run of the same
+// snapshot date.
 package worker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -25,7 +26,7 @@ import (
 
 	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/exporter"
-	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/publish"
 	"github.com/bindsync/bindsync/staging"
 	"github.com/bindsync/bindsync/twilio"
 )
@@ -200,27 +201,9 @@ func Run(ctx context.Context, src Source, opts Options, date time.Time) (*Result
 		date:  date,
 		log:   log,
 		stats: opts.Stats,
-		id:    newRunID(opts.Now()),
+		id:    checkpoint.NewRunID(opts.Now()),
 	}
 	return r.run(ctx)
-}
-
-// lock takes the snapshot's lock, waiting up to wait while another run
-// holds it.
-func lock(ctx context.Context, store staging.Store, name string, wait time.Duration, log *zap.Logger) (func() error, error) {
-	deadline := time.Now().Add(wait)
-	for {
-		unlock, err := store.Lock(ctx, name)
-		if !errors.Is(err, staging.ErrLocked) || !time.Now().Before(deadline) {
-			return unlock, err
-		}
-		log.Info("snapshot locked by another run; waiting", zap.Error(err), zap.Time("until", deadline))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(min(time.Second, time.Until(deadline))):
-		}
-	}
 }
 
 type run struct {
@@ -262,12 +245,6 @@ func (r *run) newPartName() string {
 	return checkpoint.PartName(r.date, fmt.Sprintf("%s-%05d.parquet", r.id, r.partSeq.Add(1)))
 }
 
-func newRunID(now time.Time) string {
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
-}
-
 func (r *run) run(ctx context.Context) (*Result, error) {
 	r.start = r.opts.Now().UTC()
 	r.stats.begin(time.Now(), r.opts.Services)
@@ -304,7 +281,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 
 	summary := r.summary()
 	res := &Result{RunID: r.id, Date: r.date}
-	finish := func(status string, err error) (*Result, error) {
+	finish := func(status checkpoint.RunStatus, err error) (*Result, error) {
 		summary.Status = status
 		summary.End = r.opts.Now().UTC()
 		if err != nil {
@@ -324,20 +301,20 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 
 	switch {
 	case readErr != nil && ctx.Err() != nil:
-		return finish("interrupted", fmt.Errorf("interrupted: %w", context.Cause(ctx)))
+		return finish(checkpoint.RunInterrupted, fmt.Errorf("interrupted: %w", context.Cause(ctx)))
 	case readErr != nil:
-		return finish("failed", readErr)
+		return finish(checkpoint.RunFailed, readErr)
 	case summary.UsersFailedCount > 0:
-		return finish("failed", failedError(summary.UsersFailed, summary.UsersFailedCount))
+		return finish(checkpoint.RunFailed, failedError(summary.UsersFailed, summary.UsersFailedCount))
 	}
 
 	if err := r.publish(ctx, res); err != nil {
 		if ctx.Err() != nil {
-			return finish("interrupted", fmt.Errorf("interrupted while publishing: %w", err))
+			return finish(checkpoint.RunInterrupted, fmt.Errorf("interrupted while publishing: %w", err))
 		}
-		return finish("failed", err)
+		return finish(checkpoint.RunFailed, err)
 	}
-	return finish("succeeded", nil)
+	return finish(checkpoint.RunSucceeded, nil)
 }
 
 func failedError(failed []checkpoint.UserFailed, count int64) error {
@@ -378,7 +355,7 @@ func (r *run) summary() checkpoint.RunSummary {
 
 func (r *run) logSummary(s checkpoint.RunSummary) {
 	fields := []zap.Field{
-		zap.String("run_id", s.RunID), zap.String("status", s.Status),
+		zap.String("run_id", s.RunID), zap.String("status", string(s.Status)),
 		zap.Duration("duration", s.End.Sub(s.Start).Round(time.Millisecond)),
 		zap.Int("services", s.Services), zap.Int64("users_total", s.UsersTotal),
 		zap.Int64("users_done", s.UsersDone), zap.Int64("users_skipped", r.stats.UsersSkipped.Load()),
@@ -389,121 +366,31 @@ func (r *run) logSummary(s checkpoint.RunSummary) {
 	for _, f := range s.UsersFailed {
 		r.log.Error("user failed", zap.String("service_sid", f.Service), zap.String("user", f.User), zap.String("reason", f.Reason))
 	}
-	if s.Status == "succeeded" {
+	if s.Status == checkpoint.RunSucceeded {
 		r.log.Info("run finished", fields...)
 	} else {
 		r.log.Error("run finished", append(fields, zap.String("error", s.Error))...)
 	}
 }
 
-// publish hands the committed parts to every publisher, then records the
-// snapshot as published and removes its part files from staging.
+// publish hands the read snapshot to the publishing stage. Files left in
+// staging after the snapshot is published are only a warning: the
+// snapshot is visible, and the run succeeded.
 func (r *run) publish(ctx context.Context, res *Result) error {
-	st := r.cp.State()
-	parts := make([]exporter.PartInfo, len(st.Parts))
-	for i, p := range st.Parts {
-		parts[i] = exporter.PartInfo{Name: p.Name, Rows: p.Rows, Bytes: p.Bytes}
-	}
-	users, err := r.writeUsers(ctx)
-	if err != nil {
-		return err
-	}
-	snap := exporter.Snapshot{Date: r.date, Store: r.store, Parts: parts, Users: []exporter.PartInfo{users}, RunID: r.id, Journal: journal{r.cp}}
-	for _, p := range r.opts.Publishers {
-		r.log.Info("publishing", zap.String("to", p.Describe()), zap.Int("parts", len(parts)), zap.Int64("rows", st.Rows()))
-		if err := p.Publish(ctx, snap); err != nil {
-			return fmt.Errorf("publish snapshot %s to %s: %w", r.date.Format(time.DateOnly), p.Describe(), err)
-		}
-		res.Published = append(res.Published, p.Describe())
-	}
-	if err := r.cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindPublished, RunID: r.id}); err != nil {
-		return err
-	}
-	for _, p := range append(slices.Clone(st.Parts), checkpoint.Part{Name: users.Name}) {
-		if err := r.store.Delete(ctx, p.Name); err != nil && !errors.Is(err, staging.ErrNotExist) {
-			r.log.Warn("remove published part from staging", zap.String("part", p.Name), zap.Error(err))
-			return nil
-		}
-	}
-	return r.cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindCleaned, RunID: r.id})
-}
-
-// writeUsers writes the users part of the snapshot from its checkpoint
-// log: one row per user finished or gone, over every run. It is derived
-// anew at each publish, so a rerun writes the same part.
-func (r *run) writeUsers(ctx context.Context) (exporter.PartInfo, error) {
-	synced := r.start
-	if runs := r.cp.State().Runs; len(runs) > 0 {
-		synced = runs[0].Start // when the snapshot began to be read
-	}
-	name := checkpoint.UsersPartName(r.date)
-	w, err := exporter.NewUsersPartWriter(ctx, r.store, name, schemas.RowMeta{SnapshotDate: r.date, SyncedAt: synced}, r.partOptions())
-	if err != nil {
-		return exporter.PartInfo{}, fmt.Errorf("write users of snapshot %s: %w", r.date.Format(time.DateOnly), err)
-	}
-	// Done users come from the log (EachDone yields only the records
-	// that still stand, so a user read again has one row); gone and not
-	// found users from the state.
-	err = checkpoint.EachDone(ctx, r.store, r.date, func(d *checkpoint.UserDone) error {
-		user := d.User
-		if d.Name != "" {
-			user = d.Name // the identity the configuration names
-		}
-		row := schemas.UserRow{ServiceSID: d.Service, User: user, UserSID: optional(d.UserSID), Identity: optional(d.Identity), Bindings: d.Bindings, State: schemas.UserRead}
-		return w.Append(&row)
+	published, err := publish.Snapshot(ctx, r.cp, publish.Options{
+		Store:       r.store,
+		Publishers:  r.opts.Publishers,
+		RunID:       r.id,
+		PartOptions: r.partOptions(),
+		SyncedAt:    r.start,
+		Logger:      r.log,
 	})
-	if err == nil {
-		st := r.cp.State()
-		for _, set := range []struct {
-			users map[checkpoint.UserRef]bool
-			state string
-		}{{st.Gone, schemas.UserGone}, {st.NotFound, schemas.UserNotFound}} {
-			refs := slices.SortedFunc(maps.Keys(set.users), func(a, b checkpoint.UserRef) int { return strings.Compare(a.String(), b.String()) })
-			for _, u := range refs {
-				if err = w.Append(refRow(u, set.state)); err != nil {
-					break
-				}
-			}
-		}
-	}
-	if err != nil {
-		w.Abort()
-		return exporter.PartInfo{}, fmt.Errorf("write users of snapshot %s: %w", r.date.Format(time.DateOnly), err)
-	}
-	info, err := w.Close()
-	if err != nil {
-		return exporter.PartInfo{}, fmt.Errorf("write users of snapshot %s: %w", r.date.Format(time.DateOnly), err)
-	}
-	return info, nil
-}
-
-// refRow is the users-table row of a user that has no bindings in the
-// snapshot: its SID when the reference is one, else its identity.
-func refRow(u checkpoint.UserRef, state string) *schemas.UserRow {
-	row := &schemas.UserRow{ServiceSID: u.Service, User: u.User, State: state}
-	if userSIDPattern.MatchString(u.User) {
-		row.UserSID = &u.User
-	} else {
-		row.Identity = &u.User
-	}
-	return row
-}
-
-func optional(s string) *string {
-	if s == "" {
+	res.Published = published
+	if errors.Is(err, publish.ErrNotCleaned) {
+		r.log.Warn("snapshot published; some of its files stay in staging", zap.Error(err))
 		return nil
 	}
-	return &s
-}
-
-// journal lets publishers keep their progress (job IDs, attempts) in the
-// snapshot's checkpoint.
-type journal struct{ cp *checkpoint.Log }
-
-func (j journal) Get(key string) string { return j.cp.State().Publish[key] }
-
-func (j journal) Set(ctx context.Context, kv map[string]string) error {
-	return j.cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindPublish, Publish: kv})
+	return err
 }
 
 // read walks every user and streams their bindings into committed parts.
@@ -578,8 +465,6 @@ type job struct {
 	name string
 }
 
-var userSIDPattern = regexp.MustCompile(`^US[0-9a-fA-F]{32}$`)
-
 // enumerate sends every user still to read, service by service. A user
 // named twice (a Users page that repeats it, a configuration naming it
 // twice) is sent once: users are claimed by service and SID.
@@ -616,7 +501,7 @@ func (r *run) enumerate(ctx context.Context, jobs chan<- job) error {
 		if !svc.AllUsers {
 			for _, u := range svc.Users {
 				sid, identity := "", u
-				if userSIDPattern.MatchString(u) {
+				if checkpoint.IsUserSID(u) {
 					sid, identity = u, ""
 				}
 				if err := emit(svc, sid, identity, u); err != nil {
@@ -651,7 +536,7 @@ func (r *run) listUsers(ctx context.Context, svc *Service, emit func(svc *Servic
 			return fmt.Errorf("list users of service %s: %w", svc.SID, err)
 		}
 		for _, u := range page.Users {
-			if !userSIDPattern.MatchString(u.SID) {
+			if !checkpoint.IsUserSID(u.SID) {
 				return fmt.Errorf("list users of service %s: %w: a user has SID %q", svc.SID, twilio.ErrBadResponse, u.SID)
 			}
 			identity := ""

@@ -2,19 +2,19 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"time"
 
+	"cloud.google.com/go/bigquery"
 	"cloud.google.com/go/storage"
 	"go.uber.org/zap"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
 
 	"github.com/bindsync/bindsync/bq"
+	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/config"
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/schemas"
@@ -39,65 +39,53 @@ func setupBigQuery(ctx context.Context, j *job) error {
 	if err != nil {
 		return usagef("warehouse.bigquery: %v", err)
 	}
-	pub, err := bq.New(client, bq.Options{
-		Project:             c.Project,
-		Dataset:             c.Dataset,
-		Table:               c.Table,
-		Location:            c.Location,
-		PartitionExpiration: time.Duration(c.PartitionExpirationDays) * 24 * time.Hour,
-		Principal:           principal,
-		Logger:              j.log,
-	})
-	if err != nil {
-		client.Close()
-		return usagef("warehouse.bigquery: %v", err)
+	// One publisher per table of the snapshot: the bindings table, then
+	// the users table, one row per user of each snapshot, for the users
+	// that no binding reaches. A new table of the snapshot is one more
+	// entry here.
+	tables := []struct {
+		source, table string
+		schema        bigquery.Schema
+	}{
+		{exporter.BindingsTable, c.Table, schemas.BigQuery()},
+		{exporter.UsersTable, c.Table + bq.UsersSuffix, schemas.UsersBigQuery()},
 	}
 	checkCtx, cancel := context.WithTimeout(ctx, bigQueryCallTimeout)
 	defer cancel()
-	if err := pub.EnsureTables(checkCtx); err != nil {
-		client.Close()
-		if operatorMustFix(err) {
-			return usageError{err}
+	var pubs []*bq.Publisher
+	for _, t := range tables {
+		pub, err := bq.New(client, bq.Options{
+			Project:             c.Project,
+			Dataset:             c.Dataset,
+			Table:               t.table,
+			Source:              t.source,
+			Location:            c.Location,
+			PartitionExpiration: time.Duration(c.PartitionExpirationDays) * 24 * time.Hour,
+			Schema:              t.schema,
+			Principal:           principal,
+			Logger:              j.log,
+		})
+		if err != nil {
+			client.Close()
+			return usagef("warehouse.bigquery: %v", err)
 		}
-		return err
-	}
-	// The users table: one row per user of each snapshot, for the users
-	// that no binding reaches.
-	usersPub, err := bq.New(client, bq.Options{
-		Project:             c.Project,
-		Dataset:             c.Dataset,
-		Table:               c.Table + bq.UsersSuffix,
-		Location:            c.Location,
-		PartitionExpiration: time.Duration(c.PartitionExpirationDays) * 24 * time.Hour,
-		Schema:              schemas.UsersBigQuery(),
-		Principal:           principal,
-		Logger:              j.log,
-	})
-	if err == nil {
-		err = usersPub.EnsureTables(checkCtx)
-	}
-	if err != nil {
-		client.Close()
-		if operatorMustFix(err) {
-			return usageError{err}
+		if err := pub.EnsureTables(checkCtx); err != nil {
+			client.Close()
+			if operatorMustFix(err) {
+				return usageError{err}
+			}
+			return err
 		}
-		return err
+		pubs = append(pubs, pub)
+		j.publishers = append(j.publishers, pub)
 	}
-	j.publishers = append(j.publishers, pub, usersPublisher{usersPub})
+	// sync_runs lives beside the bindings table.
+	pub := pubs[0]
 	j.closers = append(j.closers, client.Close)
 	j.afterRun = append(j.afterRun, func(ctx context.Context, res *worker.Result, err error) {
 		recordSyncRun(ctx, pub, j.log, res, err)
 	})
 	return nil
-}
-
-// usersPublisher publishes the users parts of a snapshot to the users
-// table.
-type usersPublisher struct{ *bq.Publisher }
-
-func (u usersPublisher) Publish(ctx context.Context, s exporter.Snapshot) error {
-	s.Parts = s.Users
-	return u.Publisher.Publish(ctx, s)
 }
 
 // operatorMustFix reports BigQuery errors that another run cannot get past
@@ -127,7 +115,7 @@ func recordSyncRun(ctx context.Context, pub *bq.Publisher, log *zap.Logger, res 
 		log.Error("run not recorded in sync_runs", zap.String("run_id", r.RunID), zap.Error(err))
 		return
 	}
-	log.Debug("run recorded in sync_runs", zap.String("run_id", r.RunID), zap.String("status", r.Status))
+	log.Debug("run recorded in sync_runs", zap.String("run_id", r.RunID), zap.String("status", string(r.Status)))
 }
 
 // syncRun maps a run's result to its sync_runs row. A run that found its
@@ -136,11 +124,11 @@ func recordSyncRun(ctx context.Context, pub *bq.Publisher, log *zap.Logger, res 
 func syncRun(res *worker.Result, runErr error, now time.Time) bq.Run {
 	if res.AlreadyPublished {
 		return bq.Run{
-			RunID:        now.UTC().Format("20060102T150405Z") + "-" + randomHex(3),
+			RunID:        checkpoint.NewRunID(now),
 			SnapshotDate: res.Date,
 			Start:        now,
 			End:          now,
-			Status:       "already_published",
+			Status:       checkpoint.RunAlreadyPublished,
 			SnapshotRows: res.Rows,
 		}
 	}
@@ -169,15 +157,15 @@ func syncRun(res *worker.Result, runErr error, now time.Time) bq.Run {
 	}
 	switch {
 	case r.Status == "" && runErr != nil:
-		r.Status = "failed"
+		r.Status = checkpoint.RunFailed
 	case r.Status == "":
-		r.Status = "succeeded"
+		r.Status = checkpoint.RunSucceeded
 	}
 	if r.Error == "" && runErr != nil {
 		r.Error = runErr.Error()
 	}
 	if r.RunID == "" {
-		r.RunID = now.UTC().Format("20060102T150405Z") + "-" + randomHex(3)
+		r.RunID = checkpoint.NewRunID(now)
 	}
 	if r.End.IsZero() {
 		r.End = now
@@ -186,12 +174,6 @@ func syncRun(res *worker.Result, runErr error, now time.Time) bq.Run {
 		r.Start = r.End
 	}
 	return r
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // openGCSStaging opens a gs://bucket/prefix staging store. The storage

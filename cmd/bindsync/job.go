@@ -177,7 +177,7 @@ func recordRun(m *metrics.Metrics, res *worker.Result, err error, dur time.Durat
 		s = res.Summary
 	}
 	if errors.Is(err, worker.ErrPanic) {
-		s.Status = metrics.StatusPanicked
+		s.Status = checkpoint.RunPanicked
 	}
 	m.RunFinished(s, err, dur)
 }

@@ -8,6 +8,7 @@
 //	bindsync validate --config FILE
 //	bindsync serve --config FILE
 //	bindsync status --config FILE [--snapshot-date YYYY-MM-DD] [--json]
+//	bindsync publish --config FILE --snapshot-date YYYY-MM-DD
 //	bindsync demo [--dir DIR]
 //
 // Exit codes: 0 done, 1 the run failed (run it again to resume; a panic is
@@ -83,6 +84,7 @@ Usage:
   bindsync validate --config FILE
   bindsync serve    --config FILE
   bindsync status   --config FILE [--snapshot-date YYYY-MM-DD] [--json]
+  bindsync publish  --config FILE --snapshot-date YYYY-MM-DD
   bindsync demo     [--dir DIR]
   bindsync version
 
@@ -115,6 +117,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return cmdServe(ctx, rest, stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, rest, stdout, stderr)
+	case "publish":
+		return cmdPublish(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "bindsync %s\n", version)
 		return nil

@@ -79,7 +79,7 @@ func printResult(w io.Writer, res *worker.Result, err error, red *safetext.Redac
 		return
 	}
 	s := res.Summary
-	fmt.Fprintf(w, "snapshot %s: %s in %s\n", day, clean(red, s.Status), s.End.Sub(s.Start).Round(time.Millisecond))
+	fmt.Fprintf(w, "snapshot %s: %s in %s\n", day, clean(red, string(s.Status)), s.End.Sub(s.Start).Round(time.Millisecond))
 	fmt.Fprintf(w, "  users     %d read now, %d gone, %d not found, %d failed, %d known in all\n", s.UsersDone, s.UsersGone, s.UsersNotFound, max(s.UsersFailedCount, int64(len(s.UsersFailed))), s.UsersTotal)
 	fmt.Fprintf(w, "  bindings  %d read now in %s (%d retries); the snapshot holds %s\n", s.Bindings, plural(s.Pages, "page", "pages"), s.Retries, plural(res.Rows, "row", "rows"))
 	for _, kind := range slices.Sorted(maps.Keys(s.ContractViolations)) {

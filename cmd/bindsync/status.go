@@ -18,22 +18,14 @@ import (
 	"github.com/bindsync/bindsync/staging"
 )
 
-// States of a snapshot, as `status --json` names them.
-const (
-	stateNoCheckpoint = "no_checkpoint"
-	stateInProgress   = "in_progress"
-	stateFailed       = "failed"
-	stateComplete     = "complete"
-	statePublished    = "published"
-)
-
-// stateTexts are the states as the table names them.
-var stateTexts = map[string]string{
-	stateNoCheckpoint: "no checkpoint",
-	stateInProgress:   "in progress / interrupted",
-	stateFailed:       "failed",
-	stateComplete:     "complete, not yet published",
-	statePublished:    "published",
+// stateTexts are the states of a snapshot (checkpoint.State.Describe) as
+// the table names them; `status --json` names them by their value.
+var stateTexts = map[checkpoint.SnapshotState]string{
+	checkpoint.StateNoCheckpoint: "no checkpoint",
+	checkpoint.StateInProgress:   "in progress / interrupted",
+	checkpoint.StateFailed:       "failed",
+	checkpoint.StateComplete:     "complete, not yet published",
+	checkpoint.StatePublished:    "published",
 }
 
 // failedShown bounds the failed users listed in the table; --json lists all.
@@ -164,7 +156,7 @@ func readStatus(ctx context.Context, store staging.Store, day, now time.Time) (*
 	var dates []string
 	if store != nil {
 		var err error
-		if dates, err = listSnapshots(ctx, store); err != nil {
+		if dates, err = checkpoint.Snapshots(ctx, store); err != nil {
 			return nil, err
 		}
 	}
@@ -190,37 +182,14 @@ func readStatus(ctx context.Context, store staging.Store, day, now time.Time) (*
 	return rep, nil
 }
 
-// listSnapshots returns the dates, oldest first, that have a checkpoint log
-// in staging.
-func listSnapshots(ctx context.Context, store staging.Store) ([]string, error) {
-	names, err := store.List(ctx, "snapshots/")
-	if err != nil {
-		return nil, fmt.Errorf("list snapshots in staging %s: %w", store.URI("snapshots"), err)
-	}
-	var dates []string
-	for _, name := range names {
-		parts := strings.Split(name, "/")
-		if len(parts) < 4 || parts[2] != "_log" {
-			continue
-		}
-		if _, err := time.Parse(time.DateOnly, parts[1]); err != nil {
-			continue
-		}
-		if len(dates) == 0 || dates[len(dates)-1] != parts[1] {
-			dates = append(dates, parts[1])
-		}
-	}
-	return dates, nil
-}
-
 // newStatusReport summarises a replayed checkpoint.
 func newStatusReport(st *checkpoint.State) *statusReport {
 	rep := &statusReport{
 		Snapshot:      st.Date.Format(time.DateOnly),
 		Snapshots:     []string{},
-		State:         snapshotState(st),
+		State:         string(st.Describe()),
 		UsersDone:     st.UsersDone,
-		UsersTotal:    usersTotal(st),
+		UsersTotal:    st.UsersTotal(),
 		UsersInFlight: len(st.InFlight),
 		UsersGone:     len(st.Gone),
 		UsersFailed:   len(st.Failed),
@@ -234,7 +203,7 @@ func newStatusReport(st *checkpoint.State) *statusReport {
 		Failed:        []statusFailed{},
 		Runs:          []statusRun{},
 	}
-	rep.StateText = stateTexts[rep.State]
+	rep.StateText = stateTexts[checkpoint.SnapshotState(rep.State)]
 	for _, p := range st.Parts {
 		rep.Bytes += p.Bytes
 	}
@@ -259,7 +228,7 @@ func newStatusReport(st *checkpoint.State) *statusReport {
 	})
 	for _, r := range st.Runs {
 		run := statusRun{
-			RunID: r.RunID, Start: r.Start.UTC(), Status: r.Status, Error: r.Error,
+			RunID: r.RunID, Start: r.Start.UTC(), Status: string(r.Status), Error: r.Error,
 			UsersTotal: r.UsersTotal, UsersDone: r.UsersDone, UsersGone: r.UsersGone, UsersFailed: len(r.UsersFailed),
 			Bindings: r.Bindings, Pages: r.Pages, Retries: r.Retries,
 		}
@@ -292,57 +261,13 @@ func (rep *statusReport) clean(red *safetext.Redactor) {
 	}
 }
 
-// usersTotal is the number of users the newest ended run knew of; runs
-// that are still going (or died) have not written theirs.
-func usersTotal(st *checkpoint.State) int64 {
-	for i := len(st.Runs) - 1; i >= 0; i-- {
-		if !st.Runs[i].End.IsZero() {
-			return st.Runs[i].UsersTotal
-		}
-	}
-	return 0
-}
-
-// snapshotState classifies a snapshot from its checkpoint alone. A run
-// that was killed looks like a running one (it never wrote its end), so
-// the two share a state.
-func snapshotState(st *checkpoint.State) string {
-	last := st.LastRun()
-	switch {
-	case st.Published:
-		return statePublished
-	case last == nil && len(st.Parts) == 0 && st.UsersDone == 0 && len(st.Publish) == 0:
-		return stateNoCheckpoint
-	case last == nil || last.Status == "running" || last.Status == "interrupted":
-		return stateInProgress
-	case last.Status == "succeeded" || readComplete(st):
-		return stateComplete
-	default:
-		return stateFailed
-	}
-}
-
-// readComplete reports whether every user is read although the snapshot
-// is not published: publishing began, or the last run's users are all
-// finished with none failed or half read.
-func readComplete(st *checkpoint.State) bool {
-	if len(st.Failed) > 0 || len(st.InFlight) > 0 {
-		return false
-	}
-	if len(st.Publish) > 0 {
-		return true
-	}
-	total := st.LastRun().UsersTotal
-	return total > 0 && st.UsersDone+int64(len(st.Gone)) >= total
-}
-
 // stateHints tell the person reading the table what to do next.
-var stateHints = map[string]string{
-	stateNoCheckpoint: "no run has started this snapshot",
-	stateInProgress:   "a run is going on, or died; if none is alive, `bindsync run` with this date resumes it",
-	stateFailed:       "`bindsync run` with this date resumes it and retries the failed users",
-	stateComplete:     "every user is read; `bindsync run` with this date publishes it",
-	statePublished:    "nothing to do",
+var stateHints = map[checkpoint.SnapshotState]string{
+	checkpoint.StateNoCheckpoint: "no run has started this snapshot",
+	checkpoint.StateInProgress:   "a run is going on, or died; if none is alive, `bindsync run` with this date resumes it",
+	checkpoint.StateFailed:       "`bindsync run` with this date resumes it and retries the failed users",
+	checkpoint.StateComplete:     "every user is read; `bindsync run` or `bindsync publish` with this date publishes it",
+	checkpoint.StatePublished:    "nothing to do",
 }
 
 // printStatus writes the report as aligned tables for a person.
@@ -353,8 +278,8 @@ func printStatus(w io.Writer, rep *statusReport) error {
 		snapshots = strings.Join(rep.Snapshots, ", ")
 	}
 	fmt.Fprintf(tw, "snapshot\t%s\t(%s)\n", rep.Snapshot, safetext.Escape(rep.Location))
-	fmt.Fprintf(tw, "state\t%s\t(%s)\n", rep.StateText, stateHints[rep.State])
-	if rep.State == stateNoCheckpoint {
+	fmt.Fprintf(tw, "state\t%s\t(%s)\n", rep.StateText, stateHints[checkpoint.SnapshotState(rep.State)])
+	if rep.State == string(checkpoint.StateNoCheckpoint) {
 		fmt.Fprintf(tw, "snapshots\t%s\n", snapshots)
 		return tw.Flush()
 	}

@@ -154,7 +154,7 @@ func TestStatus(t *testing.T) {
 	}{
 		{
 			name: "fresh",
-			want: statusCounts{State: stateNoCheckpoint, StateText: "no checkpoint"},
+			want: statusCounts{State: string(checkpoint.StateNoCheckpoint), StateText: "no checkpoint"},
 			table: []string{
 				`^snapshot\s+2026-11-26\s+\(`,
 				`^state\s+no checkpoint\s+\(no run has started this snapshot\)$`,
@@ -166,7 +166,7 @@ func TestStatus(t *testing.T) {
 			name:    "half done",
 			entries: halfDone(),
 			want: statusCounts{
-				State: stateInProgress, StateText: "in progress / interrupted",
+				State: string(checkpoint.StateInProgress), StateText: "in progress / interrupted",
 				UsersDone: 2, UsersInFlight: 1, UsersGone: 1, BindingsDone: 10, Parts: 1, Rows: 13, Bytes: 2048,
 				InFlightListed: 1, Runs: 1,
 			},
@@ -185,7 +185,7 @@ func TestStatus(t *testing.T) {
 			name:    "failed",
 			entries: failedRun(),
 			want: statusCounts{
-				State: stateFailed, StateText: "failed",
+				State: string(checkpoint.StateFailed), StateText: "failed",
 				UsersDone: 2, UsersTotal: 26, UsersGone: 1, UsersFailed: 23, BindingsDone: 10, Parts: 1, Rows: 13, Bytes: 2048,
 				FailedListed: 23, Runs: 1,
 			},
@@ -206,7 +206,7 @@ func TestStatus(t *testing.T) {
 			name:    "published",
 			entries: publishedRun(),
 			want: statusCounts{
-				State: statePublished, StateText: "published",
+				State: string(checkpoint.StatePublished), StateText: "published",
 				UsersDone: 3, UsersTotal: 4, UsersGone: 1, BindingsDone: 13, Parts: 1, Rows: 13, Bytes: 2048, Published: true,
 				Runs: 1, PublishKeys: 1,
 			},
@@ -334,7 +334,7 @@ func TestStatusWithoutStagingCreatesNothing(t *testing.T) {
 	if err := json.Unmarshal([]byte(runStatus(t, e, "--json")), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.State != stateNoCheckpoint || len(got.Snapshots) != 0 {
+	if got.State != string(checkpoint.StateNoCheckpoint) || len(got.Snapshots) != 0 {
 		t.Errorf("state %q, snapshots %v; want no checkpoint and none", got.State, got.Snapshots)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
@@ -383,46 +383,4 @@ func runStatus(t *testing.T, e *statusEnv, args ...string) string {
 		t.Fatalf("status: %v\nstderr: %s", err, errOut.String())
 	}
 	return out.String()
-}
-
-func TestSnapshotState(t *testing.T) {
-	finish := func(status string, total int64) checkpoint.Entry {
-		return checkpoint.Entry{Kind: checkpoint.KindFinish, RunID: "run-1", Time: statusT1, Run: &checkpoint.RunSummary{RunID: "run-1", Start: statusT0, End: statusT1, Status: status, UsersTotal: total}}
-	}
-	done := func(names ...string) checkpoint.Entry {
-		e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: "run-1"}
-		for _, n := range names {
-			e.Done = append(e.Done, checkpoint.UserDone{UserRef: statusUser(n)})
-		}
-		return e
-	}
-	start := checkpoint.Entry{Kind: checkpoint.KindStart, RunID: "run-1", Time: statusT0}
-	tests := []struct {
-		name    string
-		entries []checkpoint.Entry
-		want    string
-	}{
-		{"empty", nil, stateNoCheckpoint},
-		{"running", []checkpoint.Entry{start, done("a")}, stateInProgress},
-		{"interrupted", []checkpoint.Entry{start, done("a"), finish("interrupted", 3)}, stateInProgress},
-		{"failed listing", []checkpoint.Entry{start, finish("failed", 0)}, stateFailed},
-		{"failed with users left", []checkpoint.Entry{start, done("a"), finish("failed", 3)}, stateFailed},
-		{"failed publishing", []checkpoint.Entry{start, done("a", "b", "c"), finish("failed", 3)}, stateComplete},
-		{"publish begun", []checkpoint.Entry{start, {Kind: checkpoint.KindPublish, Publish: map[string]string{"job": "j1"}}, finish("failed", 0)}, stateComplete},
-		{"new run after failure", []checkpoint.Entry{start, done("a", "b", "c"), finish("failed", 3), {Kind: checkpoint.KindStart, RunID: "run-2"}}, stateInProgress},
-		{"published", []checkpoint.Entry{start, done("a"), {Kind: checkpoint.KindPublished}}, statePublished},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			e := newStatusEnv(t)
-			e.append(t, statusDay, tt.entries...)
-			cp, err := checkpoint.Open(context.Background(), e.store, statusDay)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := snapshotState(cp.State()); got != tt.want {
-				t.Errorf("state = %q, want %q", got, tt.want)
-			}
-		})
-	}
 }

@@ -28,6 +28,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
 	"slices"
@@ -286,15 +287,30 @@ func (l *Log) Append(ctx context.Context, e Entry) error {
 func (l *Log) IsDone(u UserRef) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.state.IsDone(u)
+	return l.state.isDone(u)
 }
 
-// State returns the replayed state. The caller must not change it, and must
-// not read it while another goroutine appends.
+// State returns a copy of the replayed state, safe to read and change
+// while other goroutines append: the log alone owns the live state. The
+// copy leaves out the set of finished users, which grows with the users of
+// the snapshot; ask the log (IsDone) instead.
 func (l *Log) State() *State {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.state
+	return l.state.clone()
+}
+
+// InFlightParts returns the committed parts holding rows of u, a user in
+// flight, as the log names them now (after every rename); false when u is
+// not in flight.
+func (l *Log) InFlightParts(u UserRef) ([]string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, ok := l.state.InFlight[u]
+	if !ok {
+		return nil, false
+	}
+	return slices.Clone(f.Parts), true
 }
 
 // Each calls fn for every entry of the snapshot's log, in order, reading
@@ -469,8 +485,31 @@ func userHash(u UserRef) userKey {
 	return k
 }
 
-// IsDone reports whether every binding of u is already committed.
-func (s *State) IsDone(u UserRef) bool {
+// clone copies s but for its set of finished users.
+func (s *State) clone() *State {
+	c := *s
+	c.done = nil
+	c.Parts = slices.Clone(s.Parts)
+	c.InFlight = make(map[UserRef]*InFlight, len(s.InFlight))
+	for u, f := range s.InFlight {
+		f := *f
+		f.Parts = slices.Clone(f.Parts)
+		c.InFlight[u] = &f
+	}
+	c.Failed = maps.Clone(s.Failed)
+	c.Gone = maps.Clone(s.Gone)
+	c.NotFound = maps.Clone(s.NotFound)
+	c.Publish = maps.Clone(s.Publish)
+	c.Runs = slices.Clone(s.Runs)
+	for i := range c.Runs {
+		c.Runs[i].UsersFailed = slices.Clone(c.Runs[i].UsersFailed)
+		c.Runs[i].ContractViolations = maps.Clone(c.Runs[i].ContractViolations)
+	}
+	return &c
+}
+
+// isDone reports whether every binding of u is already committed.
+func (s *State) isDone(u UserRef) bool {
 	_, ok := s.done[userHash(u)]
 	return ok
 }

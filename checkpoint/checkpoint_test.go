@@ -58,16 +58,16 @@ func TestReplay(t *testing.T) {
 		}
 	}
 	for _, reopen := range []bool{false, true} {
-		st := l.State()
+		st, lg := l.State(), l
 		if reopen {
 			l2, err := Open(ctx, store, day)
 			if err != nil {
 				t.Fatal(err)
 			}
-			st = l2.State()
+			st, lg = l2.State(), l2
 		}
-		if !st.IsDone(alice) || st.IsDone(bob) || st.IsDone(carol) {
-			t.Errorf("reopen=%v: done alice=%v bob=%v carol=%v", reopen, st.IsDone(alice), st.IsDone(bob), st.IsDone(carol))
+		if !lg.IsDone(alice) || lg.IsDone(bob) || lg.IsDone(carol) {
+			t.Errorf("reopen=%v: done alice=%v bob=%v carol=%v", reopen, lg.IsDone(alice), lg.IsDone(bob), lg.IsDone(carol))
 		}
 		if got := st.InFlight[bob]; got == nil || got.Next != "/v2/x?PageToken=c" || strings.Join(got.Parts, ",") != p1b+","+p2 || got.Bindings != 11 {
 			t.Errorf("reopen=%v: in flight bob = %+v", reopen, got)
@@ -91,7 +91,7 @@ func TestReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := l.State()
-	if len(st.InFlight) != 0 || len(st.Failed) != 0 || !st.IsDone(bob) {
+	if len(st.InFlight) != 0 || len(st.Failed) != 0 || !l.IsDone(bob) {
 		t.Errorf("after done: in flight %v failed %v", st.InFlight, st.Failed)
 	}
 }

@@ -105,11 +105,11 @@ func TestHoleInLog(t *testing.T) {
 	if st.Rows() != 3 || len(st.Parts) != 1 || st.Parts[0].Name != PartName(day, "r1-00001.parquet") {
 		t.Errorf("state after the advice: parts %+v", st.Parts)
 	}
-	if !st.IsDone(users[0]) || st.UsersDone != 1 || st.BindingsDone != 3 {
+	if !l.IsDone(users[0]) || st.UsersDone != 1 || st.BindingsDone != 3 {
 		t.Errorf("state after the advice: %d users done, %d bindings", st.UsersDone, st.BindingsDone)
 	}
 	for _, u := range users[1:] {
-		if st.IsDone(u) {
+		if l.IsDone(u) {
 			t.Errorf("%s is done, but its rows are in a part no entry names any more", u)
 		}
 	}

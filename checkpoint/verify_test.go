@@ -166,13 +166,13 @@ func TestInvalidParts(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, reopen := range []bool{false, true} {
-		st := l.State()
+		st, lg := l.State(), l
 		if reopen {
 			l2, err := Open(ctx, store, day)
 			if err != nil {
 				t.Fatal(err)
 			}
-			st = l2.State()
+			st, lg = l2.State(), l2
 		}
 		var names []string
 		for _, p := range st.Parts {
@@ -182,11 +182,11 @@ func TestInvalidParts(t *testing.T) {
 			t.Errorf("reopen=%v: parts = %v, want %v", reopen, names, want)
 		}
 		for _, x := range []UserRef{alice, bob, erin} {
-			if st.IsDone(x) {
+			if lg.IsDone(x) {
 				t.Errorf("reopen=%v: %s is still done", reopen, x)
 			}
 		}
-		if !st.IsDone(carol) || !st.IsDone(frank) {
+		if !lg.IsDone(carol) || !lg.IsDone(frank) {
 			t.Errorf("reopen=%v: carol or frank no longer done", reopen)
 		}
 		if st.UsersDone != before-3 || st.BindingsDone != 1 || st.PagesDone != 1 {
@@ -205,8 +205,8 @@ func TestInvalidParts(t *testing.T) {
 	if err := l.Append(ctx, Entry{Kind: KindCommit, Parts: []Part{{Name: pf, Rows: 2}}, Done: []UserDone{{UserRef: alice, Bindings: 2, Pages: 1, Parts: []string{pf}}}}); err != nil {
 		t.Fatal(err)
 	}
-	if st := l.State(); !st.IsDone(alice) || st.UsersDone != before-2 || st.BindingsDone != 3 {
-		t.Errorf("after alice is read again: done %v, %d users, %d bindings", st.IsDone(alice), st.UsersDone, st.BindingsDone)
+	if st := l.State(); !l.IsDone(alice) || st.UsersDone != before-2 || st.BindingsDone != 3 {
+		t.Errorf("after alice is read again: done %v, %d users, %d bindings", l.IsDone(alice), st.UsersDone, st.BindingsDone)
 	}
 
 	// The users table sees each user's standing record once.
@@ -260,7 +260,7 @@ func TestDoneKey(t *testing.T) {
 	}
 	st := newState(day)
 	st.apply(&Entry{Done: []UserDone{{UserRef: pairs[0][0]}}})
-	if !st.IsDone(pairs[0][0]) || st.IsDone(pairs[0][1]) {
+	if !st.isDone(pairs[0][0]) || st.isDone(pairs[0][1]) {
 		t.Error("done set confuses users")
 	}
 }

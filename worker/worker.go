@@ -226,10 +226,9 @@ type run struct {
 	// within a run, whichever writer or repair writes them.
 	partSeq atomic.Int64
 	// failed are the users that failed in this run (at most
-	// MaxNamedFailures), set by the writer.
-	failed []checkpoint.UserFailed
-	// violations count the records that broke the API's contract, by
-	// kind; set by the writer.
+	// MaxNamedFailures), and violations the records that broke the API's
+	// contract, by kind: each writer hands over its own when it ends.
+	failed     []checkpoint.UserFailed
 	violations map[string]int64
 	// pageSizeNoted makes the run say once that Twilio serves smaller
 	// pages than configured (meta.page_size is the truth).
@@ -445,6 +444,11 @@ func (r *run) read(ctx, saveCtx context.Context) error {
 	}
 	w.close()
 	werr := <-writerDone
+	// The writer is done: what it recorded is the run's now.
+	r.failed = append(r.failed, w.failed...)
+	for k, n := range w.violations {
+		r.violations[k] += n
+	}
 	if werr != nil && ctx.Err() == nil {
 		return werr // the fetchers' errors only echo the writer's cancel
 	}

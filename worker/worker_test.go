@@ -236,7 +236,7 @@ func TestResumeAfterInterruption(t *testing.T) {
 				}
 				for _, u := range users {
 					ref := checkpoint.UserRef{Service: svc.SID, User: u}
-					if st.IsDone(ref) && second.users[ref.String()] > 0 {
+					if l.IsDone(ref) && second.users[ref.String()] > 0 {
 						t.Errorf("user %s finished before the interruption was fetched again", ref)
 					}
 				}

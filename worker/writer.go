@@ -56,12 +56,20 @@ type writer struct {
 	meta     schemas.RowMeta
 
 	// Since the last commit.
-	done     []checkpoint.UserDone
-	gone     []checkpoint.UserRef
-	notFound []checkpoint.UserRef
-	failed   []checkpoint.UserFailed
-	touched  map[checkpoint.UserRef]bool
-	inFlight map[checkpoint.UserRef]*checkpoint.InFlight
+	done          []checkpoint.UserDone
+	gone          []checkpoint.UserRef
+	notFound      []checkpoint.UserRef
+	pendingFailed []checkpoint.UserFailed
+	touched       map[checkpoint.UserRef]bool
+	inFlight      map[checkpoint.UserRef]*checkpoint.InFlight
+
+	// failed are the users that failed while this writer ran (at most
+	// MaxNamedFailures over the run, counting named), and violations the
+	// records that broke the API's contract, by kind: the writer alone
+	// changes them, and the run reads them once the writer is done.
+	failed     []checkpoint.UserFailed
+	named      int
+	violations map[string]int64
 
 	// rejected are users whose page could not be written (a value over
 	// the exporter's limit): their later pages are ignored.
@@ -82,11 +90,12 @@ func newWriter(r *run, ctx context.Context) *writer {
 		rejected: map[checkpoint.UserRef]bool{},
 		meta:     schemas.RowMeta{SnapshotDate: r.date, SyncedAt: r.start},
 	}
-	for u, f := range r.cp.State().InFlight {
-		c := *f
-		c.Parts = slices.Clone(f.Parts)
-		w.inFlight[u] = &c
-	}
+	// The in-flight users as committed (State hands out a copy): the
+	// writer advances them as pages come.
+	w.inFlight = r.cp.State().InFlight
+	w.violations = map[string]int64{}
+	w.named = len(r.failed) // earlier rounds of the same run
+
 	return w
 }
 
@@ -158,7 +167,7 @@ func (w *writer) fail(err error) {
 }
 
 func (w *writer) pending() bool {
-	return w.part != nil || len(w.done)+len(w.gone)+len(w.notFound)+len(w.failed)+len(w.touched) > 0
+	return w.part != nil || len(w.done)+len(w.gone)+len(w.notFound)+len(w.pendingFailed)+len(w.touched) > 0
 }
 
 func (w *writer) handle(e event) error {
@@ -191,7 +200,7 @@ func (w *writer) handle(e event) error {
 			}
 			for i := range e.bindings {
 				for _, v := range schemas.Violations(&e.bindings[i]) {
-					w.r.violations[v]++
+					w.violations[v]++
 				}
 			}
 			if !slices.Contains(f.Parts, w.partName) {
@@ -245,12 +254,13 @@ func (w *writer) handle(e event) error {
 // covers them all.
 func (w *writer) recordFailed(f checkpoint.UserFailed) {
 	w.r.stats.UsersFailed.Add(1)
-	if len(w.r.failed) >= MaxNamedFailures {
+	if w.named >= MaxNamedFailures {
 		return
 	}
+	w.named++
 	f.Reason = safetext.Truncate(f.Reason, maxReasonBytes)
+	w.pendingFailed = append(w.pendingFailed, f)
 	w.failed = append(w.failed, f)
-	w.r.failed = append(w.r.failed, f)
 }
 
 // learn fills in the user's SID and identity from what the fetcher knew or,
@@ -289,7 +299,7 @@ func (w *writer) openPart() error {
 // commit makes the open part durable, then records it, the users it
 // finishes and the resume point of every user it advanced.
 func (w *writer) commit() error {
-	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: w.r.id, Done: w.done, Gone: w.gone, NotFound: w.notFound, Failed: w.failed}
+	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: w.r.id, Done: w.done, Gone: w.gone, NotFound: w.notFound, Failed: w.pendingFailed}
 	if w.part != nil {
 		info, err := w.part.Close()
 		w.part = nil
@@ -312,7 +322,7 @@ func (w *writer) commit() error {
 	}
 	w.r.log.Debug("checkpoint", zap.Int("parts", len(e.Parts)), zap.Int("users_done", len(e.Done)),
 		zap.Int("users_in_flight", len(e.InFlight)))
-	w.done, w.gone, w.notFound, w.failed = nil, nil, nil, nil
+	w.done, w.gone, w.notFound, w.pendingFailed = nil, nil, nil, nil
 	clear(w.touched)
 	return nil
 }
@@ -370,20 +380,31 @@ func (w *writer) dropUser(u checkpoint.UserRef, mode dropMode) error {
 	if err := w.r.cp.Append(w.ctx, e); err != nil {
 		return err
 	}
-	// Other unfinished users named the old parts: follow the rename.
+	// Other unfinished users named the old parts: the log renamed them
+	// (it owns the committed state); the writer takes its names back.
+	for v, g := range w.inFlight {
+		w.syncParts(v, g)
+	}
 	for _, r := range e.Replaced {
-		for _, g := range w.inFlight {
-			for i, p := range g.Parts {
-				if p == r.Old {
-					g.Parts[i] = r.New.Name
-				}
-			}
-		}
 		if err := w.r.store.Delete(w.ctx, r.Old); err != nil {
 			w.r.log.Warn("remove replaced part", zap.String("part", r.Old), zap.Error(err))
 		}
 	}
 	return nil
+}
+
+// syncParts sets the parts of f, a user in flight, to those the log names
+// for it now, plus the open part when f has rows there: the writer holds
+// only what is not committed yet, the log everything else.
+func (w *writer) syncParts(u checkpoint.UserRef, f *checkpoint.InFlight) {
+	committed, ok := w.r.cp.InFlightParts(u)
+	if !ok {
+		return // nothing of u committed yet: its rows are in the open part
+	}
+	if w.part != nil && slices.Contains(f.Parts, w.partName) {
+		committed = append(committed, w.partName)
+	}
+	f.Parts = committed
 }
 
 // partOf is the checkpoint record of a written part.

@@ -199,7 +199,10 @@ func TestE2ERunWithFaults(t *testing.T) {
 }
 
 // checkpointState reads the checkpoint of the e2e day.
-func (e *e2e) checkpointState() *checkpoint.State {
+func (e *e2e) checkpointState() *checkpoint.State { return e.checkpointLog().State() }
+
+// checkpointLog opens the snapshot's checkpoint log.
+func (e *e2e) checkpointLog() *checkpoint.Log {
 	e.t.Helper()
 	store, err := staging.NewDir(filepath.Join(e.dir, "staging"))
 	if err != nil {
@@ -209,7 +212,7 @@ func (e *e2e) checkpointState() *checkpoint.State {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return l.State()
+	return l
 }
 
 // startRun starts the binary and waits until its checkpoint holds at least
@@ -263,7 +266,8 @@ func TestE2EKillAndResume(t *testing.T) {
 	if cmd.ProcessState.ExitCode() == 0 {
 		t.Fatalf("the run finished before it was killed:\n%s", out)
 	}
-	killed := e.checkpointState()
+	killedLog := e.checkpointLog()
+	killed := killedLog.State()
 	if _, err := os.Stat(filepath.Join(e.dir, "warehouse", "user_bindings")); err == nil {
 		t.Fatal("a killed run published")
 	}
@@ -277,7 +281,7 @@ func TestE2EKillAndResume(t *testing.T) {
 	after := e.pagesByUser()
 	refetched := 0
 	for u, n := range after {
-		if killed.IsDone(u) && n != before[u] {
+		if killedLog.IsDone(u) && n != before[u] {
 			refetched++
 			t.Errorf("user %s was finished before the kill and fetched again (%d pages before, %d after)", u, before[u], n)
 		}

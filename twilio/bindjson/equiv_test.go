@@ -181,11 +181,15 @@ type callSink struct {
 	calls []string
 }
 
-func (s *callSink) BeginRecord()                      { s.calls = append(s.calls, "{") }
-func (s *callSink) String(f bindjson.Field, v []byte) { s.calls = append(s.calls, fmt.Sprintf("%s=%q", f, v)) }
-func (s *callSink) Time(f bindjson.Field, us int64)   { s.calls = append(s.calls, fmt.Sprintf("%s=%dus", f, us)) }
-func (s *callSink) Null(f bindjson.Field)             { s.calls = append(s.calls, fmt.Sprintf("%s=null", f)) }
-func (s *callSink) EndRecord() error                  { s.calls = append(s.calls, "}"); return nil }
+func (s *callSink) BeginRecord() { s.calls = append(s.calls, "{") }
+func (s *callSink) String(f bindjson.Field, v []byte) {
+	s.calls = append(s.calls, fmt.Sprintf("%s=%q", f, v))
+}
+func (s *callSink) Time(f bindjson.Field, us int64) {
+	s.calls = append(s.calls, fmt.Sprintf("%s=%dus", f, us))
+}
+func (s *callSink) Null(f bindjson.Field) { s.calls = append(s.calls, fmt.Sprintf("%s=null", f)) }
+func (s *callSink) EndRecord() error      { s.calls = append(s.calls, "}"); return nil }
 func (s *callSink) StringList(f bindjson.Field, vs [][]byte) {
 	s.calls = append(s.calls, fmt.Sprintf("%s=%q", f, vs))
 }

@@ -1,6 +1,7 @@
 package bindjson
 
 import (
+	"encoding/binary"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -27,6 +28,35 @@ var opaque = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// plainRun returns the index of the first byte at or after i that is not
+// plain (or len(data)). It looks at eight bytes at a time: most strings of
+// a page are plain ASCII, and this loop is where the decoder spends most
+// of its time.
+func plainRun(data []byte, i int) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	for i+8 <= len(data) {
+		w := binary.LittleEndian.Uint64(data[i:])
+		q := w ^ (ones * '"')
+		b := w ^ (ones * '\\')
+		// A byte is flagged when it is zero in q or b (a quote or a
+		// backslash), below 0x20, or at least 0x80. The subtraction trick can
+		// flag a byte above a flagged one, never one below the first, so the
+		// first flagged byte is found exactly by the loop below.
+		special := ((q - ones) &^ q) | ((b - ones) &^ b) | (w - ones*0x20) | w
+		if special&highs != 0 {
+			break
+		}
+		i += 8
+	}
+	for i < len(data) && plain[data[i]] {
+		i++
+	}
+	return i
+}
 
 // ws returns the index of the first byte at or after i that is not JSON
 // white space.
@@ -259,9 +289,7 @@ func (d *Decoder) str(i int) (int, span, error) {
 	start := i + 1
 	i = start
 	for {
-		for i < len(data) && plain[data[i]] {
-			i++
-		}
+		i = plainRun(data, i)
 		if i >= len(data) {
 			return i, span{}, truncErr(i)
 		}
@@ -372,10 +400,7 @@ func (d *Decoder) unquote(dst []byte, start, i int) ([]byte, int, error) {
 func (d *Decoder) key(i int) (int, []byte, error) {
 	data := d.data
 	start := i + 1
-	j := start
-	for j < len(data) && plain[data[j]] {
-		j++
-	}
+	j := plainRun(data, start)
 	if j < len(data) && data[j] == '"' {
 		return j + 1, data[start:j], nil
 	}

@@ -13,24 +13,31 @@
 // are what encoding/json's Unmarshal gives for
 //
 //	struct {
-//		Meta     *twilio.Meta     `json:"meta"`
-//		Bindings []twilio.Binding `json:"bindings"`
+//		Meta     *twilio.Meta `json:"meta"`
+//		Bindings []Binding    `json:"bindings"`
 //	}
 //
-// with binding_type a *string (a JSON null stays null). That covers keys
-// in any order and matched case-insensitively (Unicode simple folding, as
-// bytes.EqualFold), unknown keys skipped, duplicate keys (the last one wins;
-// a repeated "bindings" list or "message_types" list decodes over the
+// where Binding is twilio.Binding with binding_type a *string (a JSON null
+// stays null). That covers keys in any order and matched
+// case-insensitively (Unicode simple folding, as bytes.EqualFold), unknown
+// keys skipped whatever they hold, duplicate keys (the last one wins; a
+// repeated "bindings" list or "message_types" list decodes over the
 // earlier one element by element, as encoding/json reuses a slice's
 // backing array), invalid UTF-8 replaced by U+FFFD, lone surrogates,
 // nesting deeper than 10,000 levels, numbers of any size in skipped
-// values, and timestamps in any form that time.Time's UnmarshalJSON
-// accepts. FuzzDecodeEqualsEncodingJSON holds the package to this.
+// values, data after the page, and timestamps in any form that
+// time.Time's UnmarshalJSON accepts. FuzzDecodeEqualsEncodingJSON holds
+// the package to this.
 //
 // Two differences are deliberate: a "bindings" list longer than
 // Decoder.MaxRecords fails with ErrTooManyRecords (bounding memory), and
 // the "links" object, which twilio.Binding does not have, is read for
-// links.user but never fails the page, whatever it holds.
+// links.user but never fails the page, whatever it holds. A "users" key is
+// unknown here and skipped, where the Twilio client's shared list body
+// would type-check it as a Users list.
+//
+// Callers that want structs get them from the same decoder with
+// DecodeBindings or a Collector.
 //
 // # Cost
 //
@@ -175,6 +182,12 @@ const DefaultMaxRecords = 10000
 
 // Decoder decodes pages, keeping its buffers from one page to the next. A
 // Decoder is not safe for concurrent use; the zero value is ready to use.
+//
+// While it decodes a page it holds 208 bytes per record (at most
+// MaxRecords records), 8 bytes per message_types element, and a copy of
+// the strings that needed unescaping; between pages it keeps these buffers
+// up to the size of a page of about 2,000 records and drops larger
+// ones, and it never keeps the body.
 type Decoder struct {
 	// MaxRecords bounds the records of a "bindings" list; 0 means
 	// DefaultMaxRecords. A list of more fails with ErrTooManyRecords.
@@ -211,10 +224,10 @@ type Decoder struct {
 // Buffers above these sizes are dropped after a page instead of being kept
 // for the next, so that one huge page does not pin its memory.
 const (
-	retainScratch = 1 << 20
-	retainItems   = 1 << 16
-	retainTimes   = 1 << 12
-	retainSlots   = 2 * DefaultMaxRecords
+	retainScratch = 256 << 10
+	retainItems   = 8 << 10
+	retainTimes   = 2 << 10
+	retainSlots   = 2 << 10
 )
 
 // DecodePage decodes one Bindings page body into sink and returns its meta

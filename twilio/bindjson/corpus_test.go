@@ -114,6 +114,25 @@ func realPages(t testing.TB) map[string][]byte {
 	return pages
 }
 
+// smallRealPages are real-looking pages of two or three records: a user's
+// with a next page, one of a control-character identity, and a
+// service-wide one.
+func smallRealPages(t testing.TB) [][]byte {
+	w := testWorld()
+	svc := w.Services[0]
+	var pages [][]byte
+	for i := range svc.Users {
+		u := &svc.Users[i]
+		if u.Identity == "a/b" || strings.HasPrefix(u.Identity, "esc") {
+			bs := u.Bindings()
+			pages = append(pages, userPage(t, svc.SID, u, bs[:min(3, len(bs))], true))
+		}
+	}
+	u := &svc.Users[0]
+	pages = append(pages, serviceWidePage(t, svc.SID, u.Bindings()[:min(2, u.NumBindings)]))
+	return pages
+}
+
 // hostileSeeds are bodies a broken or hostile server may send, each a case
 // the decoder must get exactly as encoding/json does.
 var hostileSeeds = []string{

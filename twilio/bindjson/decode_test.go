@@ -31,11 +31,11 @@ func TestRealPagesEqualEncodingJSON(t *testing.T) {
 				if (r.UserSID == nil) != wide {
 					t.Fatalf("record %d: user_sid %v on a %s page", i, r.UserSID, name)
 				}
-				if (got.links[i] != "<null>") != wide {
-					t.Fatalf("record %d: links.user %q on a %s page", i, got.links[i], name)
+				if (got.links[i] != nil) != wide {
+					t.Fatalf("record %d: links.user %v on a %s page", i, got.links[i], name)
 				}
-				if wide && !strings.Contains(got.links[i], "/Users/") {
-					t.Fatalf("record %d: links.user = %q", i, got.links[i])
+				if wide && !strings.Contains(*got.links[i], "/Users/") {
+					t.Fatalf("record %d: links.user = %q", i, *got.links[i])
 				}
 			}
 		})
@@ -85,28 +85,28 @@ func TestDecodeValues(t *testing.T) {
 	tests := []struct {
 		name string
 		body string
-		want []refBinding
+		want []bindjson.Binding
 	}{
 		{"invalid UTF-8 becomes U+FFFD byte by byte", "{\"bindings\":[{\"identity\":\"a\xffb\xed\xa0\x80\"}]}",
-			[]refBinding{{Identity: s("a\uFFFDb\uFFFD\uFFFD\uFFFD")}}},
+			[]bindjson.Binding{{Identity: s("a\uFFFDb\uFFFD\uFFFD\uFFFD")}}},
 		{"lone and reversed surrogates become U+FFFD", `{"bindings":[{"identity":"\ud800x\udc00\ud800\ud83d\ude00"}]}`,
-			[]refBinding{{Identity: s("\uFFFDx\uFFFD\uFFFD😀")}}},
+			[]bindjson.Binding{{Identity: s("\uFFFDx\uFFFD\uFFFD😀")}}},
 		{"escapes", `{"bindings":[{"endpoint":"\"\\\/\b\f\n\r\t\u0000\u00e9"}]}`,
-			[]refBinding{{Endpoint: s("\"\\/\b\f\n\r\t\x00é")}}},
+			[]bindjson.Binding{{Endpoint: s("\"\\/\b\f\n\r\t\x00é")}}},
 		{"the last duplicate wins, null included", `{"bindings":[{"sid":"a","sid":"b","endpoint":"e","endpoint":null}]}`,
-			[]refBinding{{SID: s("b")}}},
+			[]bindjson.Binding{{SID: s("b")}}},
 		{"keys match case-insensitively", "{\"Bindings\":[{\"SID\":\"a\",\"\u017fid\":\"b\",\"Binding_Type\":\"apn\"}]}",
-			[]refBinding{{SID: s("b"), BindingType: s("apn")}}},
+			[]bindjson.Binding{{SID: s("b"), BindingType: s("apn")}}},
 		{"null, empty and null elements in message_types", `{"bindings":[{"message_types":null},{"message_types":[]},{"message_types":[null,"a"]}]}`,
-			[]refBinding{{}, {MessageTypes: []string{}}, {MessageTypes: []string{"", "a"}}}},
+			[]bindjson.Binding{{}, {MessageTypes: []string{}}, {MessageTypes: []string{"", "a"}}}},
 		{"a repeated list keeps earlier elements under nulls", `{"bindings":[{"message_types":["a","b","c"],"message_types":["x"],"message_types":[null,null,null,null]}]}`,
-			[]refBinding{{MessageTypes: []string{"x", "b", "c", ""}}}},
+			[]bindjson.Binding{{MessageTypes: []string{"x", "b", "c", ""}}}},
 		{"a repeated bindings list decodes over the earlier records", `{"bindings":[{"sid":"a","identity":"i"},{"sid":"b"}],"bindings":[{"sid":"c"},null,{}]}`,
-			[]refBinding{{SID: s("c"), Identity: s("i")}, {SID: s("b")}, {}}},
+			[]bindjson.Binding{{SID: s("c"), Identity: s("i")}, {SID: s("b")}, {}}},
 		{"an empty repeated list starts afresh", `{"bindings":[{"sid":"a"}],"bindings":[],"bindings":[null]}`,
-			[]refBinding{{}}},
+			[]bindjson.Binding{{}}},
 		{"Twilio's timestamps and others", `{"bindings":[{"date_created":"2016-10-21T11:37:03Z","date_updated":"2016-10-21T13:37:03.5+02:00"},{"date_created":"0000-01-01T00:00:00Z","date_updated":"2000-02-29T23:59:59Z"}]}`,
-			[]refBinding{{DateCreated: utc("2016-10-21T11:37:03Z"), DateUpdated: nil}, {DateCreated: utc("0000-01-01T00:00:00Z"), DateUpdated: utc("2000-02-29T23:59:59Z")}}},
+			[]bindjson.Binding{{DateCreated: utc("2016-10-21T11:37:03Z"), DateUpdated: nil}, {DateCreated: utc("0000-01-01T00:00:00Z"), DateUpdated: utc("2000-02-29T23:59:59Z")}}},
 	}
 	var d bindjson.Decoder
 	for _, tt := range tests {
@@ -134,9 +134,17 @@ func TestLinksUser(t *testing.T) {
 	body := `{"bindings":[{"links":{"user":"https://x/Users/a%2Fb"}},{"links":5},{"links":{"user":7}},{"links":{"USER":"u"}},{"links":{"user":"u"},"links":{}},{}]}`
 	var d bindjson.Decoder
 	got := checkEquivalent(t, &d, []byte(body))
-	want := []string{"https://x/Users/a%2Fb", "<null>", "<null>", "u", "u", "<null>"}
-	if !reflect.DeepEqual(got.links, want) {
-		t.Fatalf("links.user = %q, want %q", got.links, want)
+	want := []string{"https://x/Users/a%2Fb", "<nil>", "<nil>", "u", "u", "<nil>"}
+	var links []string
+	for _, l := range got.links {
+		if l == nil {
+			links = append(links, "<nil>")
+		} else {
+			links = append(links, *l)
+		}
+	}
+	if !reflect.DeepEqual(links, want) {
+		t.Fatalf("links.user = %q, want %q", links, want)
 	}
 }
 
@@ -304,5 +312,49 @@ func (s *countSink) EndRecord() error                  { return nil }
 func (s *countSink) StringList(f bindjson.Field, vs [][]byte) {
 	for _, v := range vs {
 		s.bytes += len(v)
+	}
+}
+
+func TestDecodeBindings(t *testing.T) {
+	for _, tt := range []struct {
+		body    string
+		records int // -1: no list
+	}{
+		{`{"meta":{}}`, -1},
+		{`{"bindings":null}`, -1},
+		{`{"bindings":[]}`, 0},
+		{`{"bindings":[{"sid":"a","links":{"user":"u"}},{}]}`, 2},
+	} {
+		bs, links, page, err := bindjson.DecodeBindings([]byte(tt.body))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.body, err)
+		}
+		if tt.records < 0 && (bs != nil || links != nil || page.HasBindings) ||
+			tt.records >= 0 && (bs == nil || len(bs) != tt.records || len(links) != tt.records || !page.HasBindings) {
+			t.Fatalf("%s: %d bindings (nil %v), %d links, HasBindings %v", tt.body, len(bs), bs == nil, len(links), page.HasBindings)
+		}
+	}
+	bs, links, _, err := bindjson.DecodeBindings([]byte(`{"bindings":[{"sid":"a","links":{"user":"u"}},{}]}`))
+	if err != nil || *bs[0].SID != "a" || *links[0] != "u" || bs[1].SID != nil || links[1] != nil {
+		t.Fatalf("DecodeBindings: %s, %v, %v", dump(bs), links, err)
+	}
+	if bs, links, _, err := bindjson.DecodeBindings([]byte(`{"bindings":[{"sid":1}]}`)); err == nil || bs != nil || links != nil {
+		t.Fatalf("a bad page gives %v, %v, %v", bs, links, err)
+	}
+}
+
+// TestCollectorTime covers the Collector fed by a sink-less caller, with
+// microseconds.
+func TestCollectorTime(t *testing.T) {
+	var c bindjson.Collector
+	c.BeginRecord()
+	c.Time(bindjson.DateCreated, 1477049823_123456)
+	c.Null(bindjson.DateUpdated)
+	if err := c.EndRecord(); err != nil {
+		t.Fatal(err)
+	}
+	want := time.Date(2016, 10, 21, 11, 37, 3, 123456000, time.UTC)
+	if got := c.Bindings[0].DateCreated; got == nil || !got.Equal(want) || got.Location() != time.UTC || c.Bindings[0].DateUpdated != nil {
+		t.Fatalf("DateCreated = %v, want %v", got, want)
 	}
 }

@@ -13,70 +13,49 @@ import (
 	"github.com/bindsync/bindsync/twilio/bindjson"
 )
 
-// refBinding is twilio.Binding as the export reads it: every field, and
-// binding_type a *string so that a null stays null. TestRefBindingMirrors
-// keeps it in step with twilio.Binding.
-type refBinding struct {
-	SID           *string    `json:"sid"`
-	AccountSID    *string    `json:"account_sid"`
-	ServiceSID    *string    `json:"service_sid"`
-	DateCreated   *time.Time `json:"date_created"`
-	DateUpdated   *time.Time `json:"date_updated"`
-	Endpoint      *string    `json:"endpoint"`
-	Identity      *string    `json:"identity"`
-	UserSID       *string    `json:"user_sid"`
-	CredentialSID *string    `json:"credential_sid"`
-	BindingType   *string    `json:"binding_type"`
-	MessageTypes  []string   `json:"message_types"`
-	URL           *string    `json:"url"`
-}
-
 // refPage is the bindings half of the Twilio client's list body: what
 // encoding/json makes of a Bindings page.
 type refPage struct {
-	Meta     *twilio.Meta `json:"meta"`
-	Bindings []refBinding `json:"bindings"`
+	Meta     *twilio.Meta       `json:"meta"`
+	Bindings []bindjson.Binding `json:"bindings"`
 }
 
 // The decoder's Meta converts to twilio.Meta: same fields, same types.
 var _ = twilio.Meta(bindjson.Meta{})
 
-// TestRefBindingMirrors checks that refBinding has the fields, JSON names
-// and types of twilio.Binding, so that the fuzz test compares against what
-// the client decodes. binding_type may still be a plain string in
-// twilio.Binding, which turns a null into ""; the export needs the null, so
-// the reference keeps a *string.
-func TestRefBindingMirrors(t *testing.T) {
-	got, want := reflect.TypeFor[refBinding](), reflect.TypeFor[twilio.Binding]()
+// TestBindingMirrorsTwilio checks that bindjson.Binding has the fields,
+// JSON names and types of twilio.Binding, so that the fuzz test compares
+// against what the client decodes. binding_type may still be a plain
+// string in twilio.Binding, which turns a null into ""; the export needs
+// the null, so bindjson.Binding keeps a *string.
+func TestBindingMirrorsTwilio(t *testing.T) {
+	got, want := reflect.TypeFor[bindjson.Binding](), reflect.TypeFor[twilio.Binding]()
 	if got.NumField() != want.NumField() {
-		t.Fatalf("refBinding has %d fields, twilio.Binding %d", got.NumField(), want.NumField())
+		t.Fatalf("bindjson.Binding has %d fields, twilio.Binding %d", got.NumField(), want.NumField())
 	}
 	for i := range got.NumField() {
 		g, w := got.Field(i), want.Field(i)
 		if g.Name != w.Name || g.Tag.Get("json") != w.Tag.Get("json") {
-			t.Errorf("field %d: refBinding has %s %q, twilio.Binding %s %q", i, g.Name, g.Tag.Get("json"), w.Name, w.Tag.Get("json"))
+			t.Errorf("field %d: bindjson.Binding has %s %q, twilio.Binding %s %q", i, g.Name, g.Tag.Get("json"), w.Name, w.Tag.Get("json"))
 		}
 		if g.Type != w.Type && !(g.Name == "BindingType" && w.Type.Kind() == reflect.String) {
-			t.Errorf("field %s: refBinding has %s, twilio.Binding %s", g.Name, g.Type, w.Type)
+			t.Errorf("field %s: bindjson.Binding has %s, twilio.Binding %s", g.Name, g.Type, w.Type)
 		}
 	}
 }
 
-// bindingSink builds refBindings from the sink calls, with exact times, and
-// checks the call order the Sink contract promises.
-type bindingSink struct {
+// orderSink checks the call order the Sink contract promises and passes
+// every call on to a Collector.
+type orderSink struct {
 	t    testing.TB
-	out  []refBinding
-	cur  refBinding
-	next bindjson.Field // the field the next call must be for; -1 outside a record
+	c    bindjson.Collector
+	next bindjson.Field // the field the next call must be for
 	open bool
-	// links collects LinksUser per record, "<null>" for a null.
-	links []string
 }
 
-var _ bindjson.ExactTimeSink = (*bindingSink)(nil)
+var _ bindjson.ExactTimeSink = (*orderSink)(nil)
 
-func (s *bindingSink) field(f bindjson.Field, how string) {
+func (s *orderSink) field(f bindjson.Field, how string) {
 	s.t.Helper()
 	if !s.open {
 		s.t.Fatalf("%s(%s) outside a record", how, f)
@@ -84,95 +63,56 @@ func (s *bindingSink) field(f bindjson.Field, how string) {
 	if f != s.next {
 		s.t.Fatalf("%s(%s) where the sink expected field %s", how, f, s.next)
 	}
+	switch {
+	case how == "String" && (f == bindjson.DateCreated || f == bindjson.DateUpdated || f == bindjson.MessageTypes),
+		how == "ExactTime" && f != bindjson.DateCreated && f != bindjson.DateUpdated,
+		how == "StringList" && f != bindjson.MessageTypes:
+		s.t.Fatalf("%s for field %s", how, f)
+	}
 	s.next++
 }
 
-func (s *bindingSink) stringField(f bindjson.Field) **string {
-	switch f {
-	case bindjson.SID:
-		return &s.cur.SID
-	case bindjson.AccountSID:
-		return &s.cur.AccountSID
-	case bindjson.ServiceSID:
-		return &s.cur.ServiceSID
-	case bindjson.Endpoint:
-		return &s.cur.Endpoint
-	case bindjson.Identity:
-		return &s.cur.Identity
-	case bindjson.UserSID:
-		return &s.cur.UserSID
-	case bindjson.CredentialSID:
-		return &s.cur.CredentialSID
-	case bindjson.BindingType:
-		return &s.cur.BindingType
-	case bindjson.URL:
-		return &s.cur.URL
-	}
-	return nil
-}
-
-func (s *bindingSink) BeginRecord() {
+func (s *orderSink) BeginRecord() {
 	if s.open {
 		s.t.Fatal("BeginRecord inside a record")
 	}
-	s.open, s.next, s.cur = true, 0, refBinding{}
+	s.open, s.next = true, 0
+	s.c.BeginRecord()
 }
 
-func (s *bindingSink) String(f bindjson.Field, v []byte) {
+func (s *orderSink) String(f bindjson.Field, v []byte) {
 	s.field(f, "String")
-	if f == bindjson.LinksUser {
-		s.links = append(s.links, string(v))
-		return
-	}
-	p := s.stringField(f)
-	if p == nil {
-		s.t.Fatalf("String for %s", f)
-	}
-	str := string(v)
-	*p = &str
+	s.c.String(f, v)
 }
 
-func (s *bindingSink) Time(f bindjson.Field, micros int64) {
+func (s *orderSink) Time(f bindjson.Field, micros int64) {
 	s.t.Fatalf("Time(%s) on a sink that takes exact times", f)
 }
 
-func (s *bindingSink) ExactTime(f bindjson.Field, t time.Time) {
+func (s *orderSink) ExactTime(f bindjson.Field, t time.Time) {
 	s.field(f, "ExactTime")
-	switch f {
-	case bindjson.DateCreated:
-		s.cur.DateCreated = &t
-	case bindjson.DateUpdated:
-		s.cur.DateUpdated = &t
-	default:
-		s.t.Fatalf("ExactTime for %s", f)
-	}
+	s.c.ExactTime(f, t)
 }
 
-func (s *bindingSink) StringList(f bindjson.Field, vs [][]byte) {
+func (s *orderSink) StringList(f bindjson.Field, vs [][]byte) {
 	s.field(f, "StringList")
-	if f != bindjson.MessageTypes || vs == nil {
-		s.t.Fatalf("StringList(%s, %v)", f, vs)
+	if vs == nil {
+		s.t.Fatalf("StringList(%s, nil)", f)
 	}
-	s.cur.MessageTypes = make([]string, len(vs))
-	for i, v := range vs {
-		s.cur.MessageTypes[i] = string(v)
-	}
+	s.c.StringList(f, vs)
 }
 
-func (s *bindingSink) Null(f bindjson.Field) {
+func (s *orderSink) Null(f bindjson.Field) {
 	s.field(f, "Null")
-	if f == bindjson.LinksUser {
-		s.links = append(s.links, "<null>")
-	}
+	s.c.Null(f)
 }
 
-func (s *bindingSink) EndRecord() error {
+func (s *orderSink) EndRecord() error {
 	if !s.open || s.next != bindjson.NumFields {
 		s.t.Fatalf("EndRecord after field %d of %d", s.next, bindjson.NumFields)
 	}
 	s.open = false
-	s.out = append(s.out, s.cur)
-	return nil
+	return s.c.EndRecord()
 }
 
 // callSink records every call as text, times as microseconds: the view of
@@ -195,7 +135,7 @@ func (s *callSink) StringList(f bindjson.Field, vs [][]byte) {
 }
 
 // expectedCalls is what callSink must record for the records of a page.
-func expectedCalls(bs []refBinding, links []string) []string {
+func expectedCalls(bs []bindjson.Binding, links []*string) []string {
 	var calls []string
 	str := func(f bindjson.Field, p *string) {
 		if p == nil {
@@ -233,11 +173,7 @@ func expectedCalls(bs []refBinding, links []string) []string {
 			calls = append(calls, fmt.Sprintf("%s=%q", bindjson.MessageTypes, vs))
 		}
 		str(bindjson.URL, b.URL)
-		if links[i] == "<null>" {
-			str(bindjson.LinksUser, nil)
-		} else {
-			str(bindjson.LinksUser, &links[i])
-		}
+		str(bindjson.LinksUser, links[i])
 		calls = append(calls, "}")
 	}
 	return calls
@@ -246,25 +182,25 @@ func expectedCalls(bs []refBinding, links []string) []string {
 // decoded is the outcome of the fast decoder on one body.
 type decoded struct {
 	page  bindjson.Page
-	recs  []refBinding
-	links []string
+	recs  []bindjson.Binding
+	links []*string
 	err   error
 }
 
-// decodeFast decodes data with d into a bindingSink, then again into a
-// callSink, and checks that both views agree.
+// decodeFast decodes data with d into a Collector (checking the call
+// order), then again into a callSink, and checks that both views agree.
 func decodeFast(t testing.TB, d *bindjson.Decoder, data []byte) decoded {
 	t.Helper()
-	sink := &bindingSink{t: t}
+	sink := &orderSink{t: t}
 	page, err := d.DecodePage(data, sink)
-	out := decoded{page: page, recs: sink.out, links: sink.links, err: err}
+	out := decoded{page: page, recs: sink.c.Bindings, links: sink.c.LinksUsers, err: err}
 	calls := &callSink{}
 	page2, err2 := d.DecodePage(data, calls)
 	if (err == nil) != (err2 == nil) || !reflect.DeepEqual(page, page2) {
 		t.Fatalf("decoding twice differs: %+v, %v then %+v, %v", page, err, page2, err2)
 	}
 	if err != nil {
-		if len(sink.out) != 0 || sink.open || len(calls.calls) != 0 {
+		if len(sink.c.Bindings) != 0 || sink.open || len(calls.calls) != 0 {
 			t.Fatalf("the sink was called for a page that fails (%v)", err)
 		}
 		var e *bindjson.Error
@@ -273,10 +209,10 @@ func decodeFast(t testing.TB, d *bindjson.Decoder, data []byte) decoded {
 		}
 		return out
 	}
-	if page.Records != len(sink.out) {
-		t.Fatalf("Page.Records = %d, the sink got %d records", page.Records, len(sink.out))
+	if page.Records != len(out.recs) || len(out.links) != len(out.recs) {
+		t.Fatalf("Page.Records = %d, the sink got %d records and %d links", page.Records, len(out.recs), len(out.links))
 	}
-	if want := expectedCalls(sink.out, sink.links); !reflect.DeepEqual(calls.calls, want) {
+	if want := expectedCalls(out.recs, out.links); !reflect.DeepEqual(calls.calls, want) {
 		t.Fatalf("a plain sink got calls\n%q\nwhere the exact sink implies\n%q", calls.calls, want)
 	}
 	return out

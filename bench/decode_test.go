@@ -2,9 +2,11 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +14,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/twilio"
@@ -32,6 +37,10 @@ import (
 //     exporter does today.
 //   - BenchmarkDecodeToArrowFast: bindjson.Decoder into a sink that appends
 //     straight into the same Arrow builders.
+//   - BenchmarkDecodeToArrowFastDict: the same with dictionary builders for
+//     the low-cardinality columns (account_sid, service_sid,
+//     credential_sid, binding_type), the schema change proposed for the
+//     exporter.
 //
 // Each runs at PageSize 50 and 1000 and reports bindings/s, B/binding and
 // allocs/binding (all allocation of the measured loop, divided by the
@@ -223,6 +232,43 @@ func BenchmarkDecodeToArrowFast(b *testing.B) {
 	}
 }
 
+func BenchmarkDecodeToArrowFastDict(b *testing.B) {
+	for _, size := range decodePageSizes {
+		b.Run(fmt.Sprintf("PageSize=%d", size), func(b *testing.B) {
+			rb := array.NewRecordBuilder(memory.NewGoAllocator(), dictSchema())
+			defer rb.Release()
+			sink, err := newArrowSink(rb, schemas.RowMeta{SnapshotDate: snapshotDate, SyncedAt: snapshotDate.Add(time.Hour)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var d bindjson.Decoder
+			rows := 0
+			runDecode(b, size, func(data []byte) (int, error) {
+				p, err := d.DecodePage(data, sink)
+				rows = flushRows(rb, rows+p.Records)
+				return p.Records, err
+			})
+		})
+	}
+}
+
+// dictColumns are the columns with few distinct values in a snapshot: one
+// account, a few services and credentials, three binding types.
+var dictColumns = []string{schemas.ColAccountSID, schemas.ColServiceSID, schemas.ColCredentialSID, schemas.ColBindingType}
+
+// dictSchema is schemas.Binding with dictionary-encoded dictColumns.
+func dictSchema() *arrow.Schema {
+	base := schemas.Binding()
+	fields := base.Fields()
+	for i, f := range fields {
+		if slices.Contains(dictColumns, f.Name) {
+			fields[i].Type = &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
+		}
+	}
+	md := base.Metadata()
+	return arrow.NewSchema(fields, &md)
+}
+
 // batchRows is the rows of one Arrow record batch in the Arrow benchmarks,
 // about what the exporter's byte-bounded batches hold.
 const batchRows = 8192
@@ -258,6 +304,8 @@ func (s *countingSink) StringList(f bindjson.Field, vs [][]byte) {
 // bindsync adds (snapshot_date, synced_at) are appended at EndRecord.
 type arrowSink struct {
 	str        [bindjson.NumFields]*array.BinaryBuilder
+	dict       [bindjson.NumFields]*array.BinaryDictionaryBuilder
+	err        error // the first failure of a dictionary builder
 	ts         [bindjson.NumFields]*array.TimestampBuilder
 	list       *array.ListBuilder
 	listValues *array.BinaryBuilder
@@ -290,6 +338,8 @@ func newArrowSink(rb *array.RecordBuilder, meta schemas.RowMeta) (*arrowSink, er
 		switch cb := c.(type) {
 		case *array.StringBuilder:
 			s.str[f] = cb.BinaryBuilder
+		case *array.BinaryDictionaryBuilder:
+			s.dict[f] = cb
 		case *array.TimestampBuilder:
 			s.ts[f] = cb
 		case *array.ListBuilder:
@@ -316,6 +366,10 @@ func (s *arrowSink) BeginRecord() {}
 func (s *arrowSink) String(f bindjson.Field, v []byte) {
 	if b := s.str[f]; b != nil {
 		b.Append(v)
+	} else if d := s.dict[f]; d != nil {
+		if err := d.Append(v); err != nil && s.err == nil {
+			s.err = fmt.Errorf("append %s: %w", f, err)
+		}
 	}
 }
 
@@ -332,6 +386,8 @@ func (s *arrowSink) Null(f bindjson.Field) {
 	switch {
 	case s.str[f] != nil:
 		s.str[f].AppendNull()
+	case s.dict[f] != nil:
+		s.dict[f].AppendNull()
 	case s.ts[f] != nil:
 		s.ts[f].AppendNull()
 	case f == bindjson.MessageTypes:
@@ -342,7 +398,7 @@ func (s *arrowSink) Null(f bindjson.Field) {
 func (s *arrowSink) EndRecord() error {
 	s.snapshot.Append(s.date)
 	s.syncedAt.Append(s.synced)
-	return nil
+	return s.err
 }
 
 // TestArrowSinkEqualsAppendBinding checks the benchmark's Arrow sink
@@ -378,5 +434,81 @@ func TestArrowSinkEqualsAppendBinding(t *testing.T) {
 	defer g.Release()
 	if w.NumRows() != 1000 || !array.RecordEqual(w, g) {
 		t.Fatalf("the Arrow sink built %d rows that differ from AppendBinding's %d", g.NumRows(), w.NumRows())
+	}
+}
+
+// TestDictionarySchemaRoundTripsParquet writes the benchmark pages through
+// the dictionary sink and pqarrow, reads the file back and finds every
+// value of the plain schema's batch: dictionary columns are a change of
+// the Arrow schema only, not of what readers get.
+func TestDictionarySchemaRoundTripsParquet(t *testing.T) {
+	set := decodePages(t, 50)
+	meta := schemas.RowMeta{SnapshotDate: snapshotDate, SyncedAt: snapshotDate.Add(time.Hour)}
+	plain := array.NewRecordBuilder(memory.NewGoAllocator(), schemas.Binding())
+	defer plain.Release()
+	dict := array.NewRecordBuilder(memory.NewGoAllocator(), dictSchema())
+	defer dict.Release()
+	var d bindjson.Decoder
+	for _, rb := range []*array.RecordBuilder{plain, dict} {
+		sink, err := newArrowSink(rb, meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, data := range set.pages[:20] {
+			if _, err := d.DecodePage(data, sink); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want := plain.NewRecordBatch()
+	defer want.Release()
+	rec := dict.NewRecordBatch()
+	defer rec.Release()
+
+	var buf bytes.Buffer
+	w, err := pqarrow.NewFileWriter(rec.Schema(), &buf,
+		parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd)),
+		pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := pqarrow.ReadTable(context.Background(), bytes.NewReader(buf.Bytes()), nil, pqarrow.ArrowReadProperties{}, memory.NewGoAllocator())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Release()
+	if tbl.NumRows() != want.NumRows() || want.NumRows() != 1000 {
+		t.Fatalf("read %d rows, wrote %d", tbl.NumRows(), want.NumRows())
+	}
+	dictRead := 0
+	for i, f := range want.Schema().Fields() {
+		col := tbl.Column(i)
+		if col.Len() != int(want.NumRows()) || len(col.Data().Chunks()) != 1 {
+			t.Fatalf("column %s: %d rows in %d chunks", f.Name, col.Len(), len(col.Data().Chunks()))
+		}
+		got := col.Data().Chunk(0)
+		if d, ok := got.(*array.Dictionary); ok {
+			values := d.Dictionary().(*array.String)
+			ref := want.Column(i).(*array.String)
+			for r := range ref.Len() {
+				if ref.IsNull(r) != d.IsNull(r) || !ref.IsNull(r) && ref.Value(r) != values.Value(d.GetValueIndex(r)) {
+					t.Fatalf("column %s row %d: read %q, want %q", f.Name, r, values.Value(d.GetValueIndex(r)), ref.Value(r))
+				}
+			}
+			dictRead++
+			continue
+		}
+		if !array.Equal(got, want.Column(i)) {
+			t.Fatalf("column %s differs after the round trip", f.Name)
+		}
+	}
+	if dictRead != len(dictColumns) {
+		t.Fatalf("%d columns read back as dictionaries, want the %d written so", dictRead, len(dictColumns))
 	}
 }

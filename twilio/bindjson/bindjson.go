@@ -53,6 +53,7 @@
 package bindjson
 
 import (
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -193,8 +194,11 @@ type Decoder struct {
 	// DefaultMaxRecords. A list of more fails with ErrTooManyRecords.
 	MaxRecords int
 
-	// data is the body being decoded; nil between calls.
+	// data is the body being decoded; nil between pages.
 	data []byte
+	// parsed says that the tables hold a page that Parse accepted and
+	// that Emit has not replayed yet.
+	parsed bool
 	// scratch holds the strings that needed unescaping or UTF-8 repair.
 	scratch []byte
 	// keyBuf holds the last key that needed unescaping.
@@ -230,28 +234,69 @@ const (
 	retainSlots   = 2 << 10
 )
 
-// DecodePage decodes one Bindings page body into sink and returns its meta
-// block. On error, sink has not been called, unless the error comes from
-// the sink itself. The error is an *Error for a bad body.
+// DecodePage decodes one Bindings page body into sink and returns what it
+// learnt of the page: Parse, then Emit. On error, sink has not been
+// called, unless the error comes from the sink itself. The error is an
+// *Error for a bad body.
 func (d *Decoder) DecodePage(body []byte, sink Sink) (Page, error) {
-	defer d.release()
-	if err := d.parse(body); err != nil {
+	p, err := d.Parse(body)
+	if err != nil {
 		return Page{}, err
 	}
+	if err := d.Emit(sink); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// Parse decodes body without calling a sink, so that the caller can check
+// the page (its meta block, its next page URL, its record count) before
+// any record reaches a sink; Emit then hands the records over. The
+// Decoder holds on to body until Emit or Reset, and body must not change
+// meanwhile. The error is an *Error for a bad body.
+func (d *Decoder) Parse(body []byte) (Page, error) {
+	d.parsed = false
+	if err := d.parse(body); err != nil {
+		d.Reset()
+		return Page{}, err
+	}
+	d.parsed = true
 	p := Page{HasMeta: d.hasMeta, HasBindings: d.hasList, Records: d.nrec}
 	if d.hasMeta {
 		p.Meta = d.meta
 	}
-	if err := d.emit(sink); err != nil {
-		return p, err
-	}
 	return p, nil
+}
+
+// ErrNotParsed is the error of Emit without a successful Parse before it.
+var ErrNotParsed = errors.New("bindjson: Emit without a page parsed")
+
+// Emit calls sink for every record of the page that the last Parse
+// decoded, as the Sink contract says, then releases the body: a page is
+// emitted once. An error from EndRecord stops it and is returned wrapped.
+func (d *Decoder) Emit(sink Sink) error {
+	if !d.parsed {
+		return ErrNotParsed
+	}
+	defer d.Reset()
+	return d.emit(sink)
+}
+
+// Reset drops the page being decoded, if any, and with it the Decoder's
+// hold on its body; buffers grown beyond what a normal page needs are
+// dropped too. Emit and a failing Parse call it; a caller that parses a
+// page and then decides not to emit it should.
+func (d *Decoder) Reset() {
+	d.parsed = false
+	d.release()
 }
 
 // release drops the body and any buffer grown beyond what a normal page
 // needs.
 func (d *Decoder) release() {
 	d.data = nil
+	d.meta = Meta{}
+	d.nslots, d.nrec = 0, 0
 	if cap(d.scratch) > retainScratch {
 		d.scratch = nil
 	}
@@ -270,7 +315,6 @@ func (d *Decoder) release() {
 	if cap(d.stack) > maxNestingDepth/10 {
 		d.stack = nil
 	}
-	d.meta = Meta{}
 }
 
 var pool = sync.Pool{New: func() any { return new(Decoder) }}

@@ -358,3 +358,38 @@ func TestCollectorTime(t *testing.T) {
 		t.Fatalf("DateCreated = %v, want %v", got, want)
 	}
 }
+
+// TestParseThenEmit checks the two steps of DecodePage: Parse calls no
+// sink, Emit replays the page once, and Emit without a parsed page fails.
+func TestParseThenEmit(t *testing.T) {
+	page := realPages(t)["heavy user, first page"]
+	var d bindjson.Decoder
+	p, err := d.Parse(page)
+	if err != nil || p.Records != 50 || p.Meta.NextPageURL == nil {
+		t.Fatalf("Parse: %+v, %v", p, err)
+	}
+	var c bindjson.Collector
+	if err := d.Emit(&c); err != nil || len(c.Bindings) != 50 {
+		t.Fatalf("Emit: %d records, %v", len(c.Bindings), err)
+	}
+	want, _, _, err := bindjson.DecodeBindings(page)
+	if err != nil || !reflect.DeepEqual(c.Bindings, want) {
+		t.Fatalf("Parse and Emit differ from DecodeBindings (%v)", err)
+	}
+	if err := d.Emit(&c); !errors.Is(err, bindjson.ErrNotParsed) {
+		t.Fatalf("a second Emit: %v, want ErrNotParsed", err)
+	}
+	if _, err := d.Parse([]byte(`{"bindings":[{"sid":1}]}`)); err == nil {
+		t.Fatal("Parse accepted a bad page")
+	}
+	if err := d.Emit(&c); !errors.Is(err, bindjson.ErrNotParsed) {
+		t.Fatalf("Emit after a failed Parse: %v, want ErrNotParsed", err)
+	}
+	if _, err := d.Parse(page); err != nil {
+		t.Fatal(err)
+	}
+	d.Reset()
+	if err := d.Emit(&c); !errors.Is(err, bindjson.ErrNotParsed) {
+		t.Fatalf("Emit after Reset: %v, want ErrNotParsed", err)
+	}
+}

@@ -40,8 +40,9 @@ const (
 	kList                 // a string list: Decoder.items[s.off:][:s.n], backing back
 )
 
-// val is the value of one field of a record, in 16 bytes: a page of 1,000
-// records is a table of 208 kB, which stays in cache as it is replayed.
+// val is the value of one field of a record. It is kept to 16 bytes, as a
+// page of 1,000 records is a table of 13,000 of them (208 kB), written
+// once and read once, and its memory traffic counts.
 type val struct {
 	s    span   // kString: the string; kTimeFast: the seconds, low then high half; kTimeSlow, kList: see kind
 	back uint32 // kList: the length of the backing array, at least s.n
@@ -57,8 +58,8 @@ func (v *val) seconds() int64 { return int64(uint64(v.s.n)<<32 | uint64(v.s.off)
 // slot is one record of the "bindings" list.
 type slot [NumFields]val
 
-// pageKey and recordKey name the keys the decoder acts on; the rest are
-// skipped.
+// pageKey names the keys of the page object that the decoder reads; the
+// rest are skipped.
 type pageKey uint8
 
 const (
@@ -67,6 +68,8 @@ const (
 	keyMeta
 )
 
+// Record keys that are not a field of their own: links, read for
+// LinksUser, and any other key, skipped.
 const (
 	fieldOther = Field(255)
 	fieldLinks = Field(254)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -391,5 +392,43 @@ func TestParseThenEmit(t *testing.T) {
 	d.Reset()
 	if err := d.Emit(&c); !errors.Is(err, bindjson.ErrNotParsed) {
 		t.Fatalf("Emit after Reset: %v, want ErrNotParsed", err)
+	}
+}
+
+// TestDecodePageConcurrent decodes pages from several goroutines through
+// the pooled DecodePage: each gets its own page's records.
+func TestDecodePageConcurrent(t *testing.T) {
+	pages := realPages(t)
+	want := map[string][]bindjson.Binding{}
+	for name, data := range pages {
+		bs, _, _, err := bindjson.DecodeBindings(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[name] = bs
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(pages)*4)
+	for range 4 {
+		for name, data := range pages {
+			wg.Go(func() {
+				for range 20 {
+					var c bindjson.Collector
+					if _, err := bindjson.DecodePage(data, &c); err != nil {
+						errs <- err
+						return
+					}
+					if len(c.Bindings) != len(want[name]) || len(c.Bindings) > 0 && !reflect.DeepEqual(c.Bindings, want[name]) {
+						errs <- fmt.Errorf("page %q decoded differently", name)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

@@ -113,20 +113,37 @@ type outcome struct {
 // for each response never overlaps with itself in MaxConcurrent or
 // MaxInFlight.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	arrived := time.Now()
 	rt := parseRoute(r.URL.EscapedPath())
 	n := s.inflight.Add(1)
+	f := s.faults.Load()
+	concurrent, admitted := s.admit(f)
 	left := false
 	leave := func() {
 		if !left {
 			left = true
 			s.inflight.Add(-1)
+			if admitted {
+				s.admitted.Add(-1)
+			}
 		}
 	}
 	defer leave()
-	s.countRequest(rt.kind, n)
-	f := s.faults.Load()
-	out := s.handle(r, rt, n, f)
+	s.countRequest(rt.kind, n, concurrent, admitted)
+	var out outcome
+	if admitted {
+		out = s.handle(r, rt, f)
+	} else {
+		e := newError(http.StatusTooManyRequests, "Too many concurrent requests")
+		e.retryAfter = f.retryAfter()
+		out = outcome{err: e}
+	}
 	leave()
+	if !s.opts.NoLoadHeaders {
+		h := w.Header()
+		h.Set(ConcurrentRequestsHeader, strconv.FormatInt(concurrent, 10))
+		h.Set(RequestDurationHeader, strconv.FormatFloat(time.Since(arrived).Seconds(), 'f', 3, 64))
+	}
 	if out.err != nil {
 		hostileError(out.err, r, f)
 	}
@@ -158,17 +175,31 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// handle decides the answer to a request that is the n-th in flight:
-// admission, injected faults, authentication, routing, then one list or
-// one user.
-func (s *Server) handle(r *http.Request, rt route, n int64, f *faultState) outcome {
-	if f.MaxConcurrent > 0 && n > int64(f.MaxConcurrent) {
-		e := newError(http.StatusTooManyRequests, "Too many concurrent requests")
-		e.retryAfter = f.retryAfter()
-		return outcome{err: e}
+// admit takes a place among the admitted requests, unless f.MaxConcurrent
+// places are taken. It returns the number of admitted requests, this one
+// included when admitted, and whether it was. Refused requests never take a
+// place, so that a burst of them cannot push out a request that fits.
+func (s *Server) admit(f *faultState) (concurrent int64, admitted bool) {
+	if f.MaxConcurrent <= 0 {
+		return s.admitted.Add(1), true
 	}
-	if s.admitted != nil {
-		s.admitted()
+	limit := int64(f.MaxConcurrent)
+	for {
+		cur := s.admitted.Load()
+		if cur >= limit {
+			return cur, false
+		}
+		if s.admitted.CompareAndSwap(cur, cur+1) {
+			return cur + 1, true
+		}
+	}
+}
+
+// handle decides the answer to an admitted request: injected faults,
+// authentication, routing, then one list or one user.
+func (s *Server) handle(r *http.Request, rt route, f *faultState) outcome {
+	if s.onAdmit != nil {
+		s.onAdmit()
 	}
 	if f.Latency > 0 && !sleep(r.Context(), f.Latency) {
 		return outcome{gone: true}
@@ -297,7 +328,7 @@ func (s *Server) count(update func(*Stats)) {
 	update(&s.stats)
 }
 
-func (s *Server) countRequest(kind routeKind, inflight int64) {
+func (s *Server) countRequest(kind routeKind, inflight, concurrent int64, admitted bool) {
 	s.count(func(st *Stats) {
 		st.Requests++
 		switch kind {
@@ -309,6 +340,9 @@ func (s *Server) countRequest(kind routeKind, inflight int64) {
 			st.UserFetches++
 		}
 		st.MaxInFlight = max(st.MaxInFlight, inflight)
+		if admitted {
+			st.MaxAdmitted = max(st.MaxAdmitted, concurrent)
+		}
 	})
 }
 

@@ -96,8 +96,9 @@ type Config struct {
 // goroutine making the request, so they must be cheap and safe for
 // concurrent use.
 type Hooks struct {
-	// OnRequest is called before every HTTP attempt; kind is "users" or
-	// "bindings" for the lists, "user" for GetUser.
+	// OnRequest is called before every HTTP attempt; kind is "users",
+	// "bindings" (a user's bindings) or "service_bindings" (the service-wide
+	// Bindings list) for the lists, "user" for GetUser.
 	OnRequest func(kind string)
 	// OnRetry is called before waiting to retry; reason is "429", "5xx",
 	// "network" or "truncated", attempt is the number of the attempt that
@@ -106,8 +107,8 @@ type Hooks struct {
 	// InFlight is called with +1 when an HTTP attempt starts and -1 when it
 	// ends, to drive a gauge.
 	InFlight func(delta int)
-	// OnPageSizeFallback is called once per list kind ("users" or
-	// "bindings") for the life of the Client, when Twilio rejected a first
+	// OnPageSizeFallback is called once per list kind ("users", "bindings"
+	// or "service_bindings") for the life of the Client, when Twilio rejected a first
 	// page asking for asked items and the client went on with used, the
 	// documented maximum, for every later first page of that kind.
 	OnPageSizeFallback func(kind string, asked, used int)
@@ -144,7 +145,7 @@ type Client struct {
 	secrets        []string // what Redact replaces, longest first
 
 	// Set once Twilio rejected a first page's size for that kind of list.
-	usersFallback, bindingsFallback atomic.Bool
+	usersFallback, bindingsFallback, serviceBindingsFallback atomic.Bool
 
 	// Seams replaced by tests, so that retries need no real waiting.
 	sleep  func(ctx context.Context, d time.Duration) error
@@ -426,6 +427,8 @@ func maxPageSize(kind string) int {
 	switch kind {
 	case "users":
 		return MaxUsersPageSize
+	case "service_bindings":
+		return MaxServiceBindingsPageSize
 	}
 	return MaxBindingsPageSize
 }
@@ -434,6 +437,8 @@ func (c *Client) fallbackFlag(kind string) *atomic.Bool {
 	switch kind {
 	case "users":
 		return &c.usersFallback
+	case "service_bindings":
+		return &c.serviceBindingsFallback
 	}
 	return &c.bindingsFallback
 }
@@ -489,7 +494,8 @@ func hasStatus(err error, status int) bool {
 	return errors.As(err, &apiErr) && apiErr.Status == status
 }
 
-// listPage is the body of a list response: usersBody or bindingsBody.
+// listPage is the body of a list response: usersBody, bindingsBody or
+// serviceBindingsBody.
 type listPage[T any] interface {
 	*T
 	// meta is the paging block, nil when the body had none.
@@ -513,6 +519,14 @@ type bindingsBody struct {
 	Meta     *Meta     `json:"meta"`
 	Bindings []Binding `json:"bindings"`
 }
+
+type serviceBindingsBody struct {
+	Meta     *Meta            `json:"meta"`
+	Bindings []ServiceBinding `json:"bindings"`
+}
+
+func (b *serviceBindingsBody) meta() *Meta           { return b.Meta }
+func (b *serviceBindingsBody) items() (string, bool) { return "bindings", b.Bindings != nil }
 
 // list fetches the page of res named by next, or the first page with query
 // when next is "". kind names the list for hooks. It returns the body and

@@ -125,8 +125,8 @@ type Hooks struct {
 	OnLimitChange func(limit int, reason string)
 }
 
-// Client reads the Users and User Bindings lists of Chat v2 services, one
-// page per call. It is safe for concurrent use.
+// Client reads the Users, User Bindings and service-wide Bindings lists of
+// Chat v2 services, one page per call. It is safe for concurrent use.
 type Client struct {
 	base           *url.URL // scheme and host only
 	username       string

@@ -62,7 +62,8 @@ const (
 	routeUnknown routeKind = iota
 	routeUsers
 	routeBindings
-	routeUser // one user, by SID or identity
+	routeUser            // one user, by SID or identity
+	routeServiceBindings // the service-wide Bindings list
 )
 
 // parseRoute routes on the escaped path, so "a%2Fb" stays one segment, and
@@ -73,6 +74,8 @@ func parseRoute(escapedPath string) route {
 	switch {
 	case len(segs) == 5 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Users":
 		rt.kind = routeUsers
+	case len(segs) == 5 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Bindings":
+		rt.kind = routeServiceBindings
 	case len(segs) == 7 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Users" && segs[6] == "Bindings",
 		len(segs) == 6 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Users":
 		rt.kind = routeBindings
@@ -238,6 +241,13 @@ func (s *Server) handle(r *http.Request, rt route, f *faultState) outcome {
 		body, out.err = s.listUsers(rt, r.URL.Query(), f)
 	case routeUser:
 		body, out.err = s.fetchUser(rt, f)
+	case routeServiceBindings:
+		var stream streamedPage
+		body, out.page, stream, out.err = s.listServiceBindings(rt, r.URL.Query(), f)
+		if out.err == nil && stream.size > 0 && out.fault == faultNone {
+			out.stream, out.gzip = stream.writer(body), stream.gzip
+			return out
+		}
 	default:
 		var stream streamedPage
 		body, out.page, stream, out.err = s.listBindings(rt, r.URL.Query(), f)
@@ -338,6 +348,8 @@ func (s *Server) countRequest(kind routeKind, inflight, concurrent int64, admitt
 			st.BindingsRequests++
 		case routeUser:
 			st.UserFetches++
+		case routeServiceBindings:
+			st.ServiceBindingsRequests++
 		}
 		st.MaxInFlight = max(st.MaxInFlight, inflight)
 		if admitted {
@@ -347,15 +359,18 @@ func (s *Server) countRequest(kind routeKind, inflight, concurrent int64, admitt
 }
 
 // countResponse records a complete response; page is the served-page key of
-// a bindings page ("serviceSID/userSID" + "|" + filter + "|" + token).
+// a bindings page ("serviceSID/userSID" + "|" + filter + "|" + token), or
+// of a page of the service-wide list ("service:" + serviceSID + "|" +
+// filter + "|" + token).
 func (s *Server) countResponse(status int, page string) {
 	s.count(func(st *Stats) {
 		st.ByStatus[status]++
 		if page == "" {
 			return
 		}
-		user, _, _ := strings.Cut(page, "|")
-		st.BindingsPagesByUser[user]++
+		if user, _, _ := strings.Cut(page, "|"); !strings.HasPrefix(user, "service:") {
+			st.BindingsPagesByUser[user]++
+		}
 		if s.served[page] {
 			st.PagesServedTwice++
 		}
@@ -378,6 +393,9 @@ func (s *Server) parsePaging(q url.Values, kind listKind, scope [8]byte) (paging
 	maxSize := s.maxPageSize
 	if s.opts.StrictPageSize {
 		maxSize = min(maxSize, twilio.MaxBindingsPageSize)
+		if kind == kindServiceBindings {
+			maxSize = min(s.maxPageSize, twilio.MaxServiceBindingsPageSize)
+		}
 		if kind == kindUsers {
 			maxSize = min(s.maxPageSize, twilio.MaxUsersPageSize)
 		}
@@ -766,6 +784,14 @@ func splitAtHugeField(page any) (head, tail []byte, err error) {
 		}
 		page = p
 	case wireBindingsPage:
+		if len(p.Bindings) > 0 {
+			p.Bindings = slices.Clone(p.Bindings)
+			p.Bindings[0].Endpoint = &mark
+		} else {
+			p.Meta.Key = mark
+		}
+		page = p
+	case serviceBindingsPage:
 		if len(p.Bindings) > 0 {
 			p.Bindings = slices.Clone(p.Bindings)
 			p.Bindings[0].Endpoint = &mark

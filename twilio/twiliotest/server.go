@@ -48,7 +48,9 @@ type Options struct {
 	MaxPageSize int
 	// StrictPageSize also answers 400 (error 20001) to a PageSize above the
 	// limits of Twilio's current OpenAPI file: twilio.MaxBindingsPageSize
-	// (50) for bindings and twilio.MaxUsersPageSize (100) for users.
+	// (50) for a user's bindings, twilio.MaxServiceBindingsPageSize (50) for
+	// the service-wide Bindings list and twilio.MaxUsersPageSize (100) for
+	// users.
 	StrictPageSize bool
 	// PageSizeCap, when positive, silently serves fewer items than a larger
 	// (valid) PageSize asks for, and says so in meta.page_size, as Twilio does
@@ -87,6 +89,12 @@ const (
 // probabilities per request drawn from a generator seeded with Seed, so a
 // sequence of sequential requests meets the same faults on every run; the
 // rates are cumulative and their sum should not exceed 1.
+//
+// The service-wide Bindings list meets the faults of every request
+// (MaxConcurrent, Latency, the rates), ServiceBindingsPaging, deletions,
+// NullBindingTypeUsers, and HugeField and GzipBomb on its pages that hold a
+// binding of one of BodyFaultUsers. FailUsers, DeleteAfterFirstPage and
+// NextPageOtherUser concern the users' own lists only.
 type Faults struct {
 	Seed int64
 	// Rate429 answers 429 with error 20429 (too many requests).
@@ -123,9 +131,10 @@ type Faults struct {
 	// Rate503: 1 answers 503 to every request, authenticated or not: Twilio
 	// down. (No separate switch is needed for it.)
 
-	// BindingsPaging and UsersPaging make the bindings lists or the Users
-	// lists page without end (see PagingFault).
-	BindingsPaging, UsersPaging PagingFault
+	// BindingsPaging, UsersPaging and ServiceBindingsPaging make the users'
+	// bindings lists, the Users lists or the service-wide Bindings lists
+	// page without end (see PagingFault).
+	BindingsPaging, UsersPaging, ServiceBindingsPaging PagingFault
 	// DeleteAfterFirstPage lists users (SID or identity) deleted as soon as
 	// their first bindings page has been served: page 0 answers 200, every
 	// later request for the user 404, and the Users list leaves them out.
@@ -195,9 +204,13 @@ type Stats struct {
 	BindingsRequests int64
 	// UserFetches counts requests for one user, by SID or identity.
 	UserFetches int64
-	ByStatus    map[int]int64
+	// ServiceBindingsRequests counts requests for the service-wide Bindings
+	// list (GET /v2/Services/{ServiceSid}/Bindings).
+	ServiceBindingsRequests int64
+	ByStatus                map[int]int64
 	// PagesServedTwice counts complete 200 bindings pages whose (service,
-	// user, filter, page token) had been served completely before: a client
+	// user, filter, page token) had been served completely before, pages of
+	// the service-wide list by (service, filters, page token): a client
 	// that resumes correctly and never refetches keeps it at zero.
 	PagesServedTwice int64
 	// BindingsPagesByUser counts complete 200 bindings pages per

@@ -67,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&f.MaxConcurrent, "max-concurrent", 0, "answer 429 above this many requests in flight")
 	fs.Func("bindings-paging", "make bindings lists page without end: "+pagingNames(), pagingFlag(&f.BindingsPaging))
 	fs.Func("users-paging", "make Users lists page without end: "+pagingNames(), pagingFlag(&f.UsersPaging))
+	fs.Func("service-bindings-paging", "make service-wide Bindings lists page without end: "+pagingNames(), pagingFlag(&f.ServiceBindingsPaging))
 	fs.Func("delete-after-first-page", "delete this user (SID or identity) once its first bindings page is served; repeatable", listFlag(&f.DeleteAfterFirstPage))
 	fs.BoolVar(&f.DuplicateUsers, "duplicate-users", false, "repeat users within and across Users pages")
 	fs.BoolVar(&f.NextPageOtherUser, "next-page-other-user", false, "make bindings next_page_url name another user")

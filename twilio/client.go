@@ -115,9 +115,9 @@ type Hooks struct {
 	// OnLimitChange is called whenever the cap on requests in flight (see
 	// InFlightLimit) changes, with the new cap and why: "slow_start" (the
 	// cap doubles until the first 429), "increase" (one more, below the
-	// ceiling learned from 429s or because Twilio-Concurrent-Requests shows
-	// room), "probe" (one more above the ceiling, to learn whether the
-	// account has more room) or "throttled" (lowered after a 429). The cap
+	// ceiling learned from 429s), "probe" (one more above the ceiling, to
+	// learn whether the account has more room) or "throttled" (lowered
+	// after a 429). The cap
 	// at the start is InFlightLimit right after New. Unlike the other
 	// hooks it may call the Client; when changes race, one overtaken by a
 	// later one is not reported, so the last value passed is the cap in
@@ -245,9 +245,10 @@ func parseBaseURL(raw string) (*url.URL, error) {
 // MaxInFlight. It starts at min(MaxInFlight, 8), doubles with every round
 // trip's worth of successes until Twilio first answers 429, then settles at
 // what the account allows: a 429 lowers it to the requests Twilio was
-// serving, and it creeps back up by one request at a time, using the
-// Twilio-Concurrent-Requests header when Twilio sends it to tell whether the
-// account has room. Hooks.OnLimitChange reports every change.
+// serving, and it tries one request more now and then to learn whether the
+// account has more room, rarely while the Twilio-Concurrent-Requests header
+// (when Twilio sends it) shows the account full. Hooks.OnLimitChange
+// reports every change.
 func (c *Client) InFlightLimit() int {
 	return c.limit.current()
 }

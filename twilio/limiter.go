@@ -17,16 +17,19 @@ const (
 	// requests on an account that other systems may be using: such a burst
 	// makes their requests fail too.
 	initialLimit = 8
-	// probeWindows is how many full windows the limiter stays at its
-	// ceiling before it tries one request more, when no load header says
-	// whether the account has room. A try that finds the account full
-	// costs one 429, so 429s stay near 1/(probeWindows·limit) of the
-	// requests: about 1.5% at a limit of 4, less above.
-	probeWindows = 16
-	// fullProbeWindows replaces probeWindows while Twilio-Concurrent-Requests
-	// shows the account full: a try could only meet a 429, unless the
-	// account's limit itself was raised, which this rare try notices.
-	fullProbeWindows = 128
+	// probeWindows and probeSuccesses set how long the limiter stays at its
+	// ceiling before it tries one request more: probeWindows full windows,
+	// and at least probeSuccesses successes. A try that finds the account
+	// full costs one 429, so 429s stay under 1/probeSuccesses of the
+	// requests, while a limit of 64 is still tried every 16 round trips.
+	probeWindows   = 16
+	probeSuccesses = 256
+	// fullProbeWindows and fullProbeSuccesses replace them while
+	// Twilio-Concurrent-Requests shows the account full: a try could only
+	// meet a 429, unless the account's limit itself was raised, which this
+	// rare try notices.
+	fullProbeWindows   = 128
+	fullProbeSuccesses = 2048
 )
 
 // Response headers by which Twilio shows an account's load.
@@ -60,36 +63,45 @@ const (
 //
 //   - Slow start: from min(MaxInFlight, 8) the cap doubles every full
 //     window until the first 429.
-//   - A 429 lowers the cap at once, to the number of requests that were
-//     already in flight when the refused one started and were still in
-//     flight when its answer came: those Twilio admitted, as far as the
-//     client can see. The cap the refused request started under, minus
-//     one, becomes the ceiling: Twilio was full with fewer requests than
-//     that. A 429 lowers the cap once per burst: the answers of requests
-//     that started before the last decrease are ignored, since they tell
-//     what was already known. The cap never halves again and again on a
-//     burst of 429s, as multiplicative decrease does.
-//   - Below the ceiling the cap grows by one every full window.
-//   - At the ceiling it stays probeWindows full windows, then tries one
-//     more (a probe). A probe that meets a 429 puts the cap back; one that
-//     passes a full window raises the ceiling, and the next window probes
-//     again, so the cap follows an account that has more room than before.
+//   - A 429 lowers the cap at once. In slow start, to half, the level of
+//     the last window; after a step up by one (growth or a probe, below),
+//     to the level before it. Otherwise to the number of requests that
+//     were already in flight when the refused one started and still were
+//     when its answer came, those Twilio was serving as far as the client
+//     can tell, but by half at most. The cap in force minus one becomes the
+//     ceiling: Twilio was full with fewer requests than that. A 429 lowers
+//     the cap once per burst: the answers of requests that started before
+//     the last decrease are ignored, since they tell what is already
+//     known. The cap never halves again and again on a burst of 429s, as
+//     multiplicative decrease does.
+//   - Below the ceiling the cap grows by one every full window, unless the
+//     load header (below) shows the account full.
+//   - At the ceiling it stays probeWindows full windows and probeSuccesses
+//     successes, then tries one more (a probe). A probe that meets a 429
+//     puts the cap back; one that passes a full window raises the ceiling,
+//     and the next window probes again (unless the load header below says
+//     the account is full), so the cap follows an account that has more
+//     room than before.
 //   - With the Twilio-Concurrent-Requests header, once a 429 has shown the
 //     account limited, the largest value seen on a success is the account's
-//     limit. A full window whose successes never saw it has room, and the
-//     cap grows by one whatever the ceiling; a window that saw it holds the
-//     cap, and probes only every fullProbeWindows windows, so that a client
-//     alone on its account meets almost no 429 once settled.
+//     limit. While the windows' successes see the account at that limit,
+//     growing could only meet a 429: the limiter holds, and probes only
+//     after fullProbeWindows windows and fullProbeSuccesses successes, so
+//     that a client alone on its account meets almost no 429 once settled.
+//     A window that sees room grows or probes on the usual schedule.
 //
 // It keeps no clock: every decision follows from the order of requests and
-// answers, which makes it deterministic to test.
+// answers, which makes it deterministic to test, and its waiters are served
+// first come, first served.
 type limiter struct {
 	mu       sync.Mutex
 	max      int
 	limit    int
 	inFlight int
-	queued   int           // callers waiting in acquire
-	changed  chan struct{} // closed, and replaced, whenever a slot may be free
+	// waiters are the callers of acquire waiting for a slot, first come
+	// first served: a freed slot goes to the first of them, so that a
+	// release wakes one goroutine, not all.
+	waiters []*waiter
 
 	lastSeq uint64
 	active  []uint64 // sequence numbers of the requests in flight, ascending
@@ -102,6 +114,7 @@ type limiter struct {
 	ceiling   int
 	throttled bool // a 429 has shown that the account has a limit
 	account   int  // largest Twilio-Concurrent-Requests of a success
+	risen     bool // the cap has grown since the last decrease
 
 	winOK   int  // successes in the window
 	winFull bool // the cap held requests back during the window
@@ -112,6 +125,12 @@ type limiter struct {
 	changes   uint64 // number of the last change of the cap
 	hookMu    sync.Mutex
 	delivered uint64 // number of the last change passed to onChange
+}
+
+// waiter is a caller of acquire waiting for a slot.
+type waiter struct {
+	ready chan struct{} // closed once t is granted
+	t     ticket
 }
 
 // ticket is what the limiter remembers of a request it let through.
@@ -133,42 +152,65 @@ func newLimiter(max int, onChange func(limit int, reason string)) *limiter {
 		max:       max,
 		limit:     min(max, initialLimit),
 		slowStart: max > initialLimit,
-		changed:   make(chan struct{}),
 		onChange:  onChange,
 	}
 }
 
-// acquire blocks until a request may start, or returns ctx's error.
+// acquire blocks until a request may start, or returns ctx's error. A free
+// slot is taken even when ctx is done; only waiting needs a live ctx.
 func (l *limiter) acquire(ctx context.Context) (ticket, error) {
-	for {
-		l.mu.Lock()
-		if l.inFlight < l.limit {
-			l.inFlight++
-			if l.inFlight == l.limit {
-				l.winFull = true
-			}
-			l.lastSeq++
-			t := ticket{seq: l.lastSeq, epoch: l.epoch, limit: l.limit}
-			l.active = append(l.active, t.seq)
-			l.mu.Unlock()
-			return t, nil
-		}
+	l.mu.Lock()
+	if l.inFlight < l.limit && len(l.waiters) == 0 {
+		t := l.grant()
+		l.mu.Unlock()
+		return t, nil
+	}
+	// The cap holds this request back: the window counts.
+	l.winFull = true
+	if err := ctx.Err(); err != nil {
+		l.mu.Unlock()
+		return ticket{}, err
+	}
+	w := &waiter{ready: make(chan struct{})}
+	l.waiters = append(l.waiters, w)
+	l.mu.Unlock()
+
+	select {
+	case <-w.ready:
+		return w.t, nil
+	case <-ctx.Done():
+	}
+	l.mu.Lock()
+	if i := slices.Index(l.waiters, w); i >= 0 {
+		l.waiters = slices.Delete(l.waiters, i, i+1)
+		l.mu.Unlock()
+		return ticket{}, ctx.Err()
+	}
+	l.mu.Unlock()
+	// The slot was granted as ctx ended: hand it on.
+	l.release(w.t, outcomeFailed, 0)
+	return ticket{}, ctx.Err()
+}
+
+// grant starts a request; l.mu is held.
+func (l *limiter) grant() ticket {
+	l.inFlight++
+	if l.inFlight == l.limit {
 		l.winFull = true
-		changed := l.changed
-		l.queued++
-		l.mu.Unlock()
-		var err error
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-changed:
-		}
-		l.mu.Lock()
-		l.queued--
-		l.mu.Unlock()
-		if err != nil {
-			return ticket{}, err
-		}
+	}
+	l.lastSeq++
+	t := ticket{seq: l.lastSeq, epoch: l.epoch, limit: l.limit}
+	l.active = append(l.active, t.seq)
+	return t
+}
+
+// wake grants the free slots to the first waiters; l.mu is held.
+func (l *limiter) wake() {
+	for len(l.waiters) > 0 && l.inFlight < l.limit {
+		w := l.waiters[0]
+		l.waiters = slices.Delete(l.waiters, 0, 1)
+		w.t = l.grant()
+		close(w.ready)
 	}
 }
 
@@ -188,8 +230,7 @@ func (l *limiter) release(t ticket, o outcome, concurrent int) {
 	case outcomeOK:
 		ch = l.succeed(concurrent)
 	}
-	close(l.changed)
-	l.changed = make(chan struct{})
+	l.wake()
 	l.mu.Unlock()
 	l.notify(ch)
 }
@@ -200,27 +241,34 @@ func (l *limiter) release(t ticket, o outcome, concurrent int) {
 //
 // Within an epoch the cap only grows, so the cap now is the largest that
 // was in force while the request was in flight: Twilio was full with fewer
-// requests than that, and the cap minus one becomes the ceiling. After a
-// failed probe that is the level that passed before. Otherwise (slow
-// start, or an account that other systems now use more) the cap falls to
-// older, the requests Twilio was serving as far as the order of starts
-// tells, but by at most half: requests started together reach Twilio in
-// any order, so older can be anything from zero up when they do.
+// requests than that, and the cap minus one becomes the ceiling. In slow
+// start the cap goes back to half, the level of the last window, which
+// passed; after growing by one (an increase or a probe), back to the level
+// before, which passed a window too. Otherwise (the account had less room
+// than the cap already: other systems use it more) it falls to older, the
+// requests Twilio was serving as far as the order of starts tells, but by
+// half at most: requests started together reach Twilio in any order, so
+// older can be anything from zero up when they do.
 func (l *limiter) throttle(t ticket, older int) limitChange {
 	l.throttled = true
 	if t.epoch != l.epoch {
 		return limitChange{}
 	}
-	probing := l.ceiling > 0 && l.limit > l.ceiling
+	slowStart, risen := l.slowStart, l.risen
+	l.risen = false
 	l.epoch++
 	l.slowStart = false
 	l.ceiling = max(1, l.limit-1)
 	l.held = 0
 	l.resetWindow()
-	if probing {
+	half := (l.limit + 1) / 2
+	switch {
+	case slowStart:
+		return l.set(half, "throttled")
+	case risen:
 		return l.set(l.ceiling, "throttled")
 	}
-	return l.set(min(max(older, (l.limit+1)/2), l.ceiling), "throttled")
+	return l.set(min(max(older, half), l.ceiling), "throttled")
 }
 
 // succeed counts a success, and ends the window when it is the last one.
@@ -238,30 +286,28 @@ func (l *limiter) succeed(concurrent int) limitChange {
 	if !full {
 		return limitChange{}
 	}
-	headers := l.throttled && peak > 0
+	// Twilio saw the account full: one more request would be refused.
+	accountFull := l.throttled && peak > 0 && peak >= l.account
 	switch {
-	case headers && peak >= l.account:
-		// Twilio saw the account full: one more would be refused.
-		l.held++
-		if l.held < fullProbeWindows {
-			return limitChange{}
-		}
-		return l.set(l.limit+1, "probe")
-	case headers:
-		l.ceiling = max(l.ceiling, l.limit)
-		return l.set(l.limit+1, "increase")
 	case l.slowStart:
 		return l.set(2*l.limit, "slow_start")
-	case l.limit < l.ceiling:
+	case l.limit < l.ceiling && !accountFull:
 		return l.set(l.limit+1, "increase")
 	case l.limit > l.ceiling:
 		// A probe passed a full window: the account has more room than
-		// before, so look further at once.
+		// before, so look further at once, unless Twilio says it is full
+		// now.
 		l.ceiling = l.limit
-		return l.set(l.limit+1, "probe")
+		if !accountFull {
+			return l.set(l.limit+1, "probe")
+		}
 	}
 	l.held++
-	if l.held < probeWindows {
+	windows, successes := probeWindows, probeSuccesses
+	if accountFull {
+		windows, successes = fullProbeWindows, fullProbeSuccesses
+	}
+	if l.held < max(windows, (successes+l.limit-1)/l.limit) {
 		return limitChange{}
 	}
 	return l.set(l.limit+1, "probe")
@@ -278,6 +324,7 @@ func (l *limiter) set(n int, reason string) limitChange {
 	if n == l.limit {
 		return limitChange{}
 	}
+	l.risen = n > l.limit
 	l.limit = n
 	l.held = 0
 	l.changes++
@@ -311,7 +358,7 @@ func (l *limiter) current() int {
 func (l *limiter) waiting() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.queued
+	return len(l.waiters)
 }
 
 // accountLoad reads Twilio-Concurrent-Requests from an answer: the

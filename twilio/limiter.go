@@ -137,7 +137,6 @@ type waiter struct {
 type ticket struct {
 	seq   uint64 // order of the start
 	epoch uint64 // limiter.epoch at the start
-	limit int    // the cap at the start
 }
 
 // limitChange is a change of the cap for onChange; seq 0 means none.
@@ -199,7 +198,7 @@ func (l *limiter) grant() ticket {
 		l.winFull = true
 	}
 	l.lastSeq++
-	t := ticket{seq: l.lastSeq, epoch: l.epoch, limit: l.limit}
+	t := ticket{seq: l.lastSeq, epoch: l.epoch}
 	l.active = append(l.active, t.seq)
 	return t
 }

@@ -69,8 +69,8 @@ type Config struct {
 	// BackoffBase and BackoffMax shape the exponential backoff with full
 	// jitter between attempts; BackoffMax also caps Retry-After.
 	BackoffBase, BackoffMax time.Duration
-	// MaxInFlight caps the requests in flight; the cap adapts below it when
-	// Twilio answers 429 (see InFlightLimit).
+	// MaxInFlight caps the requests in flight. The cap in force adapts
+	// below it to what the account allows (see InFlightLimit).
 	MaxInFlight int
 	// RequestsPerSecond caps the rate of HTTP attempts, retries included;
 	// 0 means no cap beyond MaxInFlight.
@@ -96,8 +96,9 @@ type Config struct {
 // goroutine making the request, so they must be cheap and safe for
 // concurrent use.
 type Hooks struct {
-	// OnRequest is called before every HTTP attempt; kind is "users" or
-	// "bindings" for the lists, "user" for GetUser.
+	// OnRequest is called before every HTTP attempt; kind is "users",
+	// "bindings" (a user's bindings) or "service_bindings" (the service-wide
+	// Bindings list) for the lists, "user" for GetUser.
 	OnRequest func(kind string)
 	// OnRetry is called before waiting to retry; reason is "429", "5xx",
 	// "network" or "truncated", attempt is the number of the attempt that
@@ -106,15 +107,26 @@ type Hooks struct {
 	// InFlight is called with +1 when an HTTP attempt starts and -1 when it
 	// ends, to drive a gauge.
 	InFlight func(delta int)
-	// OnPageSizeFallback is called once per list kind ("users" or
-	// "bindings") for the life of the Client, when Twilio rejected a first
+	// OnPageSizeFallback is called once per list kind ("users", "bindings"
+	// or "service_bindings") for the life of the Client, when Twilio rejected a first
 	// page asking for asked items and the client went on with used, the
 	// documented maximum, for every later first page of that kind.
 	OnPageSizeFallback func(kind string, asked, used int)
+	// OnLimitChange is called whenever the cap on requests in flight (see
+	// InFlightLimit) changes, with the new cap and why: "slow_start" (the
+	// cap doubles until the first 429), "increase" (one more, below the
+	// ceiling learned from 429s), "probe" (one more above the ceiling, to
+	// learn whether the account has more room) or "throttled" (lowered
+	// after a 429). The cap
+	// at the start is InFlightLimit right after New. Unlike the other
+	// hooks it may call the Client; when changes race, one overtaken by a
+	// later one is not reported, so the last value passed is the cap in
+	// force.
+	OnLimitChange func(limit int, reason string)
 }
 
-// Client reads the Users and User Bindings lists of Chat v2 services, one
-// page per call. It is safe for concurrent use.
+// Client reads the Users, User Bindings and service-wide Bindings lists of
+// Chat v2 services, one page per call. It is safe for concurrent use.
 type Client struct {
 	base           *url.URL // scheme and host only
 	username       string
@@ -126,14 +138,14 @@ type Client struct {
 	backoffBase    time.Duration
 	backoffMax     time.Duration
 	hooks          Hooks
-	limit          *aimd
+	limit          *limiter
 	rate           *rate.Limiter // nil: no rate cap
 	maxBody        int64
 	health         *health
 	secrets        []string // what Redact replaces, longest first
 
 	// Set once Twilio rejected a first page's size for that kind of list.
-	usersFallback, bindingsFallback atomic.Bool
+	usersFallback, bindingsFallback, serviceBindingsFallback atomic.Bool
 
 	// Seams replaced by tests, so that retries need no real waiting.
 	sleep  func(ctx context.Context, d time.Duration) error
@@ -173,7 +185,7 @@ func New(cfg Config) (*Client, error) {
 		backoffBase:    cmp.Or(cfg.BackoffBase, DefaultBackoffBase),
 		backoffMax:     cmp.Or(cfg.BackoffMax, DefaultBackoffMax),
 		hooks:          cfg.Hooks,
-		limit:          newAIMD(cmp.Or(cfg.MaxInFlight, DefaultMaxInFlight)),
+		limit:          newLimiter(cmp.Or(cfg.MaxInFlight, DefaultMaxInFlight), cfg.Hooks.OnLimitChange),
 		maxBody:        cmp.Or(cfg.MaxBodyBytes, DefaultMaxBodyBytes),
 		health:         &health{after: cmp.Or(cfg.UnavailableAfter, DefaultUnavailableAfter)},
 		secrets:        secretForms(cfg.Username, cfg.Password),
@@ -229,8 +241,14 @@ func parseBaseURL(raw string) (*url.URL, error) {
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }
 
-// InFlightLimit is the current cap on requests in flight: MaxInFlight,
-// halved on every 429, grown back by one after 20 consecutive successes.
+// InFlightLimit is the current cap on requests in flight, at most
+// MaxInFlight. It starts at min(MaxInFlight, 8), doubles with every round
+// trip's worth of successes until Twilio first answers 429, then settles at
+// what the account allows: a 429 lowers it to the requests Twilio was
+// serving, and it tries one request more now and then to learn whether the
+// account has more room, rarely while the Twilio-Concurrent-Requests header
+// (when Twilio sends it) shows the account full. Hooks.OnLimitChange
+// reports every change.
 func (c *Client) InFlightLimit() int {
 	return c.limit.current()
 }
@@ -308,7 +326,7 @@ func (c *Client) listBindings(ctx context.Context, q BindingsQuery) (*BindingsPa
 	if len(q.BindingTypes) > 0 {
 		query["BindingType"] = q.BindingTypes
 	}
-	body, next, err := c.page(ctx, "bindings", res, query, q.PageSize, q.Next)
+	body, next, err := page[bindingsBody](ctx, c, "bindings", res, query, q.PageSize, q.Next)
 	if err != nil {
 		return nil, fmt.Errorf("list bindings of user %q in service %s: %w", q.User, q.ServiceSID, err)
 	}
@@ -352,7 +370,7 @@ func (c *Client) listUsers(ctx context.Context, q UsersQuery) (*UsersPage, error
 	if q.PageSize < 0 {
 		return nil, fmt.Errorf("twilio: list users: PageSize must not be negative (got %d)", q.PageSize)
 	}
-	body, next, err := c.page(ctx, "users", usersResource(q.ServiceSID), url.Values{}, q.PageSize, q.Next)
+	body, next, err := page[usersBody](ctx, c, "users", usersResource(q.ServiceSID), url.Values{}, q.PageSize, q.Next)
 	if err != nil {
 		return nil, fmt.Errorf("list users of service %s: %w", q.ServiceSID, err)
 	}
@@ -407,15 +425,21 @@ func (c *Client) getUser(ctx context.Context, serviceSID, user string) (*User, e
 
 // maxPageSize is the documented largest page of a list kind.
 func maxPageSize(kind string) int {
-	if kind == "users" {
+	switch kind {
+	case "users":
 		return MaxUsersPageSize
+	case "service_bindings":
+		return MaxServiceBindingsPageSize
 	}
 	return MaxBindingsPageSize
 }
 
 func (c *Client) fallbackFlag(kind string) *atomic.Bool {
-	if kind == "users" {
+	switch kind {
+	case "users":
 		return &c.usersFallback
+	case "service_bindings":
+		return &c.serviceBindingsFallback
 	}
 	return &c.bindingsFallback
 }
@@ -426,20 +450,20 @@ func (c *Client) fallbackFlag(kind string) *atomic.Bool {
 // the limits without notice, and whether the live API rejects or clamps
 // larger sizes is not known. If the maximum passes, every later first page
 // of that kind asks for it directly.
-func (c *Client) page(ctx context.Context, kind string, res resource, query url.Values, size int, next string) (*listBody, string, error) {
+func page[T any, P listPage[T]](ctx context.Context, c *Client, kind string, res resource, query url.Values, size int, next string) (*T, string, error) {
 	if next != "" {
-		return c.list(ctx, kind, res, query, next)
+		return list[T, P](ctx, c, kind, res, query, next)
 	}
 	limit := maxPageSize(kind)
 	fallback := c.fallbackFlag(kind)
 	if fallback.Load() && size > limit {
 		size = limit
 	}
-	body, following, err := c.list(ctx, kind, res, withPageSize(query, size), "")
+	body, following, err := list[T, P](ctx, c, kind, res, withPageSize(query, size), "")
 	if err == nil || size <= limit || !hasStatus(err, http.StatusBadRequest) {
 		return body, following, err
 	}
-	body, following, retryErr := c.list(ctx, kind, res, withPageSize(query, limit), "")
+	body, following, retryErr := list[T, P](ctx, c, kind, res, withPageSize(query, limit), "")
 	switch {
 	case hasStatus(retryErr, http.StatusBadRequest):
 		return nil, "", err // the page size was not what Twilio refused
@@ -471,30 +495,45 @@ func hasStatus(err error, status int) bool {
 	return errors.As(err, &apiErr) && apiErr.Status == status
 }
 
-// listBody is the body of either list response; the list that was not
-// asked for stays nil.
-type listBody struct {
+// listPage is the body of a list response: usersBody, bindingsBody or
+// serviceBindingsBody.
+type listPage[T any] interface {
+	*T
+	// meta is the paging block, nil when the body had none.
+	meta() *Meta
+	// items is the name of the list in the body, and whether the body holds
+	// it, possibly empty.
+	items() (key string, ok bool)
+}
+
+type usersBody struct {
+	Meta  *Meta  `json:"meta"`
+	Users []User `json:"users"`
+}
+
+func (b *usersBody) meta() *Meta              { return b.Meta }
+func (b *usersBody) items() (string, bool)    { return "users", b.Users != nil }
+func (b *bindingsBody) meta() *Meta           { return b.Meta }
+func (b *bindingsBody) items() (string, bool) { return "bindings", b.Bindings != nil }
+
+type bindingsBody struct {
 	Meta     *Meta     `json:"meta"`
 	Bindings []Binding `json:"bindings"`
-	Users    []User    `json:"users"`
 }
 
-// hasList reports whether the body holds the list named key, possibly empty.
-func (b *listBody) hasList(key string) bool {
-	switch key {
-	case "bindings":
-		return b.Bindings != nil
-	case "users":
-		return b.Users != nil
-	}
-	return false
+type serviceBindingsBody struct {
+	Meta     *Meta            `json:"meta"`
+	Bindings []ServiceBinding `json:"bindings"`
 }
+
+func (b *serviceBindingsBody) meta() *Meta           { return b.Meta }
+func (b *serviceBindingsBody) items() (string, bool) { return "bindings", b.Bindings != nil }
 
 // list fetches the page of res named by next, or the first page with query
-// when next is "". key is both the hook kind and the list key of the body.
-// It returns the body and the Next reference of the following page, which
-// must name the same list with the same filters.
-func (c *Client) list(ctx context.Context, key string, res resource, query url.Values, next string) (*listBody, string, error) {
+// when next is "". kind names the list for hooks. It returns the body and
+// the Next reference of the following page, which must name the same list
+// with the same filters.
+func list[T any, P listPage[T]](ctx context.Context, c *Client, kind string, res resource, query url.Values, next string) (*T, string, error) {
 	ref := firstPage(res, query)
 	if next != "" {
 		if err := checkPage(next, res); err != nil {
@@ -503,15 +542,16 @@ func (c *Client) list(ctx context.Context, key string, res resource, query url.V
 		ref = next
 	}
 	path, _, _ := strings.Cut(ref, "?")
-	body, err := get[listBody](ctx, c, key, ref, next != "")
+	body, err := get[T](ctx, c, kind, ref, next != "")
 	if err != nil {
 		return nil, "", err
 	}
-	if body.Meta == nil || !body.hasList(key) {
+	m := P(body).meta()
+	if key, ok := P(body).items(); m == nil || !ok {
 		return nil, "", fmt.Errorf("twilio: GET %s: %w: no \"meta\" object or %q list", path, ErrBadResponse, key)
 	}
 	var following string
-	if raw := body.Meta.NextPageURL; raw != nil && *raw != "" {
+	if raw := m.NextPageURL; raw != nil && *raw != "" {
 		following, err = nextPage(*raw, c.base, res)
 		if err != nil {
 			return nil, "", err
@@ -524,27 +564,34 @@ func (c *Client) list(ctx context.Context, key string, res resource, query url.V
 			return nil, "", fmt.Errorf("twilio: GET %s: %w: next_page_url holds the client's credentials", path, ErrBadResponse)
 		}
 	}
-	c.redactMeta(body.Meta)
+	c.redactMeta(m)
 	return body, following, nil
 }
 
-// sameFilters checks that next asks for the same BindingType filter as ref,
-// in any order: a page of a differently filtered list is another list.
+// filterParams are the query parameters that select what a list holds. A
+// next page must repeat them exactly (as sets: order and repeats aside), or
+// it is a page of another list.
+var filterParams = []string{"BindingType", "Identity"}
+
+// sameFilters checks that next asks for the same filters as ref.
 func sameFilters(ref, next string) error {
-	a, b := bindingTypeFilter(ref), bindingTypeFilter(next)
-	if !slices.Equal(a, b) {
-		return fmt.Errorf("filters BindingType %q, not %q: %w", b, a, ErrForeignNextPage)
+	for _, name := range filterParams {
+		a, b := queryValues(ref, name), queryValues(next, name)
+		if !slices.Equal(a, b) {
+			return fmt.Errorf("filters %s %q, not %q: %w", name, b, a, ErrForeignNextPage)
+		}
 	}
 	return nil
 }
 
-// bindingTypeFilter is the sorted, deduplicated BindingType values of ref.
-func bindingTypeFilter(ref string) []string {
+// queryValues is the sorted, deduplicated values of the query parameter
+// name in ref.
+func queryValues(ref, name string) []string {
 	_, rawQuery, _ := strings.Cut(ref, "?")
 	q, _ := url.ParseQuery(rawQuery) // a value that does not unescape is left out, and then differs
-	types := slices.Clone(q["BindingType"])
-	slices.Sort(types)
-	return slices.Compact(types)
+	values := slices.Clone(q[name])
+	slices.Sort(values)
+	return slices.Compact(values)
 }
 
 // get fetches ref and decodes its 200 body into a new T, retrying transient
@@ -601,13 +648,14 @@ func (c *Client) attempt(ctx context.Context, kind, ref, path string, paged bool
 			return fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
 		}
 	}
-	if err := c.limit.acquire(ctx); err != nil {
+	slot, err := c.limit.acquire(ctx)
+	if err != nil {
 		return fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
 	}
 	c.inFlight(+1)
-	result := outcomeFailed
+	result, load := outcomeFailed, 0
 	defer func() {
-		c.limit.release(result)
+		c.limit.release(slot, result, load)
 		c.inFlight(-1)
 	}()
 	// Twilio may have been declared unavailable while this request waited.
@@ -633,6 +681,7 @@ func (c *Client) attempt(ctx context.Context, kind, ref, path string, paged bool
 		return transportError(http.MethodGet, path, err)
 	}
 	defer resp.Body.Close()
+	load = accountLoad(resp.Header)
 	if resp.StatusCode != http.StatusOK {
 		switch {
 		case resp.StatusCode == http.StatusTooManyRequests:

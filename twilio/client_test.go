@@ -67,8 +67,8 @@ func TestNewDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.base.String(), c.userAgent, c.requestTimeout, c.maxAttempts, c.backoffBase, c.backoffMax, c.InFlightLimit()}
-	want := []any{"https://chat.twilio.com", "bindsync/dev", 30 * time.Second, 6, 200 * time.Millisecond, 30 * time.Second, 16}
+	got := []any{c.base.String(), c.userAgent, c.requestTimeout, c.maxAttempts, c.backoffBase, c.backoffMax, c.limit.max, c.InFlightLimit()}
+	want := []any{"https://chat.twilio.com", "bindsync/dev", 30 * time.Second, 6, 200 * time.Millisecond, 30 * time.Second, 16, 8}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults = %v, want %v", got, want)
 	}

@@ -30,6 +30,11 @@ func bindingsResource(serviceSID, user string) resource {
 	return resource{segs: []string{"v2", "Services", serviceSID, "Users", user, "Bindings"}}
 }
 
+// serviceBindingsResource is the service-wide Bindings list.
+func serviceBindingsResource(serviceSID string) resource {
+	return resource{segs: []string{"v2", "Services", serviceSID, "Bindings"}}
+}
+
 func usersResource(serviceSID string) resource {
 	return resource{segs: []string{"v2", "Services", serviceSID, "Users"}}
 }

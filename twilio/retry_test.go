@@ -293,74 +293,6 @@ func TestFullJitterRange(t *testing.T) {
 	}
 }
 
-func TestAIMD(t *testing.T) {
-	repeat := func(o outcome, n int) []outcome {
-		out := make([]outcome, n)
-		for i := range out {
-			out[i] = o
-		}
-		return out
-	}
-	tests := []struct {
-		name     string
-		max      int
-		outcomes []outcome
-		want     int
-	}{
-		{"starts at max", 16, nil, 16},
-		{"halves on 429", 16, []outcome{outcomeThrottled}, 8},
-		{"halves on each 429", 16, repeat(outcomeThrottled, 3), 2},
-		{"never below one", 16, repeat(outcomeThrottled, 10), 1},
-		{"odd halves down", 5, []outcome{outcomeThrottled}, 2},
-		{"19 successes are not enough", 16, append([]outcome{outcomeThrottled}, repeat(outcomeOK, 19)...), 8},
-		{"grows by one after 20 successes", 16, append([]outcome{outcomeThrottled}, repeat(outcomeOK, 20)...), 9},
-		{"grows again after 20 more", 16, append([]outcome{outcomeThrottled}, repeat(outcomeOK, 40)...), 10},
-		{"failure breaks the streak", 16,
-			append(append(append([]outcome{outcomeThrottled}, repeat(outcomeOK, 19)...), outcomeFailed), repeat(outcomeOK, 19)...), 8},
-		{"not above max", 4, repeat(outcomeOK, 100), 4},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a := newAIMD(tt.max)
-			for _, o := range tt.outcomes {
-				if err := a.acquire(context.Background()); err != nil {
-					t.Fatal(err)
-				}
-				a.release(o)
-			}
-			if got := a.current(); got != tt.want {
-				t.Errorf("limit = %d, want %d", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestInFlightLimitAdapts(t *testing.T) {
-	busy := twilioError(429, 20429, "Too Many Requests")
-	srv := newScriptServer(t, busy, busy, busy, respond(http.StatusOK, pageBody(t, "")))
-	c, _ := newTestClient(t, srv.URL, func(cfg *Config) { cfg.MaxInFlight = 16; cfg.MaxAttempts = 6 })
-	q := BindingsQuery{ServiceSID: testService, User: "alice"}
-
-	if _, err := c.ListBindings(context.Background(), q); err != nil {
-		t.Fatal(err)
-	}
-	if got := c.InFlightLimit(); got != 2 {
-		t.Fatalf("limit after three 429s = %d, want 2", got)
-	}
-	// The successful retry counted one; 18 more keep the limit, the 19th raises it.
-	for i := range 19 {
-		if got := c.InFlightLimit(); got != 2 {
-			t.Fatalf("limit after %d successes = %d, want 2", i+1, got)
-		}
-		if _, err := c.ListBindings(context.Background(), q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := c.InFlightLimit(); got != 3 {
-		t.Errorf("limit after 20 successes = %d, want 3", got)
-	}
-}
-
 func TestInFlightCapped(t *testing.T) {
 	const limit, calls = 3, 8
 	release := make(chan struct{})
@@ -404,17 +336,18 @@ func TestInFlightCapped(t *testing.T) {
 }
 
 func TestAcquireHonoursContext(t *testing.T) {
-	a := newAIMD(1)
-	if err := a.acquire(context.Background()); err != nil {
+	l := newLimiter(1, nil)
+	slot, err := l.acquire(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := a.acquire(ctx); !errors.Is(err, context.Canceled) {
+	if _, err := l.acquire(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("acquire with every slot taken and a canceled context = %v, want context.Canceled", err)
 	}
-	a.release(outcomeOK)
-	if err := a.acquire(context.Background()); err != nil {
+	l.release(slot, outcomeOK, 0)
+	if _, err := l.acquire(context.Background()); err != nil {
 		t.Errorf("acquire after release = %v", err)
 	}
 }

@@ -1,8 +1,9 @@
 // Package twilio is a small client for the parts of the Twilio Programmable
-// Chat v2 REST API that bindsync reads: the Users list, one User, and the
-// User Bindings list of a service. It speaks HTTP and Twilio's paging,
-// retry and error conventions and knows nothing of Arrow, Parquet or
-// checkpoints.
+// Chat v2 REST API that bindsync reads: the Users list, one User, the User
+// Bindings list of a user and the service-wide Bindings list of a service.
+// It speaks HTTP and Twilio's paging, retry and error conventions, keeps
+// the requests in flight within what the account allows, and knows nothing
+// of Arrow, Parquet or checkpoints.
 package twilio
 
 import "time"

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"slices"
 	"sync"
 	"testing"
@@ -205,7 +206,7 @@ func heldServer(t *testing.T, opts Options) (s *Server, entered chan struct{}, r
 	opts.World = NewWorld(testSpec)
 	s = NewUnstartedServer(opts)
 	entered, release = make(chan struct{}, 64), make(chan struct{})
-	s.admitted = func() {
+	s.onAdmit = func() {
 		entered <- struct{}{}
 		<-release
 	}
@@ -252,8 +253,115 @@ func TestMaxConcurrent(t *testing.T) {
 		}
 	}
 	st := s.Stats()
-	if st.ByStatus[429] != n-limit || st.ByStatus[200] != limit || st.MaxInFlight <= limit {
-		t.Errorf("stats: ByStatus %v, MaxInFlight %d", st.ByStatus, st.MaxInFlight)
+	if st.ByStatus[429] != n-limit || st.ByStatus[200] != limit || st.MaxInFlight <= limit || st.MaxAdmitted != limit {
+		t.Errorf("stats: ByStatus %v, MaxInFlight %d, MaxAdmitted %d", st.ByStatus, st.MaxInFlight, st.MaxAdmitted)
+	}
+}
+
+// A request refused for MaxConcurrent takes no place: with one place left,
+// a burst of requests gets exactly one admitted, however many are refused
+// around it.
+func TestMaxConcurrentExact(t *testing.T) {
+	const limit, burst = 3, 20
+	s, entered, release := heldServer(t, Options{Faults: Faults{MaxConcurrent: limit}})
+	svc := &s.World().Services[0]
+	target := bindingsPath(svc.SID, svc.Users[0].SID)
+	statuses := make(chan int, limit+burst)
+	send := func() {
+		resp, _, err := rawGet(context.Background(), freshClient(), s, target)
+		if err != nil {
+			t.Error(err)
+			statuses <- 0
+			return
+		}
+		statuses <- resp.StatusCode
+	}
+	for range limit - 1 {
+		go send()
+		<-entered
+	}
+	for range burst {
+		go send()
+	}
+	<-entered // the one place left
+	for i := range burst - 1 {
+		if st := <-statuses; st != http.StatusTooManyRequests {
+			t.Fatalf("answer %d of the burst: status %d, want 429", i, st)
+		}
+	}
+	select {
+	case <-entered:
+		t.Fatal("a second request of the burst was admitted beyond MaxConcurrent")
+	default:
+	}
+	close(release)
+	for range limit {
+		if st := <-statuses; st != http.StatusOK {
+			t.Errorf("admitted request: status %d, want 200", st)
+		}
+	}
+	st := s.Stats()
+	if st.MaxAdmitted != limit || st.ByStatus[429] != burst-1 || st.ByStatus[200] != limit {
+		t.Errorf("stats: MaxAdmitted %d, ByStatus %v; want %d admitted at most, %d refused", st.MaxAdmitted, st.ByStatus, limit, burst-1)
+	}
+}
+
+func TestLoadHeaders(t *testing.T) {
+	const limit = 2
+	s, entered, release := heldServer(t, Options{Faults: Faults{MaxConcurrent: limit}})
+	svc := &s.World().Services[0]
+	target := bindingsPath(svc.SID, svc.Users[0].SID)
+	type answer struct {
+		status             int
+		concurrent, during string
+	}
+	answers := make(chan answer, limit)
+	for range limit {
+		go func() {
+			resp, _, err := rawGet(context.Background(), freshClient(), s, target)
+			if err != nil {
+				t.Error(err)
+				answers <- answer{}
+				return
+			}
+			answers <- answer{resp.StatusCode, resp.Header.Get(ConcurrentRequestsHeader), resp.Header.Get(RequestDurationHeader)}
+		}()
+		<-entered
+	}
+	// Both places are taken: a refusal counts the admitted requests.
+	resp, _, err := rawGet(context.Background(), freshClient(), s, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 429 || resp.Header.Get(ConcurrentRequestsHeader) != "2" {
+		t.Errorf("refused request: status %d, %s %q; want 429 and \"2\"", resp.StatusCode, ConcurrentRequestsHeader, resp.Header.Get(ConcurrentRequestsHeader))
+	}
+	durationRE := regexp.MustCompile(`^[0-9]+\.[0-9]{3}$`)
+	if d := resp.Header.Get(RequestDurationHeader); !durationRE.MatchString(d) {
+		t.Errorf("refused request: %s %q, want seconds with three decimals", RequestDurationHeader, d)
+	}
+	close(release)
+	var seen []string
+	for range limit {
+		a := <-answers
+		if a.status != 200 || !durationRE.MatchString(a.during) {
+			t.Errorf("admitted request: %+v, want 200 with a duration", a)
+		}
+		seen = append(seen, a.concurrent)
+	}
+	slices.Sort(seen)
+	if !slices.Equal(seen, []string{"1", "2"}) {
+		t.Errorf("%s of the admitted requests = %q, want 1 and 2 (each counts itself)", ConcurrentRequestsHeader, seen)
+	}
+
+	quiet := newTestServer(t, Options{NoLoadHeaders: true})
+	r := get(t, quiet, bindingsPath(quiet.World().Services[0].SID, quiet.World().Services[0].Users[0].SID))
+	if r.status != 200 || r.header.Get(ConcurrentRequestsHeader) != "" || r.header.Get(RequestDurationHeader) != "" {
+		t.Errorf("NoLoadHeaders: status %d, headers %v; want 200 without load headers", r.status, r.header)
+	}
+	e := get(t, quiet, "/v2/Services/nope/Users")
+	if e.header.Get(ConcurrentRequestsHeader) != "" {
+		t.Errorf("NoLoadHeaders: error answer carries %s", ConcurrentRequestsHeader)
 	}
 }
 
@@ -292,6 +400,7 @@ func TestStats(t *testing.T) {
 		Dropped:     1,
 		Truncated:   1,
 		MaxInFlight: 1,
+		MaxAdmitted: 1,
 	}
 	if got := s.Stats(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Stats =\n%+v\nwant\n%+v", got, want)

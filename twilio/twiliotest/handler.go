@@ -62,7 +62,8 @@ const (
 	routeUnknown routeKind = iota
 	routeUsers
 	routeBindings
-	routeUser // one user, by SID or identity
+	routeUser            // one user, by SID or identity
+	routeServiceBindings // the service-wide Bindings list
 )
 
 // parseRoute routes on the escaped path, so "a%2Fb" stays one segment, and
@@ -73,6 +74,8 @@ func parseRoute(escapedPath string) route {
 	switch {
 	case len(segs) == 5 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Users":
 		rt.kind = routeUsers
+	case len(segs) == 5 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Bindings":
+		rt.kind = routeServiceBindings
 	case len(segs) == 7 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Users" && segs[6] == "Bindings",
 		len(segs) == 6 && segs[0] == "" && segs[1] == "v2" && segs[2] == "Services" && segs[4] == "Users":
 		rt.kind = routeBindings
@@ -113,20 +116,37 @@ type outcome struct {
 // for each response never overlaps with itself in MaxConcurrent or
 // MaxInFlight.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	arrived := time.Now()
 	rt := parseRoute(r.URL.EscapedPath())
 	n := s.inflight.Add(1)
+	f := s.faults.Load()
+	concurrent, admitted := s.admit(f)
 	left := false
 	leave := func() {
 		if !left {
 			left = true
 			s.inflight.Add(-1)
+			if admitted {
+				s.admitted.Add(-1)
+			}
 		}
 	}
 	defer leave()
-	s.countRequest(rt.kind, n)
-	f := s.faults.Load()
-	out := s.handle(r, rt, n, f)
+	s.countRequest(rt.kind, n, concurrent, admitted)
+	var out outcome
+	if admitted {
+		out = s.handle(r, rt, f)
+	} else {
+		e := newError(http.StatusTooManyRequests, "Too many concurrent requests")
+		e.retryAfter = f.retryAfter()
+		out = outcome{err: e}
+	}
 	leave()
+	if !s.opts.NoLoadHeaders {
+		h := w.Header()
+		h.Set(ConcurrentRequestsHeader, strconv.FormatInt(concurrent, 10))
+		h.Set(RequestDurationHeader, strconv.FormatFloat(time.Since(arrived).Seconds(), 'f', 3, 64))
+	}
 	if out.err != nil {
 		hostileError(out.err, r, f)
 	}
@@ -158,17 +178,31 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// handle decides the answer to a request that is the n-th in flight:
-// admission, injected faults, authentication, routing, then one list or
-// one user.
-func (s *Server) handle(r *http.Request, rt route, n int64, f *faultState) outcome {
-	if f.MaxConcurrent > 0 && n > int64(f.MaxConcurrent) {
-		e := newError(http.StatusTooManyRequests, "Too many concurrent requests")
-		e.retryAfter = f.retryAfter()
-		return outcome{err: e}
+// admit takes a place among the admitted requests, unless f.MaxConcurrent
+// places are taken. It returns the number of admitted requests, this one
+// included when admitted, and whether it was. Refused requests never take a
+// place, so that a burst of them cannot push out a request that fits.
+func (s *Server) admit(f *faultState) (concurrent int64, admitted bool) {
+	if f.MaxConcurrent <= 0 {
+		return s.admitted.Add(1), true
 	}
-	if s.admitted != nil {
-		s.admitted()
+	limit := int64(f.MaxConcurrent)
+	for {
+		cur := s.admitted.Load()
+		if cur >= limit {
+			return cur, false
+		}
+		if s.admitted.CompareAndSwap(cur, cur+1) {
+			return cur + 1, true
+		}
+	}
+}
+
+// handle decides the answer to an admitted request: injected faults,
+// authentication, routing, then one list or one user.
+func (s *Server) handle(r *http.Request, rt route, f *faultState) outcome {
+	if s.onAdmit != nil {
+		s.onAdmit()
 	}
 	if f.Latency > 0 && !sleep(r.Context(), f.Latency) {
 		return outcome{gone: true}
@@ -207,6 +241,13 @@ func (s *Server) handle(r *http.Request, rt route, n int64, f *faultState) outco
 		body, out.err = s.listUsers(rt, r.URL.Query(), f)
 	case routeUser:
 		body, out.err = s.fetchUser(rt, f)
+	case routeServiceBindings:
+		var stream streamedPage
+		body, out.page, stream, out.err = s.listServiceBindings(rt, r.URL.Query(), f)
+		if out.err == nil && stream.size > 0 && out.fault == faultNone {
+			out.stream, out.gzip = stream.writer(body), stream.gzip
+			return out
+		}
 	default:
 		var stream streamedPage
 		body, out.page, stream, out.err = s.listBindings(rt, r.URL.Query(), f)
@@ -297,7 +338,7 @@ func (s *Server) count(update func(*Stats)) {
 	update(&s.stats)
 }
 
-func (s *Server) countRequest(kind routeKind, inflight int64) {
+func (s *Server) countRequest(kind routeKind, inflight, concurrent int64, admitted bool) {
 	s.count(func(st *Stats) {
 		st.Requests++
 		switch kind {
@@ -307,21 +348,29 @@ func (s *Server) countRequest(kind routeKind, inflight int64) {
 			st.BindingsRequests++
 		case routeUser:
 			st.UserFetches++
+		case routeServiceBindings:
+			st.ServiceBindingsRequests++
 		}
 		st.MaxInFlight = max(st.MaxInFlight, inflight)
+		if admitted {
+			st.MaxAdmitted = max(st.MaxAdmitted, concurrent)
+		}
 	})
 }
 
 // countResponse records a complete response; page is the served-page key of
-// a bindings page ("serviceSID/userSID" + "|" + filter + "|" + token).
+// a bindings page ("serviceSID/userSID" + "|" + filter + "|" + token), or
+// of a page of the service-wide list ("service:" + serviceSID + "|" +
+// filter + "|" + token).
 func (s *Server) countResponse(status int, page string) {
 	s.count(func(st *Stats) {
 		st.ByStatus[status]++
 		if page == "" {
 			return
 		}
-		user, _, _ := strings.Cut(page, "|")
-		st.BindingsPagesByUser[user]++
+		if user, _, _ := strings.Cut(page, "|"); !strings.HasPrefix(user, "service:") {
+			st.BindingsPagesByUser[user]++
+		}
 		if s.served[page] {
 			st.PagesServedTwice++
 		}
@@ -344,6 +393,9 @@ func (s *Server) parsePaging(q url.Values, kind listKind, scope [8]byte) (paging
 	maxSize := s.maxPageSize
 	if s.opts.StrictPageSize {
 		maxSize = min(maxSize, twilio.MaxBindingsPageSize)
+		if kind == kindServiceBindings {
+			maxSize = min(s.maxPageSize, twilio.MaxServiceBindingsPageSize)
+		}
 		if kind == kindUsers {
 			maxSize = min(s.maxPageSize, twilio.MaxUsersPageSize)
 		}
@@ -732,6 +784,14 @@ func splitAtHugeField(page any) (head, tail []byte, err error) {
 		}
 		page = p
 	case wireBindingsPage:
+		if len(p.Bindings) > 0 {
+			p.Bindings = slices.Clone(p.Bindings)
+			p.Bindings[0].Endpoint = &mark
+		} else {
+			p.Meta.Key = mark
+		}
+		page = p
+	case serviceBindingsPage:
 		if len(p.Bindings) > 0 {
 			p.Bindings = slices.Clone(p.Bindings)
 			p.Bindings[0].Endpoint = &mark

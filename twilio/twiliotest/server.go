@@ -48,7 +48,9 @@ type Options struct {
 	MaxPageSize int
 	// StrictPageSize also answers 400 (error 20001) to a PageSize above the
 	// limits of Twilio's current OpenAPI file: twilio.MaxBindingsPageSize
-	// (50) for bindings and twilio.MaxUsersPageSize (100) for users.
+	// (50) for a user's bindings, twilio.MaxServiceBindingsPageSize (50) for
+	// the service-wide Bindings list and twilio.MaxUsersPageSize (100) for
+	// users.
 	StrictPageSize bool
 	// PageSizeCap, when positive, silently serves fewer items than a larger
 	// (valid) PageSize asks for, and says so in meta.page_size, as Twilio does
@@ -62,12 +64,37 @@ type Options struct {
 	// world's spec, so every server of one world accepts the others' tokens
 	// (a resumed run may meet a restarted fake).
 	TokenSecret string
+	// NoLoadHeaders leaves out the Twilio-Concurrent-Requests and
+	// Twilio-Request-Duration headers that every answer carries otherwise,
+	// so a client can be tested without them.
+	NoLoadHeaders bool
 }
+
+// Response headers by which Twilio shows an account's load, sent with every
+// answer (200 or error) unless Options.NoLoadHeaders is set.
+const (
+	// ConcurrentRequestsHeader holds the number of requests the account has
+	// in flight, as a decimal integer: for an admitted request, those
+	// admitted at its admission, itself included; for a request refused for
+	// Faults.MaxConcurrent, those admitted when it was refused, which is
+	// MaxConcurrent.
+	ConcurrentRequestsHeader = "Twilio-Concurrent-Requests"
+	// RequestDurationHeader holds how long the server took to decide the
+	// answer, in seconds with three decimals (e.g. "0.093"), as Twilio
+	// sends it.
+	RequestDurationHeader = "Twilio-Request-Duration"
+)
 
 // Faults switch on failures. The zero value injects none. Rates are
 // probabilities per request drawn from a generator seeded with Seed, so a
 // sequence of sequential requests meets the same faults on every run; the
 // rates are cumulative and their sum should not exceed 1.
+//
+// The service-wide Bindings list meets the faults of every request
+// (MaxConcurrent, Latency, the rates), ServiceBindingsPaging, deletions,
+// NullBindingTypeUsers, and HugeField and GzipBomb on its pages that hold a
+// binding of one of BodyFaultUsers. FailUsers, DeleteAfterFirstPage and
+// NextPageOtherUser concern the users' own lists only.
 type Faults struct {
 	Seed int64
 	// Rate429 answers 429 with error 20429 (too many requests).
@@ -88,9 +115,14 @@ type Faults struct {
 	RateTruncate float64
 	// Latency delays every admitted request.
 	Latency time.Duration
-	// MaxConcurrent, when positive, answers 429 (error 20429) to a request
-	// that would make more than this many requests in flight (see
-	// Stats.MaxInFlight).
+	// MaxConcurrent, when positive, answers 429 (error 20429), at once and
+	// without Retry-After unless RetryAfter asks for one, to a request that
+	// arrives while this many requests are admitted and not yet answered.
+	// Only admitted requests count: a refused one never takes a place, so
+	// the count is exact (see Stats.MaxAdmitted). A request leaves its place
+	// as soon as its answer is ready, before it is written, so a client
+	// that starts a request only after reading an answer never overlaps
+	// with that answer's request.
 	MaxConcurrent int
 	// FailUsers maps a user SID or identity to the HTTP status its bindings
 	// requests, and its fetches by SID or identity, always get, e.g. 500 for
@@ -99,9 +131,10 @@ type Faults struct {
 	// Rate503: 1 answers 503 to every request, authenticated or not: Twilio
 	// down. (No separate switch is needed for it.)
 
-	// BindingsPaging and UsersPaging make the bindings lists or the Users
-	// lists page without end (see PagingFault).
-	BindingsPaging, UsersPaging PagingFault
+	// BindingsPaging, UsersPaging and ServiceBindingsPaging make the users'
+	// bindings lists, the Users lists or the service-wide Bindings lists
+	// page without end (see PagingFault).
+	BindingsPaging, UsersPaging, ServiceBindingsPaging PagingFault
 	// DeleteAfterFirstPage lists users (SID or identity) deleted as soon as
 	// their first bindings page has been served: page 0 answers 200, every
 	// later request for the user 404, and the Users list leaves them out.
@@ -171,9 +204,13 @@ type Stats struct {
 	BindingsRequests int64
 	// UserFetches counts requests for one user, by SID or identity.
 	UserFetches int64
-	ByStatus    map[int]int64
+	// ServiceBindingsRequests counts requests for the service-wide Bindings
+	// list (GET /v2/Services/{ServiceSid}/Bindings).
+	ServiceBindingsRequests int64
+	ByStatus                map[int]int64
 	// PagesServedTwice counts complete 200 bindings pages whose (service,
-	// user, filter, page token) had been served completely before: a client
+	// user, filter, page token) had been served completely before, pages of
+	// the service-wide list by (service, filters, page token): a client
 	// that resumes correctly and never refetches keeps it at zero.
 	PagesServedTwice int64
 	// BindingsPagesByUser counts complete 200 bindings pages per
@@ -185,6 +222,10 @@ type Stats struct {
 	// including those answered 429 for concurrency. A request is in flight
 	// from its arrival until its answer is ready to be written.
 	MaxInFlight int64
+	// MaxAdmitted is the largest number of requests admitted at once: in
+	// flight and not refused for Faults.MaxConcurrent, which it never
+	// exceeds.
+	MaxAdmitted int64
 }
 
 // Server is a fake Twilio Chat v2 API. Its methods are safe for concurrent use.
@@ -198,16 +239,17 @@ type Server struct {
 	ts       *httptest.Server
 	faults   atomic.Pointer[faultState]
 	epoch    atomic.Uint32
-	inflight atomic.Int64
+	inflight atomic.Int64 // requests arrived and not yet answered
+	admitted atomic.Int64 // of those, the requests not refused for MaxConcurrent
 
 	mu      sync.Mutex // guards the fields below
 	deleted map[string]bool
 	stats   Stats
 	served  map[string]bool
 
-	// admitted, if set, runs for every request admitted past the concurrency
+	// onAdmit, if set, runs for every request admitted past the concurrency
 	// limit; tests use it to hold requests in flight.
-	admitted func()
+	onAdmit func()
 }
 
 // NewServer starts a server on 127.0.0.1 on a free port, like

@@ -524,7 +524,8 @@ func TestPageTokens(t *testing.T) {
 func FuzzDecodeToken(f *testing.F) {
 	secret := []byte("fuzz secret")
 	valid := encodeToken(pageToken{kind: kindBindings, dir: forward, page: 3, cursor: "BS" + strings.Repeat("ab", 16), offset: 150, epoch: 2}, secret)
-	for _, s := range []string{valid, "", "PT", "PT.1", "PT+/+/==.0", valid[:len(valid)-1], strings.Replace(valid, "+", " ", -1)} {
+	service := encodeToken(pageToken{kind: kindServiceBindings, page: 1, cursor: "BS" + strings.Repeat("cd", 16), user: "US" + strings.Repeat("12", 16), offset: 50}, secret)
+	for _, s := range []string{valid, service, "", "PT", "PT.1", "PT+/+/==.0", valid[:len(valid)-1], strings.Replace(valid, "+", " ", -1)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -544,6 +545,7 @@ func TestTokenShape(t *testing.T) {
 	tests := []pageToken{
 		{kind: kindBindings, dir: forward, page: 1, cursor: "BS" + strings.Repeat("0", 32), offset: 50},
 		{kind: kindUsers, dir: backward, page: 70000, cursor: "US" + strings.Repeat("f", 32), offset: 0, epoch: 9},
+		{kind: kindServiceBindings, dir: forward, page: 2, cursor: "BS" + strings.Repeat("1", 32), user: "US" + strings.Repeat("e", 32), offset: 100, epoch: 1},
 	}
 	for _, want := range tests {
 		s := encodeToken(want, secret)

@@ -22,12 +22,16 @@ import (
 // The body names the position (direction and cursor SID; the offset tail is
 // informational), the page number the client must send back as Page, the
 // list it was issued for (a hash of kind, service, user and filter), and the
-// server's revocation epoch.
+// server's revocation epoch. A token of the service-wide Bindings list, which
+// is ordered by user and then by binding, also names the cursor's user; its
+// extra 18 bytes keep the "==" padding.
 const (
 	tokenPrefix = "PT"
 	macLen      = 13
 	// magic(3) kind(1) dir(1) page(4) cursor prefix(2) cursor(16) scope(8) epoch(4)
 	bodyLen = 3 + 1 + 1 + 4 + 2 + 16 + 8 + 4
+	// user prefix(2) user(16), after the body of a kindServiceBindings token
+	userLen = 2 + 16
 )
 
 var tokenMagic = [3]byte{0xfb, 0xff, 0xbf}
@@ -42,8 +46,9 @@ var (
 type listKind byte
 
 const (
-	kindUsers    listKind = 1
-	kindBindings listKind = 2
+	kindUsers           listKind = 1
+	kindBindings        listKind = 2
+	kindServiceBindings listKind = 3 // the service-wide Bindings list
 )
 
 // direction says which side of the cursor a page lies on.
@@ -60,6 +65,9 @@ type pageToken struct {
 	dir    direction
 	page   int
 	cursor string // a SID: two letters and 32 lowercase hex digits
+	// user is the SID of the cursor's user in a kindServiceBindings token,
+	// "" in the others.
+	user   string
 	offset int
 	scope  [8]byte
 	epoch  uint32
@@ -76,19 +84,21 @@ func scopeOf(kind listKind, serviceSID, userSID, filter string) [8]byte {
 	return s
 }
 
-// encodeToken renders t, signed with secret. The cursor must be a SID.
+// encodeToken renders t, signed with secret. The cursor (and the user of a
+// kindServiceBindings token) must be a SID.
 func encodeToken(t pageToken, secret []byte) string {
-	raw := make([]byte, bodyLen, bodyLen+macLen)
+	n := tokenBodyLen(t.kind)
+	raw := make([]byte, n, n+macLen)
 	copy(raw, tokenMagic[:])
 	raw[3] = byte(t.kind)
 	raw[4] = byte(t.dir)
 	binary.BigEndian.PutUint32(raw[5:9], uint32(t.page))
-	copy(raw[9:11], t.cursor[:2])
-	if _, err := hex.Decode(raw[11:27], []byte(t.cursor[2:])); err != nil {
-		panic(fmt.Sprintf("twiliotest: cursor %q is not a SID: %v", t.cursor, err))
-	}
+	putSID(raw[9:27], t.cursor)
 	copy(raw[27:35], t.scope[:])
 	binary.BigEndian.PutUint32(raw[35:39], t.epoch)
+	if t.kind == kindServiceBindings {
+		putSID(raw[bodyLen:], t.user)
+	}
 	digits := strconv.Itoa(t.offset)
 	raw = append(raw, tokenMAC(secret, raw, digits)...)
 	return tokenPrefix + base64.StdEncoding.EncodeToString(raw) + "." + digits
@@ -112,10 +122,11 @@ func decodeToken(s string, secret []byte) (pageToken, error) {
 		return pageToken{}, errTokenMalformed
 	}
 	raw, err := base64.StdEncoding.Strict().DecodeString(enc)
-	if err != nil || len(raw) != bodyLen+macLen {
+	if err != nil || len(raw) < bodyLen || len(raw) != tokenBodyLen(listKind(raw[3]))+macLen {
 		return pageToken{}, errTokenMalformed
 	}
-	body, mac := raw[:bodyLen], raw[bodyLen:]
+	n := len(raw) - macLen
+	body, mac := raw[:n], raw[n:]
 	if !hmac.Equal(mac, tokenMAC(secret, body, digits)) {
 		return pageToken{}, errTokenForged
 	}
@@ -124,12 +135,40 @@ func decodeToken(s string, secret []byte) (pageToken, error) {
 		kind:   listKind(body[3]),
 		dir:    direction(body[4]),
 		page:   int(binary.BigEndian.Uint32(body[5:9])),
-		cursor: string(body[9:11]) + hex.EncodeToString(body[11:27]),
+		cursor: sidAt(body[9:27]),
 		offset: offset,
 		epoch:  binary.BigEndian.Uint32(body[35:39]),
 	}
 	copy(t.scope[:], body[27:35])
+	if t.kind == kindServiceBindings {
+		t.user = sidAt(body[bodyLen:])
+	}
 	return t, nil
+}
+
+// tokenBodyLen is the length of the body of a token of kind.
+func tokenBodyLen(kind listKind) int {
+	if kind == kindServiceBindings {
+		return bodyLen + userLen
+	}
+	return bodyLen
+}
+
+// putSID writes sid into the 18 bytes of dst: its two letters, then its 32
+// hex digits as 16 bytes.
+func putSID(dst []byte, sid string) {
+	if len(sid) != 34 {
+		panic(fmt.Sprintf("twiliotest: cursor %q is not a SID", sid))
+	}
+	copy(dst[:2], sid[:2])
+	if _, err := hex.Decode(dst[2:18], []byte(sid[2:])); err != nil {
+		panic(fmt.Sprintf("twiliotest: cursor %q is not a SID: %v", sid, err))
+	}
+}
+
+// sidAt reads the SID putSID wrote.
+func sidAt(src []byte) string {
+	return string(src[:2]) + hex.EncodeToString(src[2:18])
 }
 
 func tokenMAC(secret, body []byte, digits string) []byte {

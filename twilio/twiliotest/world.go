@@ -3,7 +3,10 @@
 // Unit tests, end-to-end tests of the real binary and `bindsync demo` point
 // the Twilio client at Server.URL and meet Twilio's paging, validation and
 // error conventions, switches for the faults a nightly job must survive, and
-// counters that show what the client did.
+// counters that show what the client did. It serves the Users list, one
+// User, each user's Bindings list and the service-wide Bindings list, and
+// sends the load headers Twilio sends (Twilio-Concurrent-Requests,
+// Twilio-Request-Duration).
 //
 // A World is deterministic for its WorldSpec: the same spec always yields the
 // same services, users and bindings, so a test can build the expected result

@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&opts.MaxPageSize, "max-page-size", 0, "largest accepted PageSize (default 1000)")
 	fs.IntVar(&opts.PageSizeCap, "page-size-cap", 0, "serve at most this many items per page")
 	fs.BoolVar(&opts.StrictPageSize, "strict-page-size", false, "answer 400 to PageSize above 50 (bindings) or 100 (users)")
+	fs.BoolVar(&opts.NoLoadHeaders, "no-load-headers", false, "leave out the Twilio-Concurrent-Requests and Twilio-Request-Duration headers")
 	f := &opts.Faults
 	fs.Int64Var(&f.Seed, "fault-seed", 0, "seed of the fault generator")
 	fs.Float64Var(&f.Rate429, "rate-429", 0, "probability of a 429 per request")
@@ -66,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&f.MaxConcurrent, "max-concurrent", 0, "answer 429 above this many requests in flight")
 	fs.Func("bindings-paging", "make bindings lists page without end: "+pagingNames(), pagingFlag(&f.BindingsPaging))
 	fs.Func("users-paging", "make Users lists page without end: "+pagingNames(), pagingFlag(&f.UsersPaging))
+	fs.Func("service-bindings-paging", "make service-wide Bindings lists page without end: "+pagingNames(), pagingFlag(&f.ServiceBindingsPaging))
 	fs.Func("delete-after-first-page", "delete this user (SID or identity) once its first bindings page is served; repeatable", listFlag(&f.DeleteAfterFirstPage))
 	fs.BoolVar(&f.DuplicateUsers, "duplicate-users", false, "repeat users within and across Users pages")
 	fs.BoolVar(&f.NextPageOtherUser, "next-page-other-user", false, "make bindings next_page_url name another user")

@@ -95,7 +95,8 @@ func TestRunFaultFlags(t *testing.T) {
 	out, w := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-seed", "4", "-users", "12", "-strict-page-size", "-hostile-errors", "-users-paging", "empty-forever"}, w, io.Discard)
+		done <- run(ctx, []string{"-seed", "4", "-users", "12", "-strict-page-size", "-hostile-errors", "-users-paging", "empty-forever",
+			"-service-bindings-paging", "empty-forever", "-no-load-headers"}, w, io.Discard)
 		w.Close()
 	}()
 	lines := bufio.NewScanner(out)
@@ -115,6 +116,9 @@ func TestRunFaultFlags(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
+		if v := resp.Header.Get(twiliotest.ConcurrentRequestsHeader); v != "" {
+			t.Errorf("GET %s: %s %q despite -no-load-headers", target, twiliotest.ConcurrentRequestsHeader, v)
+		}
 		body, err := io.ReadAll(resp.Body)
 		if err != nil {
 			t.Fatal(err)
@@ -134,6 +138,16 @@ func TestRunFaultFlags(t *testing.T) {
 	status, body := get("/v2/Services/" + svc.SID + "/Users")
 	if err := json.Unmarshal([]byte(body), &page); err != nil || status != 200 || len(page.Users) != 0 || page.Meta.NextPageURL == nil {
 		t.Errorf("Users page: %d, %d users, next %v, err %v; want an empty page with a next page", status, len(page.Users), page.Meta.NextPageURL, err)
+	}
+	var bindings struct {
+		Bindings []json.RawMessage `json:"bindings"`
+		Meta     struct {
+			NextPageURL *string `json:"next_page_url"`
+		} `json:"meta"`
+	}
+	status, body = get("/v2/Services/" + svc.SID + "/Bindings")
+	if err := json.Unmarshal([]byte(body), &bindings); err != nil || status != 200 || len(bindings.Bindings) != 0 || bindings.Meta.NextPageURL == nil {
+		t.Errorf("service Bindings page: %d, %d bindings, err %v; want an empty page with a next page", status, len(bindings.Bindings), err)
 	}
 	cancel()
 	for lines.Scan() {

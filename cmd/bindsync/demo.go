@@ -93,7 +93,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	res, err := j.run(ctx, day, true, live.begin(j.stats, 2*time.Second))
 	live.end()
 	if res != nil {
-		printResult(stdout, res, err, newRedactor(cfg))
+		printResult(stdout, res, err, newRedactor(cfg), "")
 	}
 	if err != nil {
 		return err

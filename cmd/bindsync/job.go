@@ -141,6 +141,17 @@ func (j *job) lockWait() time.Duration {
 
 // run runs one snapshot.
 func (j *job) run(ctx context.Context, date time.Time, force bool, progress time.Duration) (*worker.Result, error) {
+	if force {
+		// The worker's Reset deletes the runs of the date: keep them.
+		n, err := archiveRuns(ctx, j.store, date, time.Now(), j.log)
+		if err != nil {
+			return nil, fmt.Errorf("--force: %w (nothing was deleted)", err)
+		}
+		if n > 0 {
+			j.log.Info("kept the earlier runs of the snapshot before starting it over",
+				zap.Int("runs", n), zap.String("history", j.store.URI(historyPrefix(date))))
+		}
+	}
 	skipped := j.stats.UsersSkipped.Load()
 	res, err := worker.Run(ctx, j.client, worker.Options{
 		Services:         j.services(),

@@ -31,8 +31,8 @@ type archivedRun struct {
 	ArchivedAt time.Time `json:"archived_at"`
 	// Published tells whether the snapshot was published when it was
 	// started over, and when.
-	Published   bool                   `json:"published"`
-	PublishedAt *time.Time             `json:"published_at,omitempty"`
+	Published   bool                  `json:"published"`
+	PublishedAt *time.Time            `json:"published_at,omitempty"`
 	Run         checkpoint.RunSummary `json:"run"`
 }
 

@@ -128,14 +128,14 @@ func TestForceKeepsEarlierRuns(t *testing.T) {
 	if code, stdout, stderr := runCLI(t, runArgs...); code != exitOK {
 		t.Fatalf("first run: exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	first := statusJSON(t, cfg)
+	first := statusJSON(t, cfg, "--snapshot-date", statusDate)
 	if len(first.Runs) != 1 || len(first.EarlierRuns) != 0 {
 		t.Fatalf("after one run: %d runs, %d earlier", len(first.Runs), len(first.EarlierRuns))
 	}
 	if code, stdout, stderr := runCLI(t, append(runArgs, "--force")...); code != exitOK {
 		t.Fatalf("forced run: exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	second := statusJSON(t, cfg)
+	second := statusJSON(t, cfg, "--snapshot-date", statusDate)
 	if len(second.Runs) != 1 || second.Runs[0].RunID == first.Runs[0].RunID {
 		t.Fatalf("after --force the checkpoint holds %+v, want only the new run", second.Runs)
 	}
@@ -153,9 +153,10 @@ func TestForceKeepsEarlierRuns(t *testing.T) {
 	}
 }
 
-func statusJSON(t *testing.T, cfg string) statusReport {
+// statusJSON runs status --json with cfg and args and decodes its report.
+func statusJSON(t *testing.T, cfg string, args ...string) statusReport {
 	t.Helper()
-	code, stdout, stderr := runCLI(t, "status", "--config", cfg, "--snapshot-date", statusDate, "--json")
+	code, stdout, stderr := runCLI(t, append([]string{"status", "--config", cfg, "--json"}, args...)...)
 	if code != exitOK {
 		t.Fatalf("status: exit %d\n%s", code, stderr)
 	}

@@ -41,7 +41,11 @@ func parse(fs *flag.FlagSet, args []string) error {
 		return errSilent{exitUsage}
 	}
 	if fs.NArg() > 0 {
-		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+		// main prefixes every error with "bindsync: ", and fs.Name() is
+		// "bindsync COMMAND": name the command alone, or the program is
+		// named twice.
+		cmd := strings.TrimPrefix(fs.Name(), "bindsync ")
+		return usagef("%s: unexpected argument %q (flags only; see bindsync %s -h)", cmd, fs.Arg(0), cmd)
 	}
 	return nil
 }

@@ -26,6 +26,10 @@ type job struct {
 	publishers []exporter.Publisher
 	stats      *worker.Stats
 	log        *zap.Logger
+	// configFile is the configuration file the job was built from, named
+	// in advice about credentials; empty when the configuration was made
+	// in memory (demo, tests).
+	configFile string
 	// metrics counts the Twilio requests of the job's client and the users
 	// its runs skip; the outcome of a run is recorded by whoever started it
 	// (recordRun), since serve records runs it did not build.
@@ -137,6 +141,17 @@ func (j *job) lockWait() time.Duration {
 
 // run runs one snapshot.
 func (j *job) run(ctx context.Context, date time.Time, force bool, progress time.Duration) (*worker.Result, error) {
+	if force {
+		// The worker's Reset deletes the runs of the date: keep them.
+		n, err := archiveRuns(ctx, j.store, date, time.Now(), j.log)
+		if err != nil {
+			return nil, fmt.Errorf("--force: %w (nothing was deleted)", err)
+		}
+		if n > 0 {
+			j.log.Info("kept the earlier runs of the snapshot before starting it over",
+				zap.Int("runs", n), zap.String("history", j.store.URI(historyPrefix(date))))
+		}
+	}
 	skipped := j.stats.UsersSkipped.Load()
 	res, err := worker.Run(ctx, j.client, worker.Options{
 		Services:         j.services(),
@@ -162,7 +177,11 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 		hook(context.WithoutCancel(ctx), res, err)
 	}
 	if errors.Is(err, twilio.ErrUnauthorized) {
-		return res, usageError{withHint(err, fmt.Sprintf("Twilio refused the credentials: check twilio.account_sid and twilio.auth_token (or api_key_sid and api_key_secret) in %s", j.cfg.Dir))}
+		file := j.configFile
+		if file == "" {
+			file = "the configuration file in " + j.cfg.Dir
+		}
+		return res, usageError{withHint(err, fmt.Sprintf("Twilio refused the credentials: check twilio.account_sid and twilio.auth_token (or api_key_sid and api_key_secret) in %s", file))}
 	}
 	return res, err
 }

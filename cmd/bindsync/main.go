@@ -4,15 +4,17 @@
 //
 // Usage:
 //
-//	bindsync run --config FILE [--snapshot-date YYYY-MM-DD] [--force]
+//	bindsync run --config FILE [--snapshot-date YYYY-MM-DD] [--force] [--allow-future]
 //	bindsync validate --config FILE
 //	bindsync serve --config FILE
-//	bindsync status --config FILE [--snapshot-date YYYY-MM-DD] [--json]
+//	bindsync status --config FILE [--snapshot-date YYYY-MM-DD] [--json | --check [--max-age 26h]]
 //	bindsync publish --config FILE --snapshot-date YYYY-MM-DD
-//	bindsync demo [--dir DIR]
+//	bindsync demo [--dir DIR] [--serve]
 //
 // Exit codes: 0 done, 1 the run failed (run it again to resume; a panic is
-// a failed run too), 2 bad usage, configuration or credentials.
+// a failed run too), 2 bad usage, configuration or credentials. `status
+// --check` exits 0 when a snapshot was published within --max-age and 1
+// otherwise, for monitors.
 package main
 
 import (
@@ -80,12 +82,12 @@ func exitCode(err error, stderr io.Writer) int {
 const usageText = `bindsync copies Twilio Chat v2 user bindings into a warehouse.
 
 Usage:
-  bindsync run      --config FILE [--snapshot-date YYYY-MM-DD] [--force]
+  bindsync run      --config FILE [--snapshot-date YYYY-MM-DD] [--force] [--allow-future]
   bindsync validate --config FILE
   bindsync serve    --config FILE
-  bindsync status   --config FILE [--snapshot-date YYYY-MM-DD] [--json]
+  bindsync status   --config FILE [--snapshot-date YYYY-MM-DD] [--json | --check [--max-age 26h]]
   bindsync publish  --config FILE --snapshot-date YYYY-MM-DD
-  bindsync demo     [--dir DIR]
+  bindsync demo     [--dir DIR] [--serve]
   bindsync version
 
 Every command takes --log-level debug|info|warn|error (or BINDSYNC_LOG_LEVEL).

@@ -56,10 +56,12 @@ func liveOutput(cfg *config.Config, stderr io.Writer) (io.Writer, *liveProgress)
 	}
 	cfg.Log.Format = "console"
 	f := stderr.(*os.File)
+	// The width is asked at every redraw: a resized terminal gets a line
+	// that fits it. A terminal that does not say is taken as 80 columns.
 	width := func() int {
 		w, _, err := term.GetSize(int(f.Fd()))
-		if err != nil {
-			return 0
+		if err != nil || w <= 0 {
+			return 80
 		}
 		return w
 	}
@@ -148,12 +150,59 @@ func (p *liveProgress) drawLocked() {
 	p.drawn = true
 }
 
-// renderProgress formats the live progress line: users finished/known per
-// service ("+" while the service's users are still being listed), then
-// the bindings read, their rate, the retries and the time left. The line
-// is cut to fit width columns (0: no limit), leaving the last column free
-// so that the terminal never wraps it.
+// renderProgress formats the live progress line: users finished/known
+// (per service, or in all), the bindings read, their rate, the retries and
+// the time left. A "+" after a user count means its users are still being
+// listed: the count is of the users listed so far, and the time left,
+// estimated from the pace of users so far, is a lower bound ("ETA ≥…").
+//
+// The line fits width columns (0: no limit), leaving the last column free
+// so that the terminal never wraps it: when the full line is too long it
+// gives up detail in this order: services one by one (aggregated into
+// totals), exact numbers (170.3k), the rate, and only then, in a terminal
+// too narrow for even that, the end of the line.
 func renderProgress(s worker.StatsSnapshot, width int) string {
+	e := progressETA(s)
+	exact := func(n int64) string { return fmt.Sprint(n) }
+	forms := []func() string{
+		func() string {
+			return perService(s) + "│ " + progressTail(s, e, exact, true, true)
+		},
+		func() string {
+			return perService(s) + "│ " + progressTail(s, e, compact, true, false)
+		},
+		func() string {
+			return totalUsers(s, exact) + "  │ " + progressTail(s, e, exact, true, true)
+		},
+		func() string {
+			return totalUsers(s, exact) + "  │ " + progressTail(s, e, compact, true, false)
+		},
+		func() string {
+			return totalUsers(s, compact) + " │ " + progressTail(s, e, compact, false, false)
+		},
+		func() string {
+			return fmt.Sprintf("%s %sb %dr %s", usersFigure(s, compact), compact(s.Bindings), s.Retries, e)
+		},
+	}
+	if width < 1 {
+		return forms[0]()
+	}
+	var line string
+	for _, form := range forms {
+		if line = form(); utf8.RuneCountInString(line) <= width-1 {
+			return line
+		}
+	}
+	return truncate(line, width-1)
+}
+
+// perService is the users finished/known of every service (up to
+// servicesShown; the rest are counted), or the totals when the run has no
+// service counters.
+func perService(s worker.StatsSnapshot) string {
+	if len(s.PerService) == 0 {
+		return totalUsers(s, func(n int64) string { return fmt.Sprint(n) }) + "  "
+	}
 	var b strings.Builder
 	for i, svc := range s.PerService {
 		if i == servicesShown {
@@ -166,23 +215,93 @@ func renderProgress(s worker.StatsSnapshot, width int) string {
 		}
 		fmt.Fprintf(&b, "%s %d/%d%s  ", shortSID(svc.SID), svc.UsersFinished, svc.UsersTotal, more)
 	}
-	if len(s.PerService) == 0 {
-		fmt.Fprintf(&b, "users %d/%d  ", s.Finished(), s.UsersTotal)
+	return b.String()
+}
+
+func totalUsers(s worker.StatsSnapshot, num func(int64) string) string {
+	return "users " + usersFigure(s, num)
+}
+
+// usersFigure is finished/known users of every service, "+" while some
+// are still being listed.
+func usersFigure(s worker.StatsSnapshot, num func(int64) string) string {
+	more := ""
+	if s.Listing {
+		more = "+"
 	}
-	fmt.Fprintf(&b, "│ %s  %.0f/s  %s  ", plural(s.Bindings, "binding", "bindings"), s.Rate(), plural(s.Retries, "retry", "retries"))
-	switch eta := s.ETA(); {
-	case s.Listing:
-		b.WriteString("listing users…")
-	case eta > 0 && eta < time.Second:
-		b.WriteString("ETA <1s")
-	case eta > 0:
-		fmt.Fprintf(&b, "ETA %s", eta.Round(time.Second))
-	case s.UsersTotal > 0 && s.Finished() >= s.UsersTotal:
-		b.WriteString("finishing…")
+	return num(s.Finished()) + "/" + num(s.UsersTotal) + more
+}
+
+// progressTail is the part of the line after the users: bindings, rate
+// (withRate), retries and the time left e, with "(listing)" after it
+// while users are being listed (withListing).
+func progressTail(s worker.StatsSnapshot, e string, num func(int64) string, withRate, withListing bool) string {
+	var b strings.Builder
+	b.WriteString(num(s.Bindings))
+	if s.Bindings == 1 {
+		b.WriteString(" binding  ")
+	} else {
+		b.WriteString(" bindings  ")
+	}
+	if withRate {
+		fmt.Fprintf(&b, "%s/s  ", num(int64(s.Rate()+0.5)))
+	}
+	if s.Retries == 1 {
+		b.WriteString("1 retry  ")
+	} else {
+		fmt.Fprintf(&b, "%s retries  ", num(s.Retries))
+	}
+	b.WriteString(e)
+	if withListing && s.Listing && strings.HasPrefix(e, "ETA") {
+		b.WriteString(" (listing)")
+	}
+	return b.String()
+}
+
+// progressETA estimates the time left from the pace of the users finished
+// in this run. While users are still being listed, more users than those
+// known will come, so the estimate is a lower bound: "ETA ≥…".
+func progressETA(s worker.StatsSnapshot) string {
+	fresh := s.UsersDone + s.UsersGone + s.UsersNotFound + s.UsersFailed
+	left := s.UsersTotal - s.Finished()
+	switch {
+	case s.Elapsed <= 0 || fresh == 0:
+		if s.Listing {
+			return "listing users…"
+		}
+		if s.UsersTotal > 0 && left <= 0 {
+			return "finishing…"
+		}
+		return "ETA unknown"
+	case left <= 0 && s.Listing:
+		return "listing users…"
+	case left <= 0:
+		return "finishing…"
+	}
+	eta := s.Elapsed / time.Duration(fresh) * time.Duration(left)
+	mark := ""
+	if s.Listing {
+		mark = "≥"
+	}
+	if eta < time.Second {
+		if s.Listing {
+			return "ETA ≥0s"
+		}
+		return "ETA <1s"
+	}
+	return "ETA " + mark + eta.Round(time.Second).String()
+}
+
+// compact writes a count in at most 6 columns: 9999, 170.3k, 12.5M.
+func compact(n int64) string {
+	switch {
+	case n < 10_000:
+		return fmt.Sprint(n)
+	case n < 1_000_000:
+		return fmt.Sprintf("%.1fk", float64(n)/1e3)
 	default:
-		b.WriteString("ETA unknown")
+		return fmt.Sprintf("%.1fM", float64(n)/1e6)
 	}
-	return truncate(b.String(), width-1)
 }
 
 // shortSID keeps a SID recognisable in little room: IS12…ab.

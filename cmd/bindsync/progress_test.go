@@ -7,9 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -44,7 +46,7 @@ func TestRenderProgress(t *testing.T) {
 			name: "listing",
 			s: worker.StatsSnapshot{Elapsed: 10 * time.Second, Listing: true, UsersTotal: 3040, UsersDone: 1210,
 				Bindings: 52_340, Retries: 1, PerService: two},
-			want: "IS12…ab 1200/3000  IS98…cd 10/40+  │ 52340 bindings  5234/s  1 retry  listing users…",
+			want: "IS12…ab 1200/3000  IS98…cd 10/40+  │ 52340 bindings  5234/s  1 retry  ETA ≥15s (listing)",
 		},
 		{
 			name: "eta",
@@ -78,10 +80,15 @@ func TestRenderProgress(t *testing.T) {
 			want: "IS00…00 0/10  IS00…01 1/10  IS00…02 2/10  IS00…03 3/10  +2 more  │ 0 bindings  0/s  0 retries  listing users…",
 		},
 		{
+			name: "listing, nothing finished yet",
+			s:    worker.StatsSnapshot{Elapsed: 3 * time.Second, Listing: true, UsersTotal: 200, Bindings: 40, PerService: two[1:]},
+			want: "IS98…cd 10/40+  │ 40 bindings  13/s  0 retries  listing users…",
+		},
+		{
 			name:  "narrow terminal",
-			s:     worker.StatsSnapshot{Elapsed: 10 * time.Second, Listing: true, Bindings: 52_340, Retries: 1, PerService: two},
+			s:     worker.StatsSnapshot{Elapsed: 10 * time.Second, Listing: true, UsersTotal: 3040, UsersDone: 1210, Bindings: 52_340, Retries: 1, PerService: two},
 			width: 21,
-			want:  "IS12…ab 1200/3000  I",
+			want:  "1210/3040+ 52.3kb 1r",
 		},
 	}
 	for _, tt := range tests {
@@ -261,5 +268,53 @@ func TestRunCountsUsersPerService(t *testing.T) {
 	}
 	if sum != res.Summary.Bindings {
 		t.Errorf("services count %d bindings, the run read %d", sum, res.Summary.Bindings)
+	}
+}
+
+// TestRenderProgressFitsTheTerminal: three services at 120, 80 and 60
+// columns. The line never takes the last column (no wrap), and whatever
+// detail it gives up, it keeps the users, bindings, retries and the ETA.
+func TestRenderProgressFitsTheTerminal(t *testing.T) {
+	three := []worker.ServiceSnapshot{
+		{SID: "IS12aaaaaaaaaaaaaaaaaaaaaaaaaaaaab", UsersTotal: 1500, UsersFinished: 1500},
+		{SID: "IS34aaaaaaaaaaaaaaaaaaaaaaaaaaaacd", UsersTotal: 1200, UsersFinished: 800, Listing: true},
+		{SID: "IS56aaaaaaaaaaaaaaaaaaaaaaaaaaaaef", UsersTotal: 157, UsersFinished: 157},
+	}
+	listing := worker.StatsSnapshot{Elapsed: 40 * time.Second, Listing: true, UsersTotal: 2857, UsersDone: 2457,
+		Bindings: 170_328, Retries: 12, PerService: three}
+	listed := listing
+	listed.Listing = false
+	listed.PerService = slices.Clone(three)
+	listed.PerService[1].Listing = false
+	tests := []struct {
+		name  string
+		s     worker.StatsSnapshot
+		width int
+		want  string
+	}{
+		{"listing 120", listing, 120, "IS12…ab 1500/1500  IS34…cd 800/1200+  IS56…ef 157/157  │ 170328 bindings  4258/s  12 retries  ETA ≥7s (listing)"},
+		{"listing 100", listing, 100, "users 2457/2857+  │ 170328 bindings  4258/s  12 retries  ETA ≥7s (listing)"},
+		{"listing 110", listing, 110, "IS12…ab 1500/1500  IS34…cd 800/1200+  IS56…ef 157/157  │ 170.3k bindings  4258/s  12 retries  ETA ≥7s"},
+		{"listing 80", listing, 80, "users 2457/2857+  │ 170328 bindings  4258/s  12 retries  ETA ≥7s (listing)"},
+		{"listing 60", listing, 60, "users 2457/2857+ │ 170.3k bindings  12 retries  ETA ≥7s"},
+		{"listed 120", listed, 120, "IS12…ab 1500/1500  IS34…cd 800/1200  IS56…ef 157/157  │ 170328 bindings  4258/s  12 retries  ETA 7s"},
+		{"listed 80", listed, 80, "users 2457/2857  │ 170328 bindings  4258/s  12 retries  ETA 7s"},
+		{"listed 60", listed, 60, "users 2457/2857 │ 170.3k bindings  12 retries  ETA 7s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := renderProgress(tt.s, tt.width)
+			if got != tt.want {
+				t.Errorf("renderProgress =\n%q\nwant\n%q", got, tt.want)
+			}
+			if n := utf8.RuneCountInString(got); n > tt.width-1 {
+				t.Errorf("%d columns used of %d: the terminal would wrap it", n, tt.width)
+			}
+			for _, figure := range []string{"12 retries", "ETA "} {
+				if !strings.Contains(got, figure) {
+					t.Errorf("%q lost %q", got, figure)
+				}
+			}
+		})
 	}
 }

@@ -21,14 +21,19 @@ func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	var c common
 	fs := newFlagSet("publish", stderr, &c, true)
 	date := fs.String("snapshot-date", "", "snapshot date YYYY-MM-DD (UTC) to publish (required)")
+	allowFuture := fs.Bool("allow-future", false, "accept a --snapshot-date after today's UTC date")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *date == "" {
 		return usagef("publish: --snapshot-date is required")
 	}
-	day, err := snapshotDate(*date, time.Now())
+	now := time.Now()
+	day, err := snapshotDate(*date, now)
 	if err != nil {
+		return err
+	}
+	if err := checkFuture(day, now, *allowFuture); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(&c)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bindsync/bindsync/internal/safetext"
+	"github.com/bindsync/bindsync/twilio"
 	"github.com/bindsync/bindsync/worker"
 )
 
@@ -18,11 +20,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	date := fs.String("snapshot-date", "", "snapshot date YYYY-MM-DD (UTC); default today in UTC")
 	force := fs.Bool("force", false, "read the snapshot again even if it was already published")
 	progress := fs.Duration("progress", 10*time.Second, "interval of progress log lines (0 to disable); in a terminal a live progress line replaces them")
+	allowFuture := fs.Bool("allow-future", false, "accept a --snapshot-date after today's UTC date")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	day, err := snapshotDate(*date, time.Now())
+	now := time.Now()
+	day, err := snapshotDate(*date, now)
 	if err != nil {
+		return err
+	}
+	if err := checkFuture(day, now, *allowFuture); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(&c)
@@ -43,6 +50,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		return err
 	}
 	defer j.close()
+	j.configFile = c.config
 	j.metrics.RunStarted()
 	start := time.Now()
 	res, err := j.run(ctx, day, *force, live.begin(j.stats, *progress))
@@ -50,7 +58,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	recordRun(j.metrics, res, err, time.Since(start))
 	pushMetrics(ctx, cfg, j.metrics, log)
 	if res != nil {
-		printResult(stdout, res, err, red)
+		printResult(stdout, res, err, red, c.config)
 	}
 	return err
 }
@@ -68,10 +76,23 @@ func snapshotDate(s string, now time.Time) (time.Time, error) {
 	return d, nil
 }
 
+// checkFuture refuses a snapshot date after today's UTC date unless allow:
+// such a date is almost always a typo (2062 for 2026), and its snapshot
+// would claim to show bindings as they are on a day that has not come.
+func checkFuture(day, now time.Time, allow bool) error {
+	today, _ := snapshotDate("", now)
+	if allow || !day.After(today) {
+		return nil
+	}
+	return usagef("--snapshot-date %s is in the future (today is %s in UTC); pass --allow-future if that is what you mean",
+		day.Format(time.DateOnly), today.Format(time.DateOnly))
+}
+
 // printResult writes the outcome of a run for the person who started it;
 // the logs on stderr hold the details. Text from Twilio (users, reasons)
-// is redacted with red, cut and escaped: it cannot forge a line.
-func printResult(w io.Writer, res *worker.Result, err error, red *safetext.Redactor) {
+// is redacted with red, cut and escaped: it cannot forge a line. configFile
+// is the configuration file, named by the advice after a failed run.
+func printResult(w io.Writer, res *worker.Result, err error, red *safetext.Redactor, configFile string) {
 	day := res.Date.Format(time.DateOnly)
 	if res.AlreadyPublished {
 		fmt.Fprintf(w, "snapshot %s was already published (%s in %s); nothing to do (use --force to read it again)\n",
@@ -98,6 +119,32 @@ func printResult(w io.Writer, res *worker.Result, err error, red *safetext.Redac
 		fmt.Fprintf(w, "  FAILED service %s user %q: %s\n", clean(red, f.Service), red.Redact(f.User), cleanReason(red, f.Reason))
 	}
 	if err != nil {
-		fmt.Fprintf(w, "the snapshot was not published; run the same command again to resume from the checkpoint\n")
+		fmt.Fprintln(w, clean(red, runAdvice(err, configFile)))
+	}
+}
+
+// runAdvice is the last line of a failed run's summary: what to do next,
+// which differs with the exit code. A run that failed (exit 1) resumes
+// when run again as it is; one stopped by its configuration or credentials
+// (exit 2) needs the file fixed first, and the advice names the file.
+func runAdvice(err error, configFile string) string {
+	file := configFile
+	if file == "" {
+		file = "the configuration file"
+	}
+	var u usageError
+	switch {
+	case errors.Is(err, twilio.ErrUnauthorized):
+		return fmt.Sprintf("the snapshot was not published: Twilio refused the credentials. Fix twilio.account_sid and twilio.auth_token (or twilio.api_key_sid and twilio.api_key_secret) in %s, or the variables they name, then run the same command again: it resumes from the checkpoint", file)
+	case errors.As(err, &u):
+		return fmt.Sprintf("the snapshot was not published: fix %s as the error says, then run the same command again: it resumes from the checkpoint", file)
+	case errors.Is(err, worker.ErrPanic):
+		return "the snapshot was not published: bindsync hit a bug (a panic, logged with its stack); the checkpoint stands, so running the same command again resumes from it. Please report the panic"
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return "the run was interrupted before the snapshot was published; run the same command again to resume from the checkpoint"
+	case errors.Is(err, worker.ErrUsersFailed):
+		return "the snapshot was not published because some users failed; run the same command again: it resumes from the checkpoint and reads only the failed users and those not read yet"
+	default:
+		return "the snapshot was not published; run the same command again to resume from the checkpoint (the error below says what stopped it)"
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/bindsync/bindsync/config"
@@ -49,7 +50,7 @@ func clean(red *safetext.Redactor, s string) string {
 // cleanReason is clean for the reason a user failed, cut at reasonBytes
 // (after redaction, so that no secret is cut in two and half shown).
 func cleanReason(red *safetext.Redactor, s string) string {
-	return safetext.Escape(safetext.Truncate(red.Redact(s), reasonBytes))
+	return safetext.Escape(safetext.Truncate(red.Redact(dedupePrefixes(s)), reasonBytes))
 }
 
 // hintError is an error followed, on a line of its own, by advice that
@@ -122,5 +123,34 @@ func errorText(err error, red *safetext.Redactor) string {
 }
 
 func oneError(s string, red *safetext.Redactor) string {
-	return safetext.Escape(safetext.Truncate(red.Redact(s), errorBytes))
+	return safetext.Escape(safetext.Truncate(red.Redact(dedupePrefixes(s)), errorBytes))
+}
+
+// dedupePrefixes collapses a context repeated back to back in an error's
+// text ("list users of service IS1: list users of service IS1: credentials
+// rejected"), which happens when a caller and the function it calls both
+// wrap an error with the same words. The repetition says nothing and hides
+// the cause further right. Runs of one or more ": "-separated segments
+// that directly repeat are kept once.
+func dedupePrefixes(s string) string {
+	const sep = ": "
+	segs := strings.Split(s, sep)
+	if len(segs) < 2 {
+		return s
+	}
+	changed := false
+	for k := 1; 2*k <= len(segs); k++ {
+		for i := 0; i+2*k <= len(segs); {
+			if slices.Equal(segs[i:i+k], segs[i+k:i+2*k]) {
+				segs = slices.Delete(segs, i+k, i+2*k)
+				changed = true
+				continue
+			}
+			i++
+		}
+	}
+	if !changed {
+		return s
+	}
+	return strings.Join(segs, sep)
 }

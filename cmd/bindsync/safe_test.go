@@ -78,7 +78,7 @@ func TestPrintResultEscapesAndRedacts(t *testing.T) {
 		},
 	}
 	var b strings.Builder
-	printResult(&b, res, errors.New("failed"), safeRedactor())
+	printResult(&b, res, errors.New("failed"), safeRedactor(), "bindsync.yaml")
 	out := b.String()
 	checkSafe(t, "the run summary", out, "snapshot 2026-11-26: succeeded", "published to")
 	if n := strings.Count(out, "\n"); n != 6 {

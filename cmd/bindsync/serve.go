@@ -50,18 +50,19 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	defer func() { _ = log.Sync() }()
 	logWarnings(log, cfg)
 
-	opts, err := newServeOptions(ctx, cfg, log, *progress)
+	opts, err := newServeOptions(ctx, cfg, c.config, log, *progress)
 	if err != nil {
 		return err
 	}
 	return serve(ctx, cfg, log, opts)
 }
 
-// newServeOptions builds the production runOnce: a new job, and so
-// worker.Stats counting from zero, for every run, all counting into one
+// newServeOptions builds the production runOnce of the configuration cfg,
+// read from configFile (named in advice about credentials): a new job, and
+// so worker.Stats counting from zero, for every run, all counting into one
 // set of metrics. It builds a job once first, so that a configuration that
 // cannot work fails at start (exit 2) rather than at the first firing.
-func newServeOptions(ctx context.Context, cfg *config.Config, log *zap.Logger, progress time.Duration) (serveOptions, error) {
+func newServeOptions(ctx context.Context, cfg *config.Config, configFile string, log *zap.Logger, progress time.Duration) (serveOptions, error) {
 	m := metrics.New()
 	probe, err := newJobWithMetrics(ctx, cfg, log, m)
 	if err != nil {
@@ -76,6 +77,7 @@ func newServeOptions(ctx context.Context, cfg *config.Config, log *zap.Logger, p
 				return nil, err
 			}
 			defer j.close()
+			j.configFile = configFile
 			return j.run(ctx, date, false, progress)
 		},
 	}, nil

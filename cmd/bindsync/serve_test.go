@@ -438,7 +438,7 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatalf("configuration: %v", problems)
 	}
 
-	opts, err := newServeOptions(context.Background(), cfg, zap.NewNop(), 0)
+	opts, err := newServeOptions(context.Background(), cfg, "", zap.NewNop(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,6 +65,18 @@ type statusReport struct {
 	InFlight []statusInFlight `json:"in_flight"`
 	Failed   []statusFailed   `json:"failed"`
 	Runs     []statusRun      `json:"runs"`
+	// EarlierRuns are the runs of the snapshot before `run --force`
+	// started it over, oldest first (kept in staging under history/).
+	EarlierRuns []statusEarlierRun `json:"earlier_runs"`
+}
+
+// statusEarlierRun is a run that --force set aside: when that happened,
+// and whether the snapshot was published then.
+type statusEarlierRun struct {
+	statusRun
+	ArchivedAt  time.Time  `json:"archived_at"`
+	Published   bool       `json:"published"`
+	PublishedAt *time.Time `json:"published_at"`
 }
 
 type statusInFlight struct {
@@ -103,8 +115,16 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	fs := newFlagSet("status", stderr, &c, true)
 	date := fs.String("snapshot-date", "", "snapshot date YYYY-MM-DD (UTC); default the newest snapshot in staging, or today in UTC when there is none")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
+	check := fs.Bool("check", false, "for monitors: exit 0 when a snapshot was published within --max-age (or, with --snapshot-date, when that snapshot is published), 1 otherwise, printing one line saying why")
+	maxAge := fs.Duration("max-age", 26*time.Hour, "with --check: how long ago the newest snapshot may have been published; a day plus the usual length of a run")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *check && *asJSON {
+		return usagef("status: --check prints one line; it does not go with --json")
+	}
+	if *maxAge <= 0 {
+		return usagef("status: --max-age must be > 0 (got %s)", *maxAge)
 	}
 	var day time.Time
 	if *date != "" {
@@ -128,6 +148,14 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 		if c, ok := store.(io.Closer); ok {
 			defer c.Close()
 		}
+	}
+	if *check {
+		ok, line := checkPublished(ctx, store, cfg.Staging, day, time.Now(), *maxAge)
+		fmt.Fprintln(stdout, clean(red, line))
+		if !ok {
+			return errSilent{exitFailed}
+		}
+		return nil
 	}
 	rep, err := readStatus(ctx, store, day, time.Now())
 	if err != nil {
@@ -179,6 +207,17 @@ func readStatus(ctx context.Context, store staging.Store, day, now time.Time) (*
 	rep := newStatusReport(st)
 	rep.Location = location
 	rep.Snapshots = append(rep.Snapshots, dates...)
+	if store != nil {
+		earlier, err := readHistory(ctx, store, day)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range earlier {
+			rep.EarlierRuns = append(rep.EarlierRuns, statusEarlierRun{
+				statusRun: newStatusRun(a.Run), ArchivedAt: a.ArchivedAt.UTC(), Published: a.Published, PublishedAt: a.PublishedAt,
+			})
+		}
+	}
 	return rep, nil
 }
 
@@ -202,6 +241,7 @@ func newStatusReport(st *checkpoint.State) *statusReport {
 		InFlight:      []statusInFlight{},
 		Failed:        []statusFailed{},
 		Runs:          []statusRun{},
+		EarlierRuns:   []statusEarlierRun{},
 	}
 	rep.StateText = stateTexts[checkpoint.SnapshotState(rep.State)]
 	for _, p := range st.Parts {
@@ -227,18 +267,22 @@ func newStatusReport(st *checkpoint.State) *statusReport {
 		return cmp.Or(cmp.Compare(a.ServiceSID, b.ServiceSID), cmp.Compare(a.User, b.User))
 	})
 	for _, r := range st.Runs {
-		run := statusRun{
-			RunID: r.RunID, Start: r.Start.UTC(), Status: string(r.Status), Error: r.Error,
-			UsersTotal: r.UsersTotal, UsersDone: r.UsersDone, UsersGone: r.UsersGone, UsersFailed: len(r.UsersFailed),
-			Bindings: r.Bindings, Pages: r.Pages, Retries: r.Retries,
-		}
-		if !r.End.IsZero() {
-			end := r.End.UTC()
-			run.End = &end
-		}
-		rep.Runs = append(rep.Runs, run)
+		rep.Runs = append(rep.Runs, newStatusRun(r))
 	}
 	return rep
+}
+
+func newStatusRun(r checkpoint.RunSummary) statusRun {
+	run := statusRun{
+		RunID: r.RunID, Start: r.Start.UTC(), Status: string(r.Status), Error: r.Error,
+		UsersTotal: r.UsersTotal, UsersDone: r.UsersDone, UsersGone: r.UsersGone, UsersFailed: len(r.UsersFailed),
+		Bindings: r.Bindings, Pages: r.Pages, Retries: r.Retries,
+	}
+	if !r.End.IsZero() {
+		end := r.End.UTC()
+		run.End = &end
+	}
+	return run
 }
 
 // clean makes the texts of the report that come from Twilio or a run
@@ -258,6 +302,10 @@ func (rep *statusReport) clean(red *safetext.Redactor) {
 	}
 	for i := range rep.Runs {
 		rep.Runs[i].Error = text(rep.Runs[i].Error, errorBytes)
+	}
+	for i := range rep.EarlierRuns {
+		rep.EarlierRuns[i].Error = text(rep.EarlierRuns[i].Error, errorBytes)
+		rep.EarlierRuns[i].RunID = text(rep.EarlierRuns[i].RunID, reasonBytes)
 	}
 }
 
@@ -281,6 +329,7 @@ func printStatus(w io.Writer, rep *statusReport) error {
 	fmt.Fprintf(tw, "state\t%s\t(%s)\n", rep.StateText, stateHints[checkpoint.SnapshotState(rep.State)])
 	if rep.State == string(checkpoint.StateNoCheckpoint) {
 		fmt.Fprintf(tw, "snapshots\t%s\n", snapshots)
+		printEarlierRuns(tw, rep)
 		return tw.Flush()
 	}
 	total := "(total not known until a run ends)"
@@ -319,6 +368,7 @@ func printStatus(w io.Writer, rep *statusReport) error {
 			fmt.Fprintf(tw, "\nlast run error: %s\n", safetext.Escape(oneLine(last.Error, 300)))
 		}
 	}
+	printEarlierRuns(tw, rep)
 
 	if len(rep.Failed) > 0 {
 		fmt.Fprintf(tw, "\nfailed users (%d):\nSERVICE\tUSER\tREASON\n", len(rep.Failed))
@@ -331,6 +381,27 @@ func printStatus(w io.Writer, rep *statusReport) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// printEarlierRuns lists the runs that --force set aside, so that starting
+// a snapshot over does not hide what happened to it before.
+func printEarlierRuns(tw io.Writer, rep *statusReport) {
+	if len(rep.EarlierRuns) == 0 {
+		return
+	}
+	fmt.Fprintf(tw, "\nearlier attempts (before --force):\nRUN\tSTART\tEND\tSTATUS\tUSERS\tDONE\tGONE\tFAILED\tBINDINGS\tPAGES\tRETRIES\tSET ASIDE\n")
+	for _, r := range rep.EarlierRuns {
+		end := "-"
+		if r.End != nil {
+			end = r.End.Format(time.RFC3339)
+		}
+		aside := r.ArchivedAt.Format(time.RFC3339)
+		if r.Published {
+			aside += " (snapshot was published)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", safetext.Escape(r.RunID), r.Start.Format(time.RFC3339), end, r.Status,
+			r.UsersTotal, r.UsersDone, r.UsersGone, r.UsersFailed, r.Bindings, r.Pages, r.Retries, aside)
+	}
 }
 
 func sortedKeys(m map[string]string) []string {

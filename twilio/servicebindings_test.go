@@ -72,7 +72,7 @@ func TestListServiceBindingsFirstPage(t *testing.T) {
 			Endpoint:      ptr("TestUser-endpoint"),
 			Identity:      ptr("a/b"),
 			CredentialSID: ptr("CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
-			BindingType:   "gcm",
+			BindingType:   ptrTo("gcm"),
 			MessageTypes:  []string{"removed_from_channel", "new_message"},
 			URL:           ptr("https://chat.twilio.com/v2/Services/" + testService + "/Bindings/BSaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
 		},
@@ -283,7 +283,7 @@ func TestUserBindingURL(t *testing.T) {
 func TestServiceBindingUserBinding(t *testing.T) {
 	const user = "US0123456789abcdef0123456789abcdef"
 	sb := ServiceBinding{
-		Binding: Binding{SID: ptr("BS1"), ServiceSID: ptr(testService), Identity: ptr("alice"), BindingType: "fcm",
+		Binding: Binding{SID: ptr("BS1"), ServiceSID: ptr(testService), Identity: ptr("alice"), BindingType: ptrTo("fcm"),
 			URL: ptr("https://chat.twilio.com/v2/Services/" + testService + "/Bindings/BS1")},
 		Links: &BindingLinks{User: ptr("https://chat.twilio.com/v2/Services/" + testService + "/Users/alice")},
 	}
@@ -332,3 +332,5 @@ func TestLinkedUser(t *testing.T) {
 		t.Errorf("LinkedUser without links = %q", got)
 	}
 }
+
+func ptrTo(s string) *string { return &s }

@@ -199,7 +199,7 @@ func serviceBindingRecord(service string, it serviceItem, nullType bool) service
 		DateUpdated:   b.DateUpdated,
 		Endpoint:      b.Endpoint,
 		Identity:      b.Identity,
-		BindingType:   json.RawMessage(strconv.Quote(b.BindingType)),
+		BindingType:   bindingTypeJSON(b.BindingType),
 		CredentialSID: b.CredentialSID,
 		MessageTypes:  b.MessageTypes,
 		URL:           ptr(ServiceBindingURL(service, *b.SID)),
@@ -297,4 +297,13 @@ func (s *Server) serviceWindow(l list, svc *Service, users []*User, types []stri
 // dirAfter reports whether it comes after the forward cursor of t.
 func (t *pageToken) dirAfter(it serviceItem) bool {
 	return it.user.SID > t.user || (it.user.SID == t.user && *it.binding.SID > t.cursor)
+}
+
+// bindingTypeJSON renders a binding type as JSON: null when the world has
+// none.
+func bindingTypeJSON(t *string) json.RawMessage {
+	if t == nil {
+		return json.RawMessage("null")
+	}
+	return json.RawMessage(strconv.Quote(*t))
 }

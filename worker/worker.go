@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -60,8 +59,11 @@ type Options struct {
 	// before it counts as a paging loop; 0 means twilio.DefaultMaxEmptyPages.
 	MaxEmptyPages int
 	Store         staging.Store
-	Publishers    []exporter.Publisher
-	Logger        *zap.Logger
+	// Locker takes the snapshot's lock; nil means Store, which must then
+	// be a staging.Locker too (Dir and GCS are).
+	Locker     staging.Locker
+	Publishers []exporter.Publisher
+	Logger     *zap.Logger
 
 	// PartRows bounds the rows of a part file; CommitInterval bounds the
 	// time between two checkpoints (and so the work a crash can lose).
@@ -111,6 +113,10 @@ var (
 	ErrUsersFailed = errors.New("some users could not be read")
 	// ErrLocked: another run holds the snapshot.
 	ErrLocked = errors.New("another bindsync run is working on this snapshot")
+	// ErrLockLost: the snapshot's lock was lost during the run (another
+	// process took it over or removed it, or it could not be renewed), so
+	// the run stopped at once; its checkpoint holds the work committed.
+	ErrLockLost = errors.New("lost the lock")
 )
 
 // MaxNamedFailures bounds the failed users a run names (in its summary and
@@ -120,9 +126,20 @@ const (
 	maxReasonBytes   = 512
 )
 
+// Defaults of Options, applied by Run to zero fields. config.Default
+// starts from the same values, so a configuration file and a program
+// using this package alone get the same run.
+const (
+	// DefaultConcurrency reads as many users at once as the Twilio client
+	// lets requests be in flight.
+	DefaultConcurrency    = twilio.DefaultMaxInFlight
+	DefaultPartRows       = 500_000
+	DefaultCommitInterval = 30 * time.Second
+)
+
 func (o *Options) setDefaults() {
 	if o.Concurrency <= 0 {
-		o.Concurrency = 16
+		o.Concurrency = DefaultConcurrency
 	}
 	if o.PageSize <= 0 {
 		o.PageSize = twilio.MaxBindingsPageSize
@@ -131,13 +148,16 @@ func (o *Options) setDefaults() {
 		o.UsersPageSize = twilio.MaxUsersPageSize
 	}
 	if o.PartRows <= 0 {
-		o.PartRows = 500_000
+		o.PartRows = DefaultPartRows
 	}
 	if o.BatchRows <= 0 {
-		o.BatchRows = 8192
+		o.BatchRows = exporter.DefaultBatchRows
 	}
 	if o.CommitInterval <= 0 {
-		o.CommitInterval = 30 * time.Second
+		o.CommitInterval = DefaultCommitInterval
+	}
+	if o.Locker == nil {
+		o.Locker, _ = o.Store.(staging.Locker)
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -153,25 +173,36 @@ func (o *Options) setDefaults() {
 // Run reads and publishes the snapshot of date (UTC midnight). It returns
 // ErrUsersFailed (wrapped, with the users named) when users failed,
 // twilio.ErrUnauthorized when Twilio refused the credentials, and the
-// context's error when interrupted; in every case the checkpoint holds the
-// work done so far.
-func Run(ctx context.Context, src Source, opts Options, date time.Time) (*Result, error) {
+// context's error when interrupted, and ErrLockLost (wrapped: "lost the
+// lock on snapshot D: ...") when the snapshot's lock was lost, which stops
+// the run at once; in every case the checkpoint holds the work done so far.
+func Run(ctx context.Context, src Source, opts Options, date time.Time) (res *Result, err error) {
 	opts.setDefaults()
 	date = time.Date(date.Year(), date.Month(), date.Day(), 0, 0, 0, 0, time.UTC)
 	log := opts.Logger.With(zap.String("snapshot", date.Format(time.DateOnly)))
 	store := opts.Store
 
-	unlock, err := lock(ctx, store, checkpoint.Dir(date)+"/LOCK", opts.LockWait, log)
+	lockName := checkpoint.Dir(date) + "/LOCK"
+	if opts.Locker == nil {
+		return nil, fmt.Errorf("lock snapshot %s: the staging store (%T) takes no locks and Options.Locker is not set", date.Format(time.DateOnly), store)
+	}
+	ctx, release, err := lock(ctx, opts.Locker, lockName, date, opts.LockWait, log)
 	if err != nil {
 		if errors.Is(err, staging.ErrLocked) {
-			return nil, fmt.Errorf("snapshot %s: %w (lock %s)", date.Format(time.DateOnly), ErrLocked, store.URI(checkpoint.Dir(date)+"/LOCK"))
+			return nil, fmt.Errorf("snapshot %s: %w (lock %s)", date.Format(time.DateOnly), ErrLocked, store.URI(lockName))
 		}
 		return nil, fmt.Errorf("lock snapshot %s: %w", date.Format(time.DateOnly), err)
 	}
 	defer func() {
-		if err := unlock(); err != nil {
-			log.Warn("release snapshot lock", zap.Error(err))
+		// A run stopped by a lost lock says so first, whatever else its
+		// stop caused (the finish entry may fail if another run appended).
+		if lost := context.Cause(ctx); err != nil && errors.Is(lost, ErrLockLost) {
+			if !strings.HasSuffix(err.Error(), lost.Error()) {
+				log.Warn("run stopped after losing the snapshot lock", zap.Error(err))
+			}
+			err = lost
 		}
+		release()
 	}()
 
 	if opts.Force {
@@ -206,21 +237,50 @@ func Run(ctx context.Context, src Source, opts Options, date time.Time) (*Result
 }
 
 // lock takes the snapshot's lock, waiting up to wait while another run
-// holds it.
-func lock(ctx context.Context, store staging.Store, name string, wait time.Duration, log *zap.Logger) (func() error, error) {
+// holds it. It returns a context derived from ctx that is cancelled, with a
+// cause wrapping ErrLockLost and naming the lease's loss, as soon as the
+// lease is lost: another run may be writing the snapshot then, so this one
+// must stop. release stops watching the lease and releases it, logging a
+// failure (a lost lease included) as a warning.
+func lock(ctx context.Context, locker staging.Locker, name string, date time.Time, wait time.Duration, log *zap.Logger) (held context.Context, release func(), err error) {
 	deadline := time.Now().Add(wait)
+	var lease staging.Lease
 	for {
-		unlock, err := store.Lock(ctx, name)
+		lease, err = locker.Lock(ctx, name)
 		if !errors.Is(err, staging.ErrLocked) || !time.Now().Before(deadline) {
-			return unlock, err
+			break
 		}
 		log.Info("snapshot locked by another run; waiting", zap.Error(err), zap.Time("until", deadline))
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-time.After(min(time.Second, time.Until(deadline))):
 		}
 	}
+	if err != nil {
+		return nil, nil, err
+	}
+	held, cancel := context.WithCancelCause(ctx)
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-lease.Lost():
+			lost := fmt.Errorf("%w on snapshot %s: %w", ErrLockLost, date.Format(time.DateOnly), lease.Err())
+			log.Error("snapshot lock lost; stopping the run", zap.Error(lost))
+			cancel(lost)
+		case <-stop:
+		}
+	}()
+	return held, func() {
+		close(stop)
+		<-watched
+		cancel(nil)
+		if err := lease.Release(); err != nil {
+			log.Warn("release snapshot lock", zap.Error(err))
+		}
+	}, nil
 }
 
 type run struct {
@@ -578,7 +638,8 @@ type job struct {
 	name string
 }
 
-var userSIDPattern = regexp.MustCompile(`^US[0-9a-fA-F]{32}$`)
+// userSIDPattern is twilio.UserSIDPattern, the one shape of a user SID.
+var userSIDPattern = twilio.UserSIDPattern
 
 // enumerate sends every user still to read, service by service. A user
 // named twice (a Users page that repeats it, a configuration naming it

@@ -7,12 +7,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"cloud.google.com/go/bigquery"
 	"go.uber.org/zap"
 
 	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/internal/wait"
 )
 
 // submitFunc submits one job under the given ID.
@@ -199,7 +199,7 @@ func (p *Publisher) submit(ctx context.Context, id string, submit submitFunc, lo
 			return nil, err
 		}
 		log.Warn("submitting job failed; sending it again", zap.String("job_id", id), zap.Error(err))
-		if err := sleep(ctx, delay); err != nil {
+		if err := wait.Sleep(ctx, delay); err != nil {
 			return nil, err
 		}
 		delay = min(2*delay, p.opts.MaxPollInterval)
@@ -211,7 +211,7 @@ func (p *Publisher) wait(ctx context.Context, job *bigquery.Job) (*bigquery.JobS
 	delay := p.opts.PollInterval
 	status := job.LastStatus()
 	for status == nil || !status.Done() {
-		if err := sleep(ctx, delay); err != nil {
+		if err := wait.Sleep(ctx, delay); err != nil {
 			return nil, err
 		}
 		delay = min(delay*3/2, p.opts.MaxPollInterval)
@@ -221,17 +221,6 @@ func (p *Publisher) wait(ctx context.Context, job *bigquery.Job) (*bigquery.JobS
 		}
 	}
 	return status, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // memJournal keeps the state of a Publish whose caller has no durable

@@ -38,6 +38,9 @@ const (
 	DefaultPollInterval    = 250 * time.Millisecond
 	DefaultMaxPollInterval = 5 * time.Second
 	DefaultStagingTTL      = 48 * time.Hour
+	// DefaultLocation is where load jobs run when Options.Location is
+	// empty: BigQuery's multi-region US, which must be the dataset's.
+	DefaultLocation = "US"
 	// RunsTable is the table that gets one row per run.
 	RunsTable = "sync_runs"
 	// LatestSuffix names the view of the newest snapshot: <table>_latest.
@@ -52,7 +55,7 @@ type Options struct {
 	Project  string
 	Dataset  string
 	Table    string
-	Location string // default "US"
+	Location string // default DefaultLocation
 	// PartitionExpiration, when positive, makes BigQuery drop snapshots
 	// older than this.
 	PartitionExpiration time.Duration
@@ -106,7 +109,7 @@ func New(client *bigquery.Client, opts Options) (*Publisher, error) {
 		return nil, fmt.Errorf("bigquery: project, dataset and table are required (got %q, %q, %q)", opts.Project, opts.Dataset, opts.Table)
 	}
 	if opts.Location == "" {
-		opts.Location = "US"
+		opts.Location = DefaultLocation
 	}
 	if opts.Source == "" {
 		opts.Source = exporter.BindingsTable

@@ -2,10 +2,19 @@
 // over defaults, strict (an unknown key is an error), with ${VAR} expansion
 // from the environment, and one error per problem naming its path in the
 // file (services[1].sid: ...).
+//
+// Defaults flow one way: the library packages (twilio, exporter, worker,
+// staging) own their defaults and rules, so that each stays usable on its
+// own, and this package starts from them (Default) and checks with them
+// (the SID patterns of twilio, the GCS URI rule of staging). A file is
+// decoded over Default, SetDefaults fills what an empty value means, and
+// only then does Validate check, one section at a time, so that a file
+// that validates is one that a run accepts.
 package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +31,12 @@ import (
 	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 
+	"github.com/bindsync/bindsync/bq"
+	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/internal/safetext"
+	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/twilio"
+	"github.com/bindsync/bindsync/worker"
 )
 
 // Config is the whole configuration of bindsync.
@@ -191,33 +205,40 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// Default values, used where the file is silent.
+// Default values, used where the file is silent. Those of the Twilio
+// client, the part files and the run are the library packages' own
+// defaults, so that a program using those packages without a file gets the
+// same behaviour.
 const (
-	DefaultBaseURL        = "https://chat.twilio.com"
-	DefaultPageSize       = 50
-	DefaultUsersPageSize  = 100
-	DefaultConcurrency    = 16
-	DefaultRequestTimeout = 30 * time.Second
-	DefaultMaxAttempts    = 6
+	DefaultBaseURL = twilio.DefaultBaseURL
+	// DefaultPageSize and DefaultUsersPageSize are the most that Twilio's
+	// current API documents.
+	DefaultPageSize       = twilio.MaxBindingsPageSize
+	DefaultUsersPageSize  = twilio.MaxUsersPageSize
+	DefaultConcurrency    = worker.DefaultConcurrency
+	DefaultRequestTimeout = twilio.DefaultRequestTimeout
+	DefaultMaxAttempts    = twilio.DefaultMaxAttempts
 	// DefaultMaxResponseBytes is generous: a full page of 50 bindings is
 	// about 50 KB.
-	DefaultMaxResponseBytes = 32 << 20
-	DefaultUnavailableAfter = 2 * time.Minute
+	DefaultMaxResponseBytes = twilio.DefaultMaxBodyBytes
+	DefaultUnavailableAfter = twilio.DefaultUnavailableAfter
 	DefaultStaging          = "./staging"
-	DefaultPartRows         = 500_000
-	DefaultBatchRows        = 8192
-	DefaultRowGroupRows     = 64 * 1024
-	DefaultBatchBytes       = 16 << 20
-	DefaultRowGroupBytes    = 64 << 20
-	DefaultCommitInterval   = 30 * time.Second
-	DefaultTable            = "user_bindings"
-	DefaultLocation         = "US"
-	DefaultListen           = ":9090"
-	DefaultSchedule         = "CRON_TZ=UTC 0 2 * * *"
+	DefaultPartRows         = worker.DefaultPartRows
+	DefaultBatchRows        = exporter.DefaultBatchRows
+	DefaultRowGroupRows     = exporter.DefaultRowGroupRows
+	DefaultBatchBytes       = exporter.DefaultBatchBytes
+	DefaultRowGroupBytes    = exporter.DefaultRowGroupBytes
+	DefaultCommitInterval   = worker.DefaultCommitInterval
+	// DefaultTable and DefaultLocation apply to a warehouse.bigquery
+	// section that leaves them out or empty (see SetDefaults).
+	DefaultTable    = "user_bindings"
+	DefaultLocation = bq.DefaultLocation
+	DefaultListen   = ":9090"
+	DefaultSchedule = "CRON_TZ=UTC 0 2 * * *"
 )
 
 // Default returns a configuration holding every default value and no
-// services or warehouse.
+// services or warehouse. A file is decoded over it.
 func Default() *Config {
 	return &Config{
 		Twilio: Twilio{
@@ -303,6 +324,7 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if err := root.Decode(cfg); err != nil {
 		return nil, &Error{Problems: decodeProblems(err, lines)}
 	}
+	cfg.SetDefaults()
 	if problems := cfg.Validate(); len(problems) > 0 {
 		return nil, &Error{Problems: problems}
 	}
@@ -327,201 +349,285 @@ func (e *Error) Error() string {
 }
 
 var (
-	serviceSIDPattern = regexp.MustCompile(`^IS[0-9a-fA-F]{32}$`)
-	accountSIDPattern = regexp.MustCompile(`^AC[0-9a-fA-F]{32}$`)
-	apiKeySIDPattern  = regexp.MustCompile(`^SK[0-9a-fA-F]{32}$`)
-	projectPattern    = regexp.MustCompile(`^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$`)
-	datasetPattern    = regexp.MustCompile(`^[A-Za-z0-9_]{1,1000}$`)
-	tablePattern      = regexp.MustCompile(`^[A-Za-z0-9_]{1,1000}$`)
-	bucketPattern     = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$`)
+	projectPattern = regexp.MustCompile(`^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$`)
+	datasetPattern = regexp.MustCompile(`^[A-Za-z0-9_]{1,1000}$`)
+	tablePattern   = regexp.MustCompile(`^[A-Za-z0-9_]{1,1000}$`)
 )
+
+// SetDefaults fills the values that an empty field means, in sections that
+// Default cannot hold because they are absent unless the file gives them:
+// warehouse.bigquery's table and location. Parse calls it before Validate;
+// a Config built in code should too.
+func (c *Config) SetDefaults() {
+	if bq := c.Warehouse.BigQuery; bq != nil {
+		bq.Table = cmp.Or(bq.Table, DefaultTable)
+		bq.Location = cmp.Or(bq.Location, DefaultLocation)
+	}
+}
 
 // Validate checks every field and returns one message per problem, each
 // starting with the path of the field. It returns nil for a valid Config.
+// It changes nothing: defaults are set before (Default, SetDefaults).
 func (c *Config) Validate() []string {
 	var p problems
-	t := c.Twilio
-	// Secrets must never come back in an error, even pasted into the wrong
-	// field: URLs are shown without their user info, and the SIDs not at
-	// all (a token pasted into account_sid is a token).
-	if u, err := url.Parse(t.BaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		p.add("twilio.base_url", "must be an absolute https URL %s", gotURL(t.BaseURL))
-	} else if u.User != nil {
-		p.add("twilio.base_url", "must not hold credentials (user info before @): give them as account_sid and auth_token (the value is not shown)")
-	} else if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		p.add("twilio.base_url", "must be a scheme and host only, like https://chat.twilio.com %s", gotURL(t.BaseURL))
-	} else if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		p.add("twilio.base_url", "must use https: the credentials would travel in clear; http is allowed only for a loopback host (localhost, 127.0.0.0/8, ::1) %s", gotURL(t.BaseURL))
-	}
-	switch {
-	case t.APIKeySID != "" || t.APIKeySecret != "":
-		if !apiKeySIDPattern.MatchString(t.APIKeySID) {
-			p.add("twilio.api_key_sid", "%s", sidProblem(t.APIKeySID, "SK"))
-		}
-		if t.APIKeySecret == "" {
-			p.add("twilio.api_key_secret", "is required with twilio.api_key_sid")
-		}
-		if t.AuthToken != "" {
-			p.add("twilio.auth_token", "give either auth_token or api_key_sid/api_key_secret, not both")
-		}
-		if t.AccountSID != "" && !accountSIDPattern.MatchString(t.AccountSID) {
-			p.add("twilio.account_sid", "%s", sidProblem(t.AccountSID, "AC"))
-		}
-	default:
-		if !accountSIDPattern.MatchString(t.AccountSID) {
-			p.add("twilio.account_sid", "%s", sidProblem(t.AccountSID, "AC"))
-		}
-		if t.AuthToken == "" {
-			p.add("twilio.auth_token", "is required (or give api_key_sid and api_key_secret)")
-		}
-	}
-	if t.PageSize < 1 || t.PageSize > 1000 {
-		p.add("twilio.page_size", "must be between 1 and 1000 (got %d)", t.PageSize)
-	}
-	if t.UsersPageSize < 1 || t.UsersPageSize > 1000 {
-		p.add("twilio.users_page_size", "must be between 1 and 1000 (got %d)", t.UsersPageSize)
-	}
-	if t.Concurrency < 1 || t.Concurrency > 256 {
-		p.add("twilio.concurrency", "must be between 1 and 256 (got %d)", t.Concurrency)
-	}
-	if t.RequestTimeout <= 0 {
-		p.add("twilio.request_timeout", "must be > 0 (got %s)", t.RequestTimeout)
-	}
-	if t.MaxAttempts < 1 || t.MaxAttempts > 20 {
-		p.add("twilio.max_attempts", "must be between 1 and 20 (got %d)", t.MaxAttempts)
-	}
-	if t.RequestsPerSecond < 0 {
-		p.add("twilio.requests_per_second", "must be >= 0 (got %g)", t.RequestsPerSecond)
-	}
-	if t.MaxResponseBytes < minResponseBytes || t.MaxResponseBytes > maxResponseBytes {
-		p.add("twilio.max_response_bytes", "must be between %s and %s (got %s)", ByteSize(minResponseBytes), ByteSize(maxResponseBytes), t.MaxResponseBytes)
-	}
-	if t.UnavailableAfter < minUnavailableAfter {
-		p.add("twilio.unavailable_after", "must be at least %s (got %s)", minUnavailableAfter, t.UnavailableAfter)
-	}
-
+	p.section("twilio", c.Twilio.Validate())
 	if len(c.Services) == 0 {
 		p.add("services", "at least one service is required")
 	}
 	seenService := map[string]int{}
 	for i, s := range c.Services {
 		path := fmt.Sprintf("services[%d]", i)
-		if !serviceSIDPattern.MatchString(s.SID) {
-			p.add(path+".sid", "must match ^IS[0-9a-fA-F]{32}$ (got %q)", s.SID)
-		} else if j, dup := seenService[s.SID]; dup {
+		p.section(path, s.Validate())
+		if !twilio.ServiceSIDPattern.MatchString(s.SID) {
+			continue
+		}
+		if j, dup := seenService[s.SID]; dup {
 			p.add(path+".sid", "%s is already listed as services[%d]", s.SID, j)
 		} else {
 			seenService[s.SID] = i
 		}
-		if !s.Users.All && len(s.Users.List) == 0 {
-			p.add(path+".users", `is required: "all" or a list of user SIDs and identities`)
-		}
-		seenUser := map[string]int{}
-		for j, u := range s.Users.List {
-			upath := fmt.Sprintf("%s.users[%d]", path, j)
-			switch k, dup := seenUser[u]; {
-			case u == "":
-				p.add(upath, "must not be empty")
-			case dup:
-				p.add(upath, "%q is already listed as users[%d]", u, k)
-			default:
-				seenUser[u] = j
-			}
-		}
-		seenType := map[string]bool{}
-		for j, bt := range s.BindingTypes {
-			bpath := fmt.Sprintf("%s.binding_types[%d]", path, j)
-			switch {
-			case bt != "apn" && bt != "fcm" && bt != "gcm":
-				p.add(bpath, "must be one of apn, fcm, gcm (got %q)", bt)
-			case seenType[bt]:
-				p.add(bpath, "%q is listed twice", bt)
-			}
-			seenType[bt] = true
-		}
 	}
-
-	if c.Staging == "" {
-		p.add("staging", "is required: a local directory or gs://bucket/prefix")
-	} else if strings.HasPrefix(c.Staging, "gs://") {
-		bucket, _, _ := strings.Cut(strings.TrimPrefix(c.Staging, "gs://"), "/")
-		if !bucketPattern.MatchString(bucket) {
-			p.add("staging", "bucket name %q is not a valid GCS bucket name", bucket)
-		}
-	} else if strings.Contains(c.Staging, "://") {
-		p.add("staging", "must be a local directory or gs://bucket/prefix %s", gotURL(c.Staging))
-	}
-
-	w := c.Warehouse
-	if w.Local == nil && w.BigQuery == nil {
+	p = append(p, ValidateStaging(c.Staging)...)
+	if c.Warehouse.Local == nil && c.Warehouse.BigQuery == nil {
 		p.add("warehouse", "is required: warehouse.local.path and/or warehouse.bigquery")
 	}
-	if w.Local != nil && w.Local.Path == "" {
-		p.add("warehouse.local.path", "is required")
-	}
-	if bq := w.BigQuery; bq != nil {
-		if !projectPattern.MatchString(bq.Project) {
-			p.add("warehouse.bigquery.project", "must be a Google Cloud project ID (got %q)", bq.Project)
-		}
-		if !datasetPattern.MatchString(bq.Dataset) {
-			p.add("warehouse.bigquery.dataset", "must be 1 to 1000 letters, digits and underscores (got %q)", bq.Dataset)
-		}
-		if bq.Table == "" {
-			bq.Table = DefaultTable
-		}
-		if !tablePattern.MatchString(bq.Table) {
-			p.add("warehouse.bigquery.table", "must be letters, digits and underscores (got %q)", bq.Table)
-		}
-		if bq.Location == "" {
-			bq.Location = DefaultLocation
-		}
-		if bq.PartitionExpirationDays < 0 {
-			p.add("warehouse.bigquery.partition_expiration_days", "must be >= 0 (got %d)", bq.PartitionExpirationDays)
-		}
-		if bq.Endpoint != "" {
-			if u, err := url.Parse(bq.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-				p.add("warehouse.bigquery.endpoint", "must be an absolute http(s) URL %s", gotURL(bq.Endpoint))
-			}
-		}
-	}
-
-	if c.Export.PartRows < 1 {
-		p.add("export.part_rows", "must be > 0 (got %d)", c.Export.PartRows)
-	}
-	if c.Export.BatchRows < 1 || c.Export.BatchRows > 1<<20 {
-		p.add("export.batch_rows", "must be between 1 and 1048576 (got %d)", c.Export.BatchRows)
-	}
-	if c.Export.RowGroupRows < c.Export.BatchRows {
-		p.add("export.row_group_rows", "must be at least export.batch_rows (%d) (got %d)", c.Export.BatchRows, c.Export.RowGroupRows)
-	}
-	if c.Export.BatchBytes < minBatchBytes || c.Export.BatchBytes > maxBatchBytes {
-		p.add("export.batch_bytes", "must be between %s and %s (got %s)", ByteSize(minBatchBytes), ByteSize(maxBatchBytes), c.Export.BatchBytes)
-	}
-	if c.Export.RowGroupBytes < c.Export.BatchBytes || c.Export.RowGroupBytes > maxRowGroupBytes {
-		p.add("export.row_group_bytes", "must be between export.batch_bytes (%s) and %s (got %s)", c.Export.BatchBytes, ByteSize(maxRowGroupBytes), c.Export.RowGroupBytes)
-	}
-	if c.Export.CommitInterval < 100*time.Millisecond {
-		p.add("export.commit_interval", "must be at least 100ms (got %s)", c.Export.CommitInterval)
-	}
+	p.section("warehouse", c.Warehouse.Validate())
+	p.section("export", c.Export.Validate())
 	if c.Schedule != "" {
 		if _, err := ParseSchedule(c.Schedule); err != nil {
 			p.add("schedule", "%v (got %q)", err, c.Schedule)
 		}
 	}
-	if c.Metrics.Pushgateway != "" {
-		if u, err := url.Parse(c.Metrics.Pushgateway); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			p.add("metrics.pushgateway", "must be an absolute http(s) URL %s", gotURL(c.Metrics.Pushgateway))
+	p.section("metrics", c.Metrics.Validate())
+	p.section("log", c.Log.Validate())
+	return p
+}
+
+// Validate checks the twilio section; each problem starts with the path
+// of the field within the section (page_size: ...).
+func (t Twilio) Validate() []string {
+	var p problems
+	// Secrets must never come back in an error, even pasted into the wrong
+	// field: URLs are shown without their user info, and the SIDs not at
+	// all (a token pasted into account_sid is a token).
+	if u, err := url.Parse(t.BaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		p.add("base_url", "must be an absolute https URL %s", gotURL(t.BaseURL))
+	} else if u.User != nil {
+		p.add("base_url", "must not hold credentials (user info before @): give them as account_sid and auth_token (the value is not shown)")
+	} else if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		p.add("base_url", "must be a scheme and host only, like https://chat.twilio.com %s", gotURL(t.BaseURL))
+	} else if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		p.add("base_url", "must use https: the credentials would travel in clear; http is allowed only for a loopback host (localhost, 127.0.0.0/8, ::1) %s", gotURL(t.BaseURL))
+	}
+	switch {
+	case t.APIKeySID != "" || t.APIKeySecret != "":
+		if !twilio.APIKeySIDPattern.MatchString(t.APIKeySID) {
+			p.add("api_key_sid", "%s", sidProblem(t.APIKeySID, "SK"))
+		}
+		if t.APIKeySecret == "" {
+			p.add("api_key_secret", "is required with twilio.api_key_sid")
+		}
+		if t.AuthToken != "" {
+			p.add("auth_token", "give either auth_token or api_key_sid/api_key_secret, not both")
+		}
+		if t.AccountSID != "" && !twilio.AccountSIDPattern.MatchString(t.AccountSID) {
+			p.add("account_sid", "%s", sidProblem(t.AccountSID, "AC"))
+		}
+	default:
+		if !twilio.AccountSIDPattern.MatchString(t.AccountSID) {
+			p.add("account_sid", "%s", sidProblem(t.AccountSID, "AC"))
+		}
+		if t.AuthToken == "" {
+			p.add("auth_token", "is required (or give api_key_sid and api_key_secret)")
 		}
 	}
-	switch c.Log.Level {
+	if t.PageSize < 1 || t.PageSize > 1000 {
+		p.add("page_size", "must be between 1 and 1000 (got %d)", t.PageSize)
+	}
+	if t.UsersPageSize < 1 || t.UsersPageSize > 1000 {
+		p.add("users_page_size", "must be between 1 and 1000 (got %d)", t.UsersPageSize)
+	}
+	if t.Concurrency < 1 || t.Concurrency > 256 {
+		p.add("concurrency", "must be between 1 and 256 (got %d)", t.Concurrency)
+	}
+	if t.RequestTimeout <= 0 {
+		p.add("request_timeout", "must be > 0 (got %s)", t.RequestTimeout)
+	}
+	if t.MaxAttempts < 1 || t.MaxAttempts > 20 {
+		p.add("max_attempts", "must be between 1 and 20 (got %d)", t.MaxAttempts)
+	}
+	if t.RequestsPerSecond < 0 {
+		p.add("requests_per_second", "must be >= 0 (got %g)", t.RequestsPerSecond)
+	}
+	if t.MaxResponseBytes < minResponseBytes || t.MaxResponseBytes > maxResponseBytes {
+		p.add("max_response_bytes", "must be between %s and %s (got %s)", ByteSize(minResponseBytes), ByteSize(maxResponseBytes), t.MaxResponseBytes)
+	}
+	if t.UnavailableAfter < minUnavailableAfter {
+		p.add("unavailable_after", "must be at least %s (got %s)", minUnavailableAfter, t.UnavailableAfter)
+	}
+	return p
+}
+
+// Validate checks one entry of services; each problem starts with the path
+// of the field within the entry (sid: ...). That no two entries name the
+// same service is checked by Config.Validate.
+func (s Service) Validate() []string {
+	var p problems
+	if !twilio.ServiceSIDPattern.MatchString(s.SID) {
+		p.add("sid", "must match %s (got %q)", twilio.ServiceSIDPattern, s.SID)
+	}
+	if !s.Users.All && len(s.Users.List) == 0 {
+		p.add("users", `is required: "all" or a list of user SIDs and identities`)
+	}
+	seenUser := map[string]int{}
+	for j, u := range s.Users.List {
+		upath := fmt.Sprintf("users[%d]", j)
+		switch k, dup := seenUser[u]; {
+		case u == "":
+			p.add(upath, "must not be empty")
+		case dup:
+			p.add(upath, "%q is already listed as users[%d]", u, k)
+		default:
+			seenUser[u] = j
+		}
+	}
+	seenType := map[string]bool{}
+	for j, bt := range s.BindingTypes {
+		bpath := fmt.Sprintf("binding_types[%d]", j)
+		switch {
+		case bt != "apn" && bt != "fcm" && bt != "gcm":
+			p.add(bpath, "must be one of apn, fcm, gcm (got %q)", bt)
+		case seenType[bt]:
+			p.add(bpath, "%q is listed twice", bt)
+		}
+		seenType[bt] = true
+	}
+	return p
+}
+
+// ValidateStaging checks the staging field: a local directory, or a
+// gs://bucket/prefix URI that the GCS store accepts (staging.ParseGCSURI),
+// so that what validates here is what a run opens. Each problem starts
+// with "staging: ".
+func ValidateStaging(s string) []string {
+	var p problems
+	switch {
+	case s == "":
+		p.add("staging", "is required: a local directory or gs://bucket/prefix")
+	case strings.HasPrefix(s, "gs://"):
+		bucket, _, _ := strings.Cut(strings.TrimPrefix(s, "gs://"), "/")
+		if !staging.ValidBucketName(bucket) {
+			if strings.Contains(bucket, "@") {
+				p.add("staging", "the bucket name is not a valid GCS bucket name (the value is not shown: it may hold credentials)")
+			} else {
+				p.add("staging", "bucket name %q is not a valid GCS bucket name", bucket)
+			}
+		} else if _, _, err := staging.ParseGCSURI(s); err != nil {
+			p.add("staging", "the prefix after the bucket must be a slash-separated path without empty, . or .. elements %s", gotURL(s))
+		}
+	case strings.Contains(s, "://"):
+		p.add("staging", "must be a local directory or gs://bucket/prefix %s", gotURL(s))
+	}
+	return p
+}
+
+// Validate checks the warehouse sections given; each problem starts with
+// the path of the field within the section (bigquery.dataset: ...). That
+// at least one is given is checked by Config.Validate.
+func (w Warehouse) Validate() []string {
+	var p problems
+	if w.Local != nil {
+		p.section("local", w.Local.Validate())
+	}
+	if w.BigQuery != nil {
+		p.section("bigquery", w.BigQuery.Validate())
+	}
+	return p
+}
+
+// Validate checks the warehouse.local section.
+func (l Local) Validate() []string {
+	var p problems
+	if l.Path == "" {
+		p.add("path", "is required")
+	}
+	return p
+}
+
+// Validate checks the warehouse.bigquery section, after SetDefaults: an
+// empty table or location is a problem here.
+func (bq BigQuery) Validate() []string {
+	var p problems
+	if !projectPattern.MatchString(bq.Project) {
+		p.add("project", "must be a Google Cloud project ID (got %q)", bq.Project)
+	}
+	if !datasetPattern.MatchString(bq.Dataset) {
+		p.add("dataset", "must be 1 to 1000 letters, digits and underscores (got %q)", bq.Dataset)
+	}
+	if !tablePattern.MatchString(bq.Table) {
+		p.add("table", "must be letters, digits and underscores (got %q)", bq.Table)
+	}
+	if bq.Location == "" {
+		p.add("location", "is required")
+	}
+	if bq.PartitionExpirationDays < 0 {
+		p.add("partition_expiration_days", "must be >= 0 (got %d)", bq.PartitionExpirationDays)
+	}
+	if bq.Endpoint != "" {
+		if u, err := url.Parse(bq.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			p.add("endpoint", "must be an absolute http(s) URL %s", gotURL(bq.Endpoint))
+		}
+	}
+	return p
+}
+
+// Validate checks the export section.
+func (e Export) Validate() []string {
+	var p problems
+	if e.PartRows < 1 {
+		p.add("part_rows", "must be > 0 (got %d)", e.PartRows)
+	}
+	if e.BatchRows < 1 || e.BatchRows > 1<<20 {
+		p.add("batch_rows", "must be between 1 and 1048576 (got %d)", e.BatchRows)
+	}
+	if e.RowGroupRows < e.BatchRows {
+		p.add("row_group_rows", "must be at least export.batch_rows (%d) (got %d)", e.BatchRows, e.RowGroupRows)
+	}
+	if e.BatchBytes < minBatchBytes || e.BatchBytes > maxBatchBytes {
+		p.add("batch_bytes", "must be between %s and %s (got %s)", ByteSize(minBatchBytes), ByteSize(maxBatchBytes), e.BatchBytes)
+	}
+	if e.RowGroupBytes < e.BatchBytes || e.RowGroupBytes > maxRowGroupBytes {
+		p.add("row_group_bytes", "must be between export.batch_bytes (%s) and %s (got %s)", e.BatchBytes, ByteSize(maxRowGroupBytes), e.RowGroupBytes)
+	}
+	if e.CommitInterval < 100*time.Millisecond {
+		p.add("commit_interval", "must be at least 100ms (got %s)", e.CommitInterval)
+	}
+	return p
+}
+
+// Validate checks the metrics section.
+func (m Metrics) Validate() []string {
+	var p problems
+	if m.Pushgateway != "" {
+		if u, err := url.Parse(m.Pushgateway); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			p.add("pushgateway", "must be an absolute http(s) URL %s", gotURL(m.Pushgateway))
+		}
+	}
+	return p
+}
+
+// Validate checks the log section.
+func (l Log) Validate() []string {
+	var p problems
+	switch l.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		p.add("log.level", "must be one of debug, info, warn, error (got %q)", c.Log.Level)
+		p.add("level", "must be one of debug, info, warn, error (got %q)", l.Level)
 	}
-	switch c.Log.Format {
+	switch l.Format {
 	case "auto", "json", "console":
 	default:
-		p.add("log.format", "must be one of auto, json, console (got %q)", c.Log.Format)
+		p.add("format", "must be one of auto, json, console (got %q)", l.Format)
 	}
 	return p
 }
@@ -559,6 +665,14 @@ func (p *problems) add(path, format string, args ...any) {
 	*p = append(*p, path+": "+fmt.Sprintf(format, args...))
 }
 
+// section records the problems of the section at path, each of which
+// starts with the path of its field within the section.
+func (p *problems) section(path string, sub []string) {
+	for _, s := range sub {
+		*p = append(*p, path+"."+s)
+	}
+}
+
 // Bounds of the byte sizes and durations Validate checks.
 const (
 	minResponseBytes    = 1 << 10
@@ -575,8 +689,8 @@ const (
 // said 1000 before 2025-10); the worker falls back to them when Twilio
 // rejects a larger one.
 const (
-	documentedPageSize      = 50
-	documentedUsersPageSize = 100
+	documentedPageSize      = twilio.MaxBindingsPageSize
+	documentedUsersPageSize = twilio.MaxUsersPageSize
 )
 
 // Warnings returns what Validate accepts but is likely to cause trouble,

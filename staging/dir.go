@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -378,10 +379,11 @@ func (d *Dir) Delete(ctx context.Context, name string) error {
 
 // Lock takes flock(2) on the file .locks/<name> under the root. The kernel
 // drops the lock when the process dies, even by kill -9, so a crashed run
-// never leaves a stale lock. flock belongs to the open file, so a second Lock
-// of the same name in the same process fails too. The lock file is never
-// deleted: removing it could let two processes lock different inodes.
-func (d *Dir) Lock(ctx context.Context, name string) (func() error, error) {
+// never leaves a stale lock, and a live process never loses it: the lease's
+// Lost channel is never closed. flock belongs to the open file, so a second
+// Lock of the same name in the same process fails too. The lock file is
+// never deleted: removing it could let two processes lock different inodes.
+func (d *Dir) Lock(ctx context.Context, name string) (Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
@@ -403,18 +405,38 @@ func (d *Dir) Lock(ctx context.Context, name string) (func() error, error) {
 		}
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
-	released := false
-	return func() error {
-		if released {
-			return nil
+	return &dirLease{f: f, name: name, lost: make(chan struct{})}, nil
+}
+
+// LockURI returns the absolute path of the lock file of name.
+func (d *Dir) LockURI(name string) string {
+	return filepath.Join(d.root, lockDir, filepath.FromSlash(name))
+}
+
+// dirLease is a flock held through its open file.
+type dirLease struct {
+	f    *os.File
+	name string
+	lost chan struct{} // never closed
+	once sync.Once
+}
+
+var _ Locker = (*Dir)(nil)
+
+func (l *dirLease) Lost() <-chan struct{} { return l.lost }
+
+func (l *dirLease) Err() error { return nil }
+
+// Release closes the only descriptor of the lock file, which releases the
+// lock.
+func (l *dirLease) Release() error {
+	var err error
+	l.once.Do(func() {
+		if cerr := l.f.Close(); cerr != nil {
+			err = fmt.Errorf("unlock %q: %w", l.name, cerr)
 		}
-		released = true
-		// Closing the only descriptor releases the lock.
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("unlock %q: %w", name, err)
-		}
-		return nil
-	}, nil
+	})
+	return err
 }
 
 // flock retries on EINTR, which a signal can cause even with LOCK_NB.

@@ -197,7 +197,7 @@ func TestURI(t *testing.T) {
 func TestLockSameProcess(t *testing.T) {
 	ctx := context.Background()
 	d := newTestDir(t)
-	unlock, err := d.Lock(ctx, "snap/lock")
+	lease, err := d.Lock(ctx, "snap/lock")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,14 +208,17 @@ func TestLockSameProcess(t *testing.T) {
 	if _, err := d2.Lock(ctx, "snap/lock"); !errors.Is(err, ErrLocked) {
 		t.Fatalf("Lock through a second Dir: err = %v, want ErrLocked", err)
 	}
-	if err := unlock(); err != nil {
+	if _, err := os.Stat(d2.LockURI("snap/lock")); err != nil {
+		t.Errorf("LockURI does not name the lock file: %v", err)
+	}
+	if err := lease.Release(); err != nil {
 		t.Fatal(err)
 	}
 	again, err := d2.Lock(ctx, "snap/lock")
 	if err != nil {
-		t.Fatalf("Lock through the second Dir after unlock: %v", err)
+		t.Fatalf("Lock through the second Dir after Release: %v", err)
 	}
-	if err := again(); err != nil {
+	if err := again.Release(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -274,11 +277,11 @@ func TestLockOtherProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Wait()
-	unlock, err := d.Lock(ctx, "run")
+	lease, err := d.Lock(ctx, "run")
 	if err != nil {
 		t.Fatalf("Lock after the holder was killed: %v", err)
 	}
-	unlock()
+	lease.Release()
 }
 
 // withUmask runs the rest of the test under umask mask. The umask belongs
@@ -303,11 +306,11 @@ func TestModes(t *testing.T) {
 	if err := d.PutIfAbsent(ctx, "snapshots/2026-11-26/_log/1.json", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	unlock, err := d.Lock(ctx, "snapshots/2026-11-26/LOCK")
+	lease, err := d.Lock(ctx, "snapshots/2026-11-26/LOCK")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
+	defer lease.Release()
 	err = filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err

@@ -32,9 +32,6 @@ var (
 	// errConditionNotMet means a conditional write found the object in
 	// another state than it required.
 	errConditionNotMet = errors.New("precondition not met")
-	// errLeaseLost is returned (wrapped) by the unlock function of a lock
-	// whose lease another process took over or removed.
-	errLeaseLost = errors.New("lock lease lost")
 )
 
 const (
@@ -86,7 +83,10 @@ type GCS struct {
 	afterRefresh func(error)
 }
 
-var _ Store = (*GCS)(nil)
+var (
+	_ Store  = (*GCS)(nil)
+	_ Locker = (*GCS)(nil)
+)
 
 // GCSOptions tunes a GCS store. The zero value is ready to use.
 type GCSOptions struct {
@@ -111,7 +111,7 @@ func ParseGCSURI(uri string) (bucket, prefix string, err error) {
 		return "", "", fmt.Errorf("%w %q: must start with gs://", errBadURI, uri)
 	}
 	bucket, prefix, _ = strings.Cut(rest, "/")
-	if !validBucket(bucket) {
+	if !ValidBucketName(bucket) {
 		return "", "", fmt.Errorf("%w %q: %q is not a valid bucket name", errBadURI, uri, bucket)
 	}
 	if prefix == "" {
@@ -124,9 +124,11 @@ func ParseGCSURI(uri string) (bucket, prefix string, err error) {
 	return bucket, clean, nil
 }
 
-// validBucket follows the GCS naming rules: 3 to 63 characters, or up to
+// ValidBucketName reports whether name follows the GCS bucket naming rules
+// that ParseGCSURI checks: lower-case letters, digits, '-', '_' and '.',
+// starting and ending with a letter or digit, 3 to 63 characters, or up to
 // 222 with dots where each dot-separated part has at most 63.
-func validBucket(name string) bool {
+func ValidBucketName(name string) bool {
 	if len(name) < 3 || len(name) > 222 || !bucketPattern.MatchString(name) {
 		return false
 	}
@@ -503,13 +505,23 @@ func (g *GCS) URI(name string) string {
 	return "gs://" + g.bucketName + "/" + g.prefix + name
 }
 
+// LockURI returns gs://bucket/prefix/.locks/name, the lock object of name.
+func (g *GCS) LockURI(name string) string {
+	return "gs://" + g.bucketName + "/" + g.prefix + lockDir + "/" + name
+}
+
+// LockTTL is how long a lock of this store outlives its holder's last
+// refresh (GCSOptions.LockTTL); see the function LockTTL.
+func (g *GCS) LockTTL() time.Duration { return g.ttl }
+
 // leaseRecord is the content of a lock object.
 type leaseRecord struct {
 	Owner   string    `json:"owner"`
 	Expires time.Time `json:"expires"`
 }
 
-// leaseData returns a fresh lease of this store's owner.
+// leaseData returns a fresh lease of this store's owner. Its expiry is
+// at least LockTTL after any time read before the call.
 func (g *GCS) leaseData() []byte {
 	data, err := json.Marshal(leaseRecord{Owner: g.owner, Expires: g.now().Add(g.ttl).UTC()})
 	if err != nil {
@@ -521,13 +533,13 @@ func (g *GCS) leaseData() []byte {
 // Lock takes a lease on the object prefix/.locks/<name>: it creates the
 // object if absent, or replaces it if the lease it holds has expired, each
 // with a precondition so that of two processes only one wins. While held,
-// the lease is renewed every LockTTL/3. The returned function stops the
-// renewals and deletes the lock object if it still holds this lease; it
-// returns an error if another process took the lease meanwhile (the work
-// done under it may then have overlapped). A second Lock of a held name,
-// even in the same process, returns ErrLocked, naming the holder and the
-// lease's expiry.
-func (g *GCS) Lock(ctx context.Context, name string) (func() error, error) {
+// the lease is renewed every LockTTL/3. The lease is lost, and its Lost
+// channel closed, when a renewal finds that another process replaced or
+// removed the object, or when renewals keep failing until the lease would
+// expire before the next one. A second Lock of a held name, even in the
+// same process, returns ErrLocked, naming the holder and the lease's
+// expiry.
+func (g *GCS) Lock(ctx context.Context, name string) (Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
@@ -535,22 +547,27 @@ func (g *GCS) Lock(ctx context.Context, name string) (func() error, error) {
 		return nil, err
 	}
 	obj := g.bucket.Object(g.prefix + lockDir + "/" + name)
+	// The lease written expires at least ttl after this moment.
+	taken := g.now()
 	gen, err := g.acquire(ctx, obj)
 	if err != nil {
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
 	l := &gcsLease{
-		g:    g,
-		obj:  obj,
-		name: name,
-		gen:  gen,
-		ctx:  context.WithoutCancel(ctx),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		g:        g,
+		obj:      obj,
+		name:     name,
+		gen:      gen,
+		expires:  taken.Add(g.ttl),
+		ctx:      context.WithoutCancel(ctx),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		lostCh:   make(chan struct{}),
+		interval: g.ttl / 3,
 	}
-	tick, stopTicker := g.newTicker(g.ttl / 3)
+	tick, stopTicker := g.newTicker(l.interval)
 	go l.keep(tick, stopTicker)
-	return l.unlock, nil
+	return l, nil
 }
 
 // acquire creates or takes over the lock object and returns its generation.
@@ -598,22 +615,37 @@ func readLease(ctx context.Context, obj *storage.ObjectHandle) (leaseRecord, int
 	return rec, r.Attrs.Generation, nil
 }
 
-// gcsLease is a held lock. gen and lost belong to the keep goroutine
-// until it has stopped; unlock reads them after that.
+// gcsLease is a held lock. gen, expires and lost belong to the keep
+// goroutine until it has stopped; Release reads them after that, and Err
+// reads lost after lostCh is closed, which keep does after setting it.
 type gcsLease struct {
-	g    *GCS
-	obj  *storage.ObjectHandle
-	name string
-	ctx  context.Context
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
+	g        *GCS
+	obj      *storage.ObjectHandle
+	name     string
+	ctx      context.Context
+	interval time.Duration
+	stop     chan struct{}
+	done     chan struct{}
+	lostCh   chan struct{}
+	once     sync.Once
 
-	gen  int64
-	lost error
+	gen     int64
+	expires time.Time // a lower bound of the stored lease's expiry
+	lost    error
 }
 
-// keep renews the lease at every tick until unlock or until it is lost.
+func (l *gcsLease) Lost() <-chan struct{} { return l.lostCh }
+
+func (l *gcsLease) Err() error {
+	select {
+	case <-l.lostCh:
+		return l.lost
+	default:
+		return nil
+	}
+}
+
+// keep renews the lease at every tick until Release or until it is lost.
 func (l *gcsLease) keep(tick <-chan time.Time, stopTicker func()) {
 	defer close(l.done)
 	defer stopTicker()
@@ -623,6 +655,9 @@ func (l *gcsLease) keep(tick <-chan time.Time, stopTicker func()) {
 			return
 		case <-tick:
 			err := l.refresh()
+			if l.lost != nil {
+				close(l.lostCh)
+			}
 			if l.g.afterRefresh != nil {
 				l.g.afterRefresh(err)
 			}
@@ -631,32 +666,38 @@ func (l *gcsLease) keep(tick <-chan time.Time, stopTicker func()) {
 }
 
 // refresh rewrites the lease with a later expiry if the object still holds
-// this lease. A failure other than a lost lease is left to the next tick:
-// the lease outlives two missed refreshes.
+// this lease. A failure other than a lost lease is left to the next tick,
+// unless the lease would expire before that tick: another process may then
+// take it over, so it counts as lost.
 func (l *gcsLease) refresh() error {
-	ctx, cancel := context.WithTimeout(l.ctx, min(l.g.ttl/3, maxRefreshTimeout))
+	ctx, cancel := context.WithTimeout(l.ctx, min(l.interval, maxRefreshTimeout))
 	defer cancel()
+	at := l.g.now()
 	gen, err := putIf(ctx, l.obj, storage.Conditions{GenerationMatch: l.gen}, l.g.leaseData(), "application/json")
 	switch {
 	case err == nil:
 		l.gen = gen
+		l.expires = at.Add(l.g.ttl)
 		return nil
 	case errors.Is(err, errConditionNotMet):
-		l.lost = fmt.Errorf("%w: another process replaced or removed gs://%s/%s", errLeaseLost, l.obj.BucketName(), l.obj.ObjectName())
+		l.lost = fmt.Errorf("lock %q: %w: another process replaced or removed gs://%s/%s", l.name, ErrLeaseLost, l.obj.BucketName(), l.obj.ObjectName())
+		return l.lost
+	case !l.g.now().Add(l.interval).Before(l.expires):
+		l.lost = fmt.Errorf("lock %q: %w: could not renew it before it expires at %s: %w", l.name, ErrLeaseLost, l.expires.Format(time.RFC3339), err)
 		return l.lost
 	}
 	return fmt.Errorf("refresh lease of lock %q: %w", l.name, err)
 }
 
-// unlock stops the renewals and deletes the lock object if it is still
+// Release stops the renewals and deletes the lock object if it is still
 // this lease's generation. Later calls return nil.
-func (l *gcsLease) unlock() error {
+func (l *gcsLease) Release() error {
 	var err error
 	l.once.Do(func() {
 		close(l.stop)
 		<-l.done
 		if l.lost != nil {
-			err = fmt.Errorf("unlock %q: %w", l.name, l.lost)
+			err = fmt.Errorf("unlock: %w", l.lost)
 			return
 		}
 		ctx, cancel := context.WithTimeout(l.ctx, unlockTimeout)
@@ -668,7 +709,7 @@ func (l *gcsLease) unlock() error {
 		switch {
 		case derr == nil:
 		case preconditionFailed(derr) || errors.Is(derr, storage.ErrObjectNotExist):
-			err = fmt.Errorf("unlock %q: %w: another process replaced or removed gs://%s/%s", l.name, errLeaseLost, l.obj.BucketName(), l.obj.ObjectName())
+			err = fmt.Errorf("unlock %q: %w: another process replaced or removed gs://%s/%s", l.name, ErrLeaseLost, l.obj.BucketName(), l.obj.ObjectName())
 		default:
 			err = fmt.Errorf("unlock %q: %w", l.name, derr)
 		}

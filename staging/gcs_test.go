@@ -61,6 +61,15 @@ type faultTransport struct {
 	mu          sync.Mutex
 	loseUploads int
 	uploads     int
+	// failUploads, while positive, refuses uploads with 403 before they
+	// reach the server, as a bucket whose permissions were taken away.
+	failUploads int
+}
+
+func (f *faultTransport) failNextUploads(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failUploads = n
 }
 
 func (f *faultTransport) loseNextUploads(n int) {
@@ -80,6 +89,23 @@ func (f *faultTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// request's context; a network would not get that far.
 	if err := req.Context().Err(); err != nil {
 		return nil, err
+	}
+	if strings.HasPrefix(req.URL.Path, "/upload/") {
+		f.mu.Lock()
+		fail := f.failUploads > 0
+		if fail {
+			f.failUploads--
+		}
+		f.mu.Unlock()
+		if fail {
+			return &http.Response{
+				StatusCode: http.StatusForbidden,
+				Status:     "403 Forbidden",
+				Header:     http.Header{"Content-Type": {"application/json"}},
+				Body:       io.NopCloser(strings.NewReader(`{"error":{"code":403,"message":"permission denied"}}`)),
+				Request:    req,
+			}, nil
+		}
 	}
 	resp, err := f.next.RoundTrip(req)
 	if !strings.HasPrefix(req.URL.Path, "/upload/") {
@@ -178,13 +204,13 @@ func (f *fakeGCS) lease(t *testing.T, name string) leaseRecord {
 }
 
 func TestGCSStore(t *testing.T) {
-	testStore(t, func(t *testing.T) Store {
+	testStore(t, func(t *testing.T) lockingStore {
 		return newFakeGCS(t).store(t, "gs://"+testBucket+"/staging/bindsync", GCSOptions{})
 	})
 }
 
 func TestGCSStoreWholeBucket(t *testing.T) {
-	testStore(t, func(t *testing.T) Store {
+	testStore(t, func(t *testing.T) lockingStore {
 		return newFakeGCS(t).store(t, "gs://"+testBucket, GCSOptions{})
 	})
 }
@@ -282,11 +308,11 @@ func TestGCSObjectLayout(t *testing.T) {
 	if err := s.PutIfAbsent(ctx, "snap/_log/000001.json", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	unlock, err := s.Lock(ctx, "snap/LOCK")
+	lease, err := s.Lock(ctx, "snap/LOCK")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
+	defer lease.Release()
 
 	want := []string{"other/y", "stage", "stage-2/x", "stage/", "stage/.locks/snap/LOCK", "stage/.tmp-x",
 		"stage/a//b", "stage/snap/_log/000001.json", "stage/snap/part-00001.parquet"}
@@ -381,7 +407,7 @@ func TestGCSLockLease(t *testing.T) {
 		return <-refreshed
 	}
 
-	unlockA, err := a.Lock(ctx, "snap/LOCK")
+	leaseA, err := a.Lock(ctx, "snap/LOCK")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,6 +424,9 @@ func TestGCSLockLease(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("ErrLocked message %q does not name %q", err, want)
 		}
+	}
+	if got, want := b.LockURI("snap/LOCK"), "gs://"+testBucket+"/"+lockObject; got != want {
+		t.Errorf("LockURI = %q, want %q (the object the lease is in)", got, want)
 	}
 
 	// a renews at two thirds of the TTL; b still cannot lock after the
@@ -416,7 +445,7 @@ func TestGCSLockLease(t *testing.T) {
 
 	// a stops renewing (say it hangs); once the lease expires b takes over.
 	clock.Advance(6 * time.Minute)
-	unlockB, err := b.Lock(ctx, "snap/LOCK")
+	leaseB, err := b.Lock(ctx, "snap/LOCK")
 	if err != nil {
 		t.Fatalf("Lock by b after expiry: %v", err)
 	}
@@ -426,11 +455,11 @@ func TestGCSLockLease(t *testing.T) {
 
 	// a's next refresh finds the lease lost; its unlock says so and leaves
 	// b's lease alone.
-	if err := refresh(); !errors.Is(err, errLeaseLost) {
-		t.Errorf("refresh after takeover: err = %v, want errLeaseLost", err)
+	if err := refresh(); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("refresh after takeover: err = %v, want ErrLeaseLost", err)
 	}
-	if err := unlockA(); !errors.Is(err, errLeaseLost) {
-		t.Errorf("unlock by a: err = %v, want errLeaseLost", err)
+	if err := leaseA.Release(); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("Release by a: err = %v, want ErrLeaseLost", err)
 	}
 	if got := f.lease(t, lockObject).Owner; got != "host-b pid 2 run r2" {
 		t.Errorf("lease owner after a's unlock = %q, want b", got)
@@ -439,8 +468,8 @@ func TestGCSLockLease(t *testing.T) {
 		t.Errorf("Lock by a while b holds it: err = %v, want ErrLocked", err)
 	}
 
-	if err := unlockB(); err != nil {
-		t.Fatalf("unlock by b: %v", err)
+	if err := leaseB.Release(); err != nil {
+		t.Fatalf("Release by b: %v", err)
 	}
 	if got := f.objectNames(t); len(got) != 0 {
 		t.Errorf("objects after unlock = %v, want none", got)
@@ -457,23 +486,23 @@ func TestGCSUnlockAfterTakeover(t *testing.T) {
 	a := f.store(t, uri, GCSOptions{LockTTL: time.Minute, Owner: "a", Now: clock.Now})
 	b := f.store(t, uri, GCSOptions{LockTTL: time.Minute, Owner: "b", Now: clock.Now})
 	a.newTicker = func(time.Duration) (<-chan time.Time, func()) { return nil, func() {} }
-	unlockA, err := a.Lock(ctx, "run")
+	leaseA, err := a.Lock(ctx, "run")
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Minute)
-	unlockB, err := b.Lock(ctx, "run")
+	leaseB, err := b.Lock(ctx, "run")
 	if err != nil {
 		t.Fatalf("takeover of an expired lease: %v", err)
 	}
-	if err := unlockA(); !errors.Is(err, errLeaseLost) {
-		t.Errorf("unlock by a: err = %v, want errLeaseLost", err)
+	if err := leaseA.Release(); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("Release by a: err = %v, want ErrLeaseLost", err)
 	}
 	if got := f.lease(t, "stage/.locks/run").Owner; got != "b" {
 		t.Errorf("lease owner after a's unlock = %q, want b", got)
 	}
-	if err := unlockB(); err != nil {
-		t.Errorf("unlock by b: %v", err)
+	if err := leaseB.Release(); err != nil {
+		t.Errorf("Release by b: %v", err)
 	}
 }
 
@@ -489,18 +518,18 @@ func TestGCSLockTakeoverRace(t *testing.T) {
 	for i := range stores {
 		stores[i] = f.store(t, "gs://"+testBucket+"/stage", GCSOptions{Owner: string(rune('a' + i)), Now: clock.Now})
 	}
-	unlocks := make([]func() error, n)
+	leases := make([]Lease, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { unlocks[i], errs[i] = stores[i].Lock(ctx, "run") })
+		wg.Go(func() { leases[i], errs[i] = stores[i].Lock(ctx, "run") })
 	}
 	wg.Wait()
 	winner := oneWinner(t, errs, ErrLocked, "store taking over the expired lock")
 	if got, want := f.lease(t, "stage/.locks/run").Owner, string(rune('a'+winner)); got != want {
 		t.Errorf("lease owner = %q, want the winner %q", got, want)
 	}
-	if err := unlocks[winner](); err != nil {
+	if err := leases[winner].Release(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -521,11 +550,11 @@ func TestGCSLockLostResponse(t *testing.T) {
 	f := newFakeGCS(t)
 	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{Owner: "me"})
 	f.faults.loseNextUploads(1)
-	unlock, err := s.Lock(t.Context(), "run")
+	lease, err := s.Lock(t.Context(), "run")
 	if err != nil {
 		t.Fatalf("Lock with a lost response: %v", err)
 	}
-	if err := unlock(); err != nil {
+	if err := lease.Release(); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.objectNames(t); len(got) != 0 {
@@ -539,15 +568,156 @@ func TestGCSUnlockAfterCancel(t *testing.T) {
 	f := newFakeGCS(t)
 	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})
 	ctx, cancel := context.WithCancel(t.Context())
-	unlock, err := s.Lock(ctx, "run")
+	lease, err := s.Lock(ctx, "run")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cancel()
-	if err := unlock(); err != nil {
+	if err := lease.Release(); err != nil {
 		t.Fatalf("unlock after cancel: %v", err)
 	}
 	if got := f.objectNames(t); len(got) != 0 {
 		t.Errorf("objects after unlock = %v, want none", got)
+	}
+}
+
+// manualRefresh makes s renew its leases only when the returned function
+// is called; the function returns the outcome of that renewal.
+func manualRefresh(t *testing.T, s *GCS) func() error {
+	t.Helper()
+	ticks := make(chan time.Time)
+	refreshed := make(chan error)
+	s.newTicker = func(time.Duration) (<-chan time.Time, func()) { return ticks, func() {} }
+	s.afterRefresh = func(err error) { refreshed <- err }
+	return func() error {
+		ticks <- time.Time{}
+		return <-refreshed
+	}
+}
+
+// isLost reports whether the lease's Lost channel is closed.
+func isLost(l Lease) bool {
+	select {
+	case <-l.Lost():
+		return true
+	default:
+		return false
+	}
+}
+
+// TestGCSLeaseLostSignalled checks that a lease whose renewal finds the
+// lock object changed by another writer, or removed, closes its Lost
+// channel with a reason naming the object, and that Release then reports
+// the loss and leaves the other writer's object alone.
+func TestGCSLeaseLostSignalled(t *testing.T) {
+	const lockObject = "stage/.locks/snap/LOCK"
+	tests := []struct {
+		name   string
+		change func(t *testing.T, f *fakeGCS)
+		want   []string // objects left after Release
+	}{
+		{"object removed", func(t *testing.T, f *fakeGCS) {
+			if err := f.client.Bucket(testBucket).Object(lockObject).Delete(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}, nil},
+		{"generation changed", func(t *testing.T, f *fakeGCS) {
+			f.put(t, lockObject, `{"owner":"someone else","expires":"2099-01-01T00:00:00Z"}`)
+		}, []string{lockObject}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeGCS(t)
+			s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{Owner: "me"})
+			refresh := manualRefresh(t, s)
+			lease, err := s.Lock(t.Context(), "snap/LOCK")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := refresh(); err != nil || isLost(lease) {
+				t.Fatalf("refresh of a held lease: %v, lost %v", err, isLost(lease))
+			}
+			tt.change(t, f)
+			if err := refresh(); !errors.Is(err, ErrLeaseLost) {
+				t.Errorf("refresh after the change: err = %v, want ErrLeaseLost", err)
+			}
+			if !isLost(lease) {
+				t.Fatal("Lost not closed after the lease was lost")
+			}
+			err = lease.Err()
+			if !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "gs://"+testBucket+"/"+lockObject) {
+				t.Errorf("Err = %v, want ErrLeaseLost naming the lock object", err)
+			}
+			if err := lease.Release(); !errors.Is(err, ErrLeaseLost) {
+				t.Errorf("Release of a lost lease: err = %v, want ErrLeaseLost", err)
+			}
+			if got := f.objectNames(t); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("objects after Release = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestGCSLeaseLostWhenRenewalsFail checks that renewals failing for
+// another reason than a changed object are retried at the next tick while
+// the lease lasts, and count as a loss once the lease would expire before
+// the tick after: another process may take it over then.
+func TestGCSLeaseLostWhenRenewalsFail(t *testing.T) {
+	f := newFakeGCS(t)
+	clock := newTestClock()
+	const ttl = 9 * time.Minute
+	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{LockTTL: ttl, Owner: "me", Now: clock.Now})
+	refresh := manualRefresh(t, s)
+	lease, err := s.Lock(t.Context(), "snap/LOCK")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Lease until 9m. A failed renewal at 3m leaves time for the one at
+	// 6m, which succeeds: the lease now runs to 15m.
+	clock.Advance(ttl / 3)
+	f.faults.failNextUploads(1)
+	if err := refresh(); err == nil || errors.Is(err, ErrLeaseLost) || isLost(lease) {
+		t.Fatalf("first failed renewal: err = %v, lost %v; want a plain error", err, isLost(lease))
+	}
+	clock.Advance(ttl / 3)
+	if err := refresh(); err != nil {
+		t.Fatalf("renewal: %v", err)
+	}
+
+	// Failures at 9m and 12m: after the second the next tick (15m) is no
+	// earlier than the expiry.
+	f.faults.failNextUploads(2)
+	clock.Advance(ttl / 3)
+	if err := refresh(); err == nil || isLost(lease) {
+		t.Fatalf("renewal at 9m: err = %v, lost %v; want a plain error", err, isLost(lease))
+	}
+	clock.Advance(ttl / 3)
+	if err := refresh(); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("renewal at 12m: err = %v, want ErrLeaseLost", err)
+	}
+	if !isLost(lease) {
+		t.Fatal("Lost not closed")
+	}
+	if err := lease.Err(); !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "could not renew it before it expires at 2025-01-02T03:15:00Z") {
+		t.Errorf("Err = %v, want a loss naming the expiry", err)
+	}
+	if err := lease.Release(); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("Release: err = %v, want ErrLeaseLost", err)
+	}
+}
+
+// TestLockTTL checks what a run waits for a held lock: the lease of a GCS
+// lock, nothing for a local one.
+func TestLockTTL(t *testing.T) {
+	f := newFakeGCS(t)
+	if got := LockTTL(f.store(t, "gs://"+testBucket+"/stage", GCSOptions{LockTTL: 2 * time.Minute})); got != 2*time.Minute {
+		t.Errorf("LockTTL(GCS with a 2m lease) = %s", got)
+	}
+	if got := LockTTL(f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})); got != DefaultLockTTL {
+		t.Errorf("LockTTL(GCS by default) = %s, want %s", got, DefaultLockTTL)
+	}
+	if got := LockTTL(newTestDir(t)); got != 0 {
+		t.Errorf("LockTTL(Dir) = %s, want 0", got)
 	}
 }

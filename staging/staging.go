@@ -2,6 +2,9 @@
 // files and the checkpoint log live here until the snapshot is published.
 // A Store is a flat namespace of objects addressed by slash-separated names,
 // implemented by a local directory (Dir) and by a GCS bucket prefix (GCS).
+// Both also hand out named locks (Locker), which a run holds on the
+// snapshot it works on; a lock is not storage, so it is an interface of its
+// own.
 package staging
 
 import (
@@ -9,6 +12,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"io"
+	"time"
 )
 
 // Sentinel errors returned by every Store implementation.
@@ -19,6 +23,9 @@ var (
 	ErrExists = errors.New("object already exists")
 	// ErrLocked is returned by Lock when another process holds the lock.
 	ErrLocked = errors.New("locked by another process")
+	// ErrLeaseLost is returned (wrapped) by Lease.Err and Lease.Release
+	// when the lock stopped being held before it was released.
+	ErrLeaseLost = errors.New("lock lease lost")
 )
 
 // Writer receives the bytes of one object. Nothing is visible under the
@@ -55,9 +62,6 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]string, error)
 	// Delete removes name; ErrNotExist if it is missing.
 	Delete(ctx context.Context, name string) error
-	// Lock takes an exclusive lock called name that is released by the
-	// returned function or when the process dies. ErrLocked if it is held.
-	Lock(ctx context.Context, name string) (unlock func() error, err error)
 	// Checksum returns the CRC32C (Castagnoli) checksum and the size of
 	// the stored object name, so that a part can be checked against the
 	// checksum recorded when it was written without downloading it where
@@ -72,3 +76,47 @@ type Store interface {
 // CRC32C is the table of the Castagnoli polynomial: the checksum GCS keeps
 // per object, and the one bindsync records for every part it writes.
 var CRC32CTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Locker hands out exclusive named locks. A run holds the lock of the
+// snapshot it works on, so that two runs never write the same snapshot.
+type Locker interface {
+	// Lock takes the lock called name (a Store object name; it does not
+	// collide with objects) and returns its Lease. It returns ErrLocked
+	// (wrapped, naming the holder where known) when the lock is held, even
+	// by the same process. The lease outlives ctx: only Release or the
+	// death of the process ends it.
+	Lock(ctx context.Context, name string) (Lease, error)
+	// LockURI names where the lock called name lives (a file path or a
+	// gs:// object), for messages that send an operator to it.
+	LockURI(name string) string
+}
+
+// Lease is a held lock.
+type Lease interface {
+	// Lost is closed when the lock stopped being held without Release:
+	// another process took it over or removed it, or it could not be
+	// renewed before it expired. Another run may then work on what the
+	// lock guarded, so the holder must stop at once. It is never closed
+	// for a lock that only the holder's death can end (Dir).
+	Lost() <-chan struct{}
+	// Err says why the lease was lost, wrapping ErrLeaseLost, once Lost
+	// is closed; nil before.
+	Err() error
+	// Release gives the lock up. It returns an error wrapping ErrLeaseLost
+	// if the lease was lost meanwhile (the work done under it may have
+	// overlapped another holder's). Later calls return nil. It is safe to
+	// call concurrently with Lost and Err.
+	Release() error
+}
+
+// LockTTL returns how long a lock of l can outlive a holder that died
+// without releasing it: the lease time of a GCS lock, 0 for a Dir, whose
+// locks the kernel drops with their process. A run that finds its lock
+// held waits a little longer than this before giving up, so that it takes
+// over from a run that was killed.
+func LockTTL(l Locker) time.Duration {
+	if t, ok := l.(interface{ LockTTL() time.Duration }); ok {
+		return t.LockTTL()
+	}
+	return 0
+}

@@ -15,15 +15,21 @@ import (
 
 // TestDirStore runs the shared Store suite on a local directory.
 func TestDirStore(t *testing.T) {
-	testStore(t, func(t *testing.T) Store { return newTestDir(t) })
+	testStore(t, func(t *testing.T) lockingStore { return newTestDir(t) })
+}
+
+// lockingStore is a Store that is also a Locker, as Dir and GCS are.
+type lockingStore interface {
+	Store
+	Locker
 }
 
 // testStore checks the Store contract on fresh, empty stores made by
 // newStore, so that every implementation behaves the same.
-func testStore(t *testing.T, newStore func(t *testing.T) Store) {
+func testStore(t *testing.T, newStore func(t *testing.T) lockingStore) {
 	tests := []struct {
 		name string
-		run  func(t *testing.T, s Store)
+		run  func(t *testing.T, s lockingStore)
 	}{
 		{"create and read back", storeCreateReadBack},
 		{"read at offsets", storeReadAt},
@@ -86,7 +92,7 @@ func listAll(t *testing.T, s Store) []string {
 	return names
 }
 
-func storeCreateReadBack(t *testing.T, s Store) {
+func storeCreateReadBack(t *testing.T, s lockingStore) {
 	ctx := t.Context()
 	tests := []struct {
 		name, content string
@@ -113,7 +119,7 @@ func storeCreateReadBack(t *testing.T, s Store) {
 	}
 }
 
-func storeReadAt(t *testing.T, s Store) {
+func storeReadAt(t *testing.T, s lockingStore) {
 	content := strings.Repeat("0123456789", 10)
 	writeObject(t, s, "obj", content)
 	obj, err := s.Open(t.Context(), "obj")
@@ -176,7 +182,7 @@ func storeReadAt(t *testing.T, s Store) {
 // storeLargeObject writes more than one upload chunk of the GCS store, so
 // that its multi-request upload is exercised, and reads across the chunk
 // boundary.
-func storeLargeObject(t *testing.T, s Store) {
+func storeLargeObject(t *testing.T, s lockingStore) {
 	ctx := t.Context()
 	const size = gcsChunkSize + 512<<10
 	content := make([]byte, size)
@@ -229,7 +235,7 @@ func storeLargeObject(t *testing.T, s Store) {
 // storeChecksum checks that Checksum answers the CRC32C and size of what
 // was written, through Create (in several chunks on GCS) and PutIfAbsent,
 // and follows a replacement.
-func storeChecksum(t *testing.T, s Store) {
+func storeChecksum(t *testing.T, s lockingStore) {
 	ctx := t.Context()
 	large := make([]byte, gcsChunkSize+300<<10)
 	for i := range large {
@@ -262,7 +268,7 @@ func storeChecksum(t *testing.T, s Store) {
 	}
 }
 
-func storeNotVisibleUntilClose(t *testing.T, s Store) {
+func storeNotVisibleUntilClose(t *testing.T, s lockingStore) {
 	ctx := t.Context()
 	tests := []struct {
 		name     string
@@ -307,7 +313,7 @@ func storeNotVisibleUntilClose(t *testing.T, s Store) {
 	}
 }
 
-func storeWriterAfterClose(t *testing.T, s Store) {
+func storeWriterAfterClose(t *testing.T, s lockingStore) {
 	w, err := s.Create(t.Context(), "x")
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +332,7 @@ func storeWriterAfterClose(t *testing.T, s Store) {
 	}
 }
 
-func storePutIfAbsent(t *testing.T, s Store) {
+func storePutIfAbsent(t *testing.T, s lockingStore) {
 	ctx := t.Context()
 	if err := s.PutIfAbsent(ctx, "log/000001.json", []byte("one")); err != nil {
 		t.Fatal(err)
@@ -353,7 +359,7 @@ func storePutIfAbsent(t *testing.T, s Store) {
 	}
 }
 
-func storePutIfAbsentConcurrent(t *testing.T, s Store) {
+func storePutIfAbsentConcurrent(t *testing.T, s lockingStore) {
 	ctx := t.Context()
 	const n = 16
 	errs := make([]error, n)
@@ -371,7 +377,7 @@ func storePutIfAbsentConcurrent(t *testing.T, s Store) {
 	}
 }
 
-func storeNotExist(t *testing.T, s Store) {
+func storeNotExist(t *testing.T, s lockingStore) {
 	ctx := t.Context()
 	writeObject(t, s, "dir/obj", "x")
 	for _, name := range []string{"missing", "dir/missing", "dir", "nodir/x", "dir/ob"} {
@@ -393,7 +399,7 @@ func storeNotExist(t *testing.T, s Store) {
 	}
 }
 
-func storeDelete(t *testing.T, s Store) {
+func storeDelete(t *testing.T, s lockingStore) {
 	ctx := t.Context()
 	writeObject(t, s, "a/b", "x")
 	writeObject(t, s, "a/c", "y")
@@ -416,7 +422,7 @@ func storeDelete(t *testing.T, s Store) {
 	}
 }
 
-func storeList(t *testing.T, s Store) {
+func storeList(t *testing.T, s lockingStore) {
 	ctx := t.Context()
 	for _, name := range []string{
 		"snap/2025-01-02/part-00010", "snap/2025-01-02/part-00002", "snap/2025-01-02/manifest",
@@ -433,11 +439,11 @@ func storeList(t *testing.T, s Store) {
 		t.Fatal(err)
 	}
 	defer w.Abort()
-	unlock, err := s.Lock(ctx, "snap/2025-01-02/lock")
+	lease, err := s.Lock(ctx, "snap/2025-01-02/lock")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
+	defer lease.Release()
 
 	tests := []struct {
 		prefix string
@@ -469,7 +475,7 @@ func storeList(t *testing.T, s Store) {
 	}
 }
 
-func storeBadNames(t *testing.T, s Store) {
+func storeBadNames(t *testing.T, s lockingStore) {
 	ctx := t.Context()
 	for _, name := range []string{"", ".", "..", "../x", "a/../../x", "/etc/passwd", "a//b", "a/", "./a", ".hidden", "a/.tmp-x", ".locks/x"} {
 		if _, err := s.Create(ctx, name); !errors.Is(err, errBadName) {
@@ -504,7 +510,7 @@ func storeBadNames(t *testing.T, s Store) {
 	}
 }
 
-func storeCanceledContext(t *testing.T, s Store) {
+func storeCanceledContext(t *testing.T, s lockingStore) {
 	writeObject(t, s, "x", "x")
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -531,9 +537,9 @@ func storeCanceledContext(t *testing.T, s Store) {
 	}
 }
 
-func storeLock(t *testing.T, s Store) {
+func storeLock(t *testing.T, s lockingStore) {
 	ctx := t.Context()
-	unlock, err := s.Lock(ctx, "snap/lock")
+	lease, err := s.Lock(ctx, "snap/lock")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,20 +551,28 @@ func storeLock(t *testing.T, s Store) {
 	if err != nil {
 		t.Fatalf("Lock of another name: %v", err)
 	}
-	if err := other(); err != nil {
+	if err := other.Release(); err != nil {
 		t.Fatal(err)
 	}
-	if err := unlock(); err != nil {
+	select {
+	case <-lease.Lost():
+		t.Fatalf("lease lost while held: %v", lease.Err())
+	default:
+	}
+	if err := lease.Err(); err != nil {
+		t.Errorf("Err of a held lease = %v, want nil", err)
+	}
+	if err := lease.Release(); err != nil {
 		t.Fatal(err)
 	}
-	if err := unlock(); err != nil {
-		t.Errorf("second unlock: %v", err)
+	if err := lease.Release(); err != nil {
+		t.Errorf("second Release: %v", err)
 	}
 	again, err := s.Lock(ctx, "snap/lock")
 	if err != nil {
-		t.Fatalf("Lock after unlock: %v", err)
+		t.Fatalf("Lock after Release: %v", err)
 	}
-	if err := again(); err != nil {
+	if err := again.Release(); err != nil {
 		t.Fatal(err)
 	}
 	if got := listAll(t, s); len(got) != 0 {
@@ -566,18 +580,18 @@ func storeLock(t *testing.T, s Store) {
 	}
 }
 
-func storeLockConcurrent(t *testing.T, s Store) {
+func storeLockConcurrent(t *testing.T, s lockingStore) {
 	ctx := t.Context()
 	const n = 8
-	unlocks := make([]func() error, n)
+	leases := make([]Lease, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { unlocks[i], errs[i] = s.Lock(ctx, "run") })
+		wg.Go(func() { leases[i], errs[i] = s.Lock(ctx, "run") })
 	}
 	wg.Wait()
 	winner := oneWinner(t, errs, ErrLocked, "locker")
-	if err := unlocks[winner](); err != nil {
+	if err := leases[winner].Release(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/bindsync/bindsync/internal/wait"
 )
 
 // DefaultBaseURL is where Twilio serves the Programmable Chat v2 API.
@@ -189,7 +191,7 @@ func New(cfg Config) (*Client, error) {
 		maxBody:        cmp.Or(cfg.MaxBodyBytes, DefaultMaxBodyBytes),
 		health:         &health{after: cmp.Or(cfg.UnavailableAfter, DefaultUnavailableAfter)},
 		secrets:        secretForms(cfg.Username, cfg.Password),
-		sleep:          sleepCtx,
+		sleep:          wait.Sleep,
 		jitter:         fullJitter,
 		now:            time.Now,
 	}

@@ -3,7 +3,6 @@ package twilio
 import (
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 )
 
@@ -106,8 +105,6 @@ func (r resource) mismatch(escapedPath string) string {
 	}
 	return ""
 }
-
-var userSIDPattern = regexp.MustCompile(`^US[0-9a-fA-F]{32}$`)
 
 // firstPage is the page reference of the first page of r with the given
 // query parameters.

@@ -1,7 +1,6 @@
 package twilio
 
 import (
-	"context"
 	"errors"
 	"math/rand/v2"
 	"time"
@@ -33,20 +32,4 @@ func fullJitter(window time.Duration) time.Duration {
 		return 0
 	}
 	return rand.N(window)
-}
-
-// sleepCtx waits for d or until ctx is done, whichever comes first, and
-// returns ctx's error in the second case.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/publish"
-	"github.com/bindsync/bindsync/staging"
 )
 
 // ErrNotComplete is returned (wrapped, with the snapshot's state) by
@@ -27,24 +26,22 @@ var ErrNotComplete = errors.New("snapshot is not complete and unpublished")
 // bounds are used. A snapshot in any other state is left as it is and
 // gives an error wrapping ErrNotComplete; a damaged part one that says to
 // run the snapshot again.
-func Publish(ctx context.Context, opts Options, date time.Time) (*Result, error) {
+func Publish(ctx context.Context, opts Options, date time.Time) (res *Result, err error) {
 	opts.setDefaults()
 	date = time.Date(date.Year(), date.Month(), date.Day(), 0, 0, 0, 0, time.UTC)
 	day := date.Format(time.DateOnly)
 	log := opts.Logger.With(zap.String("snapshot", day))
 	store := opts.Store
 
-	unlock, err := lock(ctx, store, checkpoint.Dir(date)+"/LOCK", opts.LockWait, log)
+	ctx, release, err := lockSnapshot(ctx, &opts, date, log)
 	if err != nil {
-		if errors.Is(err, staging.ErrLocked) {
-			return nil, fmt.Errorf("snapshot %s: %w (lock %s)", day, ErrLocked, store.URI(checkpoint.Dir(date)+"/LOCK"))
-		}
-		return nil, fmt.Errorf("lock snapshot %s: %w", day, err)
+		return nil, err
 	}
 	defer func() {
-		if err := unlock(); err != nil {
-			log.Warn("release snapshot lock", zap.Error(err))
+		if lost := context.Cause(ctx); err != nil && errors.Is(lost, ErrLockLost) {
+			err = lost
 		}
+		release()
 	}()
 
 	cp, err := checkpoint.Open(ctx, store, date)
@@ -64,7 +61,7 @@ func Publish(ctx context.Context, opts Options, date time.Time) (*Result, error)
 			day, len(bad), store.URI(bad[0].Name), bad[0].Reason, day)
 	}
 	id := checkpoint.NewRunID(opts.Now())
-	res := &Result{RunID: id, Date: date}
+	res = &Result{RunID: id, Date: date}
 	res.Published, err = publish.Snapshot(ctx, cp, publish.Options{
 		Store:       store,
 		Publishers:  opts.Publishers,

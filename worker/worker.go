@@ -61,8 +61,11 @@ type Options struct {
 	// before it counts as a paging loop; 0 means twilio.DefaultMaxEmptyPages.
 	MaxEmptyPages int
 	Store         staging.Store
-	Publishers    []exporter.Publisher
-	Logger        *zap.Logger
+	// Locker takes the snapshot's lock; nil means Store, which must then
+	// be a staging.Locker too (Dir and GCS are).
+	Locker     staging.Locker
+	Publishers []exporter.Publisher
+	Logger     *zap.Logger
 
 	// PartRows bounds the rows of a part file; CommitInterval bounds the
 	// time between two checkpoints (and so the work a crash can lose).
@@ -112,6 +115,10 @@ var (
 	ErrUsersFailed = errors.New("some users could not be read")
 	// ErrLocked: another run holds the snapshot.
 	ErrLocked = errors.New("another bindsync run is working on this snapshot")
+	// ErrLockLost: the snapshot's lock was lost during the run (another
+	// process took it over or removed it, or it could not be renewed), so
+	// the run stopped at once; its checkpoint holds the work committed.
+	ErrLockLost = errors.New("lost the lock")
 )
 
 // MaxNamedFailures bounds the failed users a run names (in its summary and
@@ -121,9 +128,20 @@ const (
 	maxReasonBytes   = 512
 )
 
+// Defaults of Options, applied by Run to zero fields. config.Default
+// starts from the same values, so a configuration file and a program
+// using this package alone get the same run.
+const (
+	// DefaultConcurrency reads as many users at once as the Twilio client
+	// lets requests be in flight.
+	DefaultConcurrency    = twilio.DefaultMaxInFlight
+	DefaultPartRows       = 500_000
+	DefaultCommitInterval = 30 * time.Second
+)
+
 func (o *Options) setDefaults() {
 	if o.Concurrency <= 0 {
-		o.Concurrency = 16
+		o.Concurrency = DefaultConcurrency
 	}
 	if o.PageSize <= 0 {
 		o.PageSize = twilio.MaxBindingsPageSize
@@ -132,13 +150,16 @@ func (o *Options) setDefaults() {
 		o.UsersPageSize = twilio.MaxUsersPageSize
 	}
 	if o.PartRows <= 0 {
-		o.PartRows = 500_000
+		o.PartRows = DefaultPartRows
 	}
 	if o.BatchRows <= 0 {
-		o.BatchRows = 8192
+		o.BatchRows = exporter.DefaultBatchRows
 	}
 	if o.CommitInterval <= 0 {
-		o.CommitInterval = 30 * time.Second
+		o.CommitInterval = DefaultCommitInterval
+	}
+	if o.Locker == nil {
+		o.Locker, _ = o.Store.(staging.Locker)
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -154,25 +175,29 @@ func (o *Options) setDefaults() {
 // Run reads and publishes the snapshot of date (UTC midnight). It returns
 // ErrUsersFailed (wrapped, with the users named) when users failed,
 // twilio.ErrUnauthorized when Twilio refused the credentials, and the
-// context's error when interrupted; in every case the checkpoint holds the
-// work done so far.
-func Run(ctx context.Context, src Source, opts Options, date time.Time) (*Result, error) {
+// context's error when interrupted, and ErrLockLost (wrapped: "lost the
+// lock on snapshot D: ...") when the snapshot's lock was lost, which stops
+// the run at once; in every case the checkpoint holds the work done so far.
+func Run(ctx context.Context, src Source, opts Options, date time.Time) (res *Result, err error) {
 	opts.setDefaults()
 	date = time.Date(date.Year(), date.Month(), date.Day(), 0, 0, 0, 0, time.UTC)
 	log := opts.Logger.With(zap.String("snapshot", date.Format(time.DateOnly)))
 	store := opts.Store
 
-	unlock, err := lock(ctx, store, checkpoint.Dir(date)+"/LOCK", opts.LockWait, log)
+	ctx, release, err := lockSnapshot(ctx, &opts, date, log)
 	if err != nil {
-		if errors.Is(err, staging.ErrLocked) {
-			return nil, fmt.Errorf("snapshot %s: %w (lock %s)", date.Format(time.DateOnly), ErrLocked, store.URI(checkpoint.Dir(date)+"/LOCK"))
-		}
-		return nil, fmt.Errorf("lock snapshot %s: %w", date.Format(time.DateOnly), err)
+		return nil, err
 	}
 	defer func() {
-		if err := unlock(); err != nil {
-			log.Warn("release snapshot lock", zap.Error(err))
+		// A run stopped by a lost lock says so first, whatever else its
+		// stop caused (the finish entry may fail if another run appended).
+		if lost := context.Cause(ctx); err != nil && errors.Is(lost, ErrLockLost) {
+			if !strings.HasSuffix(err.Error(), lost.Error()) {
+				log.Warn("run stopped after losing the snapshot lock", zap.Error(err))
+			}
+			err = lost
 		}
+		release()
 	}()
 
 	if opts.Force {

@@ -84,6 +84,7 @@ func (e *env) options() Options {
 		PageSize:    50,
 		Concurrency: 8,
 		Store:       e.store,
+		Locker:      e.store,
 		Publishers:  []exporter.Publisher{e.warehouse},
 		BatchRows:   100,
 	}
@@ -315,14 +316,28 @@ func TestBadCredentialsStopAtOnce(t *testing.T) {
 
 func TestSecondRunOfSameSnapshotLocked(t *testing.T) {
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 1, Services: 1, UsersPerService: 5, MaxBindingsPerUser: 10}, twiliotest.Faults{})
-	unlock, err := e.store.Lock(context.Background(), checkpoint.Dir(day)+"/LOCK")
+	lease, err := e.store.Lock(context.Background(), checkpoint.Dir(day)+"/LOCK")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
+	defer lease.Release()
 	_, err = Run(context.Background(), e.client, e.options(), day)
 	if !errors.Is(err, ErrLocked) {
 		t.Fatalf("err = %v, want ErrLocked", err)
+	}
+	// The message names the lock file where it really is, and what to do.
+	file := filepath.Join(e.store.URI(""), ".locks", "snapshots", day.Format(time.DateOnly), "LOCK")
+	if _, serr := os.Stat(file); serr != nil {
+		t.Fatalf("lock file: %v", serr)
+	}
+	for _, want := range []string{"lock " + file + " is held", "bindsync status", "released when its process ends"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	_, err = Publish(context.Background(), e.options(), day)
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), file) {
+		t.Errorf("Publish: err = %v, want ErrLocked naming %s", err, file)
 	}
 }
 
@@ -361,7 +376,7 @@ func TestUnfinishedUserLeftOutIsDropped(t *testing.T) {
 
 func TestRunWaitsForALockReleased(t *testing.T) {
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 1, Services: 1, UsersPerService: 5, MaxBindingsPerUser: 10}, twiliotest.Faults{})
-	unlock, err := e.store.Lock(context.Background(), checkpoint.Dir(day)+"/LOCK")
+	lease, err := e.store.Lock(context.Background(), checkpoint.Dir(day)+"/LOCK")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +386,7 @@ func TestRunWaitsForALockReleased(t *testing.T) {
 		for logs.FilterMessageSnippet("snapshot locked by another run").Len() == 0 {
 			time.Sleep(10 * time.Millisecond)
 		}
-		unlock()
+		lease.Release()
 	}()
 	opts := e.options()
 	opts.LockWait = time.Minute

@@ -130,11 +130,16 @@ func (j *job) services() []worker.Service {
 	return out
 }
 
-// lockWait is how long a run waits for its snapshot's lock: a GCS lease
-// outlives a killed run until it expires, a local lock does not.
+// lockWait is how long a run waits for its snapshot's lock: a little
+// longer than a lock can outlive a killed run (a GCS lease until it
+// expires; a local lock not at all), so that the run takes over.
 func (j *job) lockWait() time.Duration {
-	if j.cfg.StagingIsGCS() {
-		return gcsLockTTL + 10*time.Second
+	l, ok := j.store.(staging.Locker)
+	if !ok {
+		return 0
+	}
+	if ttl := staging.LockTTL(l); ttl > 0 {
+		return ttl + 10*time.Second
 	}
 	return 0
 }

@@ -225,11 +225,11 @@ func TestStatus(t *testing.T) {
 			e := newStatusEnv(t)
 			e.append(t, statusDay, tt.entries...)
 			// A run holding the snapshot's lock must not stop status.
-			unlock, err := e.store.Lock(context.Background(), checkpoint.Dir(statusDay)+"/LOCK")
+			lease, err := e.store.Lock(context.Background(), checkpoint.Dir(statusDay)+"/LOCK")
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer unlock()
+			defer lease.Release()
 
 			table := runStatus(t, e, "--snapshot-date", statusDate)
 			for _, re := range tt.table {

@@ -31,7 +31,6 @@ import (
 	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 
-	"github.com/bindsync/bindsync/bq"
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/internal/safetext"
 	"github.com/bindsync/bindsync/staging"
@@ -232,7 +231,7 @@ const (
 	// DefaultTable and DefaultLocation apply to a warehouse.bigquery
 	// section that leaves them out or empty (see SetDefaults).
 	DefaultTable    = "user_bindings"
-	DefaultLocation = bq.DefaultLocation
+	DefaultLocation = "US" // bq.DefaultLocation; a test keeps them equal
 	DefaultListen   = ":9090"
 	DefaultSchedule = "CRON_TZ=UTC 0 2 * * *"
 )

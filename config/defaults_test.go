@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bindsync/bindsync/bq"
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/twilio"
 	"github.com/bindsync/bindsync/worker"
@@ -129,5 +130,14 @@ func TestStagingRuleIsTheStores(t *testing.T) {
 		if p := ValidateStaging(s); len(p) != 1 || !strings.HasPrefix(p[0], "staging: ") {
 			t.Errorf("ValidateStaging(%q) = %q, want one staging problem", s, p)
 		}
+	}
+}
+
+// TestLocationDefaultIsTheLoaders keeps the configuration's default
+// location the one the BigQuery publisher falls back to; config does not
+// import bq, so that deploy's checks stay free of the BigQuery client.
+func TestLocationDefaultIsTheLoaders(t *testing.T) {
+	if DefaultLocation != bq.DefaultLocation {
+		t.Errorf("config.DefaultLocation = %q, bq.DefaultLocation = %q; want one value", DefaultLocation, bq.DefaultLocation)
 	}
 }

@@ -47,6 +47,7 @@ func (e *env) stagingPath(name string) string { return e.store.URI(name) }
 // part gone, is never published; its users are read again and the
 // snapshot is exact.
 func TestDamagedPartIsReadAgain(t *testing.T) {
+	t.Parallel()
 	for _, damage := range []string{"flipped", "missing", "short"} {
 		t.Run(damage, func(t *testing.T) {
 			e, opts := interruptedEnv(t, 61)
@@ -87,6 +88,7 @@ func TestDamagedPartIsReadAgain(t *testing.T) {
 // stops the run with advice; following either half of it (moving the entry
 // and every later one away, or --force) ends in an exact snapshot.
 func TestHoleInTheLogIsAnErrorWithAdviceThatWorks(t *testing.T) {
+	t.Parallel()
 	for _, follow := range []string{"move entries away", "force"} {
 		t.Run(follow, func(t *testing.T) {
 			e, opts := interruptedEnv(t, 63)
@@ -126,6 +128,7 @@ func TestHoleInTheLogIsAnErrorWithAdviceThatWorks(t *testing.T) {
 // TestNullBindingTypeStaysNullAndIsCounted: a binding without its required
 // binding_type keeps a null (never a made-up ""), and the run counts it.
 func TestNullBindingTypeStaysNullAndIsCounted(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 65, Services: 1, UsersPerService: 10, MaxBindingsPerUser: 30}, twiliotest.Faults{})
 	svc := e.world.Services[0]
 	victim := ""
@@ -177,6 +180,7 @@ func TestNullBindingTypeStaysNullAndIsCounted(t *testing.T) {
 // message, the summary names at most MaxNamedFailures of them with short
 // reasons, counts them all, and the checkpoint stays small.
 func TestManyFailedUsersStayBounded(t *testing.T) {
+	t.Parallel()
 	const users = 1500
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 67, Services: 1, UsersPerService: users, MaxBindingsPerUser: 1}, twiliotest.Faults{})
 	fail := map[string]int{}

@@ -39,6 +39,7 @@ func (s *deletedWhileRead) ListBindings(ctx context.Context, q twilio.BindingsQu
 }
 
 func TestUserDeletedWhileReadHasNoRows(t *testing.T) {
+	t.Parallel()
 	for _, partRows := range []int{100_000, 5} { // rows in the open part; rows already committed
 		t.Run(fmt.Sprintf("part_rows=%d", partRows), func(t *testing.T) {
 			e := newEnv(t, twiliotest.WorldSpec{Seed: 31, Services: 1, UsersPerService: 12, MaxBindingsPerUser: 60}, twiliotest.Faults{})
@@ -107,6 +108,7 @@ func (s *repeatingUsers) ListUsers(ctx context.Context, q twilio.UsersQuery) (*t
 }
 
 func TestUserNamedTwiceIsReadOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 33, Services: 2, UsersPerService: 40, MaxBindingsPerUser: 30}, twiliotest.Faults{})
 	opts := e.options()
 	opts.UsersPageSize = 7
@@ -173,6 +175,7 @@ func (s *panicking) ListBindings(ctx context.Context, q twilio.BindingsQuery) (*
 }
 
 func TestPanicInAFetcherFailsTheRun(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 35, Services: 1, UsersPerService: 30, MaxBindingsPerUser: 30}, twiliotest.Faults{})
 	opts := e.options()
 	opts.Concurrency = 3
@@ -204,6 +207,7 @@ func (s panickingStore) Create(ctx context.Context, name string) (staging.Writer
 }
 
 func TestPanicInTheWriterFailsTheRun(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 37, Services: 1, UsersPerService: 30, MaxBindingsPerUser: 30}, twiliotest.Faults{})
 	opts := e.options()
 	opts.Store = panickingStore{e.store}

@@ -23,6 +23,7 @@ import (
 // TestNextPageOfAnotherUserFailsTheUser: a next_page_url naming another
 // user's list is refused, so one user's rows never stand for another's.
 func TestNextPageOfAnotherUserFailsTheUser(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 41, Services: 1, UsersPerService: 10, MaxBindingsPerUser: 120}, twiliotest.Faults{NextPageOtherUser: true})
 	opts := e.options()
 	opts.PageSize = 20
@@ -58,6 +59,7 @@ func TestNextPageOfAnotherUserFailsTheUser(t *testing.T) {
 // first and its bindings read by SID; a user named by SID and by identity
 // is read once; an identity that does not exist is not_found.
 func TestIdentitiesAreResolvedAndReadBySID(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 43, Services: 2, UsersPerService: 24, MaxBindingsPerUser: 40}, twiliotest.Faults{})
 	svc := e.world.Services[1]
 	both := svc.Users[len(svc.Users)-1]
@@ -97,6 +99,7 @@ func TestIdentitiesAreResolvedAndReadBySID(t *testing.T) {
 // serves empty pages forever fails with a message naming it, and the run
 // ends by itself.
 func TestPagingLoopsEndTheRun(t *testing.T) {
+	t.Parallel()
 	for _, f := range twiliotest.PagingFaults {
 		for _, list := range []string{"bindings", "users"} {
 			t.Run(fmt.Sprintf("%s/%v", list, f), func(t *testing.T) {
@@ -129,6 +132,7 @@ func TestPagingLoopsEndTheRun(t *testing.T) {
 // ErrUnavailable after about unavailable_after instead of trying every
 // user through all its retries.
 func TestTwilioDownStopsEarly(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 47, Services: 1, UsersPerService: 400, MaxBindingsPerUser: 10}, twiliotest.Faults{Rate503: 1})
 	c, err := twilio.New(twilio.Config{BaseURL: e.srv.URL(), Username: e.world.AccountSID, Password: twiliotest.DefaultAuthToken,
 		BackoffBase: time.Millisecond, BackoffMax: 2 * time.Millisecond, MaxAttempts: 4, UnavailableAfter: 50 * time.Millisecond})
@@ -153,6 +157,7 @@ func TestTwilioDownStopsEarly(t *testing.T) {
 // TestRejectedPageSizeFallsBack: Twilio rejecting page sizes above its
 // current maximums makes the run go on at those maximums.
 func TestRejectedPageSizeFallsBack(t *testing.T) {
+	t.Parallel()
 	world := twiliotest.NewWorld(twiliotest.WorldSpec{Seed: 49, Services: 2, UsersPerService: 30, MaxBindingsPerUser: 130})
 	srv := twiliotest.NewServer(twiliotest.Options{World: world, StrictPageSize: true})
 	t.Cleanup(srv.Close)
@@ -185,6 +190,7 @@ func TestRejectedPageSizeFallsBack(t *testing.T) {
 // TestHugeResponseFailsTheUser: a page over the body limit fails its user
 // with a message naming the limit; nothing of it is written.
 func TestHugeResponseFailsTheUser(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 51, Services: 1, UsersPerService: 8, MaxBindingsPerUser: 20}, twiliotest.Faults{})
 	victim := e.world.Services[0].Users[3].SID
 	e.srv.SetFaults(twiliotest.Faults{HugeField: 8 << 20, BodyFaultUsers: []string{victim}})

@@ -106,6 +106,7 @@ func (s *losingSource) ListBindings(ctx context.Context, q twilio.BindingsQuery)
 // that the next run opens and resumes, publish nothing, and the next run
 // must publish the snapshot exactly.
 func TestLostLockStopsTheRun(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 21, Services: 2, UsersPerService: 60, MaxBindingsPerUser: 200}, twiliotest.Faults{})
 	locker := &lossyLocker{Locker: e.store}
 	opts := e.options()
@@ -175,6 +176,7 @@ func TestLostLockStopsTheRun(t *testing.T) {
 // TestRunWithoutLocker checks that a store that takes no locks, with no
 // Locker given, is refused before anything is written.
 func TestRunWithoutLocker(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 1, Services: 1, UsersPerService: 3, MaxBindingsPerUser: 3}, twiliotest.Faults{})
 	opts := e.options()
 	opts.Store = panickingStore{e.store} // hides the Dir's Lock

@@ -18,6 +18,7 @@ func panicsWithIndex(i int) (err error) {
 }
 
 func TestRecovered(t *testing.T) {
+	t.Parallel()
 	err := panicsWithIndex(3)
 	if !errors.Is(err, ErrPanic) {
 		t.Fatalf("err = %v, want ErrPanic wrapped", err)

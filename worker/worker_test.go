@@ -120,6 +120,7 @@ func (e *env) checkUsers(states map[string]string) {
 }
 
 func TestRunPublishesEveryBindingOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 1, Services: 2, UsersPerService: 60, MaxBindingsPerUser: 130},
 		twiliotest.Faults{Seed: 3, Rate429: 0.05, Rate503: 0.03, RateDrop: 0.02, RateTruncate: 0.02, RetryAfterEvery: 2, RetryAfter: time.Millisecond})
 	opts := e.options()
@@ -186,6 +187,7 @@ func (s *interrupting) ListBindings(ctx context.Context, q twilio.BindingsQuery)
 }
 
 func TestResumeAfterInterruption(t *testing.T) {
+	t.Parallel()
 	for _, revoke := range []bool{false, true} {
 		name := "tokens kept"
 		if revoke {
@@ -247,6 +249,7 @@ func TestResumeAfterInterruption(t *testing.T) {
 }
 
 func TestFailedUserNamedAndNotPublished(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 9, Services: 2, UsersPerService: 20, MaxBindingsPerUser: 60}, twiliotest.Faults{})
 	victim := e.world.Services[1].Users[0].SID // listed by SID (index 0)
 	if !slices.Contains(e.services[1].Users, victim) {
@@ -278,6 +281,7 @@ func TestFailedUserNamedAndNotPublished(t *testing.T) {
 }
 
 func TestConfiguredUserMissingIsNotFound(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 11, Services: 2, UsersPerService: 20, MaxBindingsPerUser: 40}, twiliotest.Faults{})
 	gone := e.services[1].Users[2]
 	e.srv.DeleteUser(e.services[1].SID, gone)
@@ -300,6 +304,7 @@ func TestConfiguredUserMissingIsNotFound(t *testing.T) {
 }
 
 func TestBadCredentialsStopAtOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 1, Services: 1, UsersPerService: 50, MaxBindingsPerUser: 10}, twiliotest.Faults{})
 	bad := newClient(t, e.srv.URL(), e.world.AccountSID, "wrong-token")
 	_, err := Run(context.Background(), bad, e.options(), day)
@@ -315,6 +320,7 @@ func TestBadCredentialsStopAtOnce(t *testing.T) {
 }
 
 func TestSecondRunOfSameSnapshotLocked(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 1, Services: 1, UsersPerService: 5, MaxBindingsPerUser: 10}, twiliotest.Faults{})
 	lease, err := e.store.Lock(context.Background(), checkpoint.Dir(day)+"/LOCK")
 	if err != nil {
@@ -342,6 +348,7 @@ func TestSecondRunOfSameSnapshotLocked(t *testing.T) {
 }
 
 func TestUnfinishedUserLeftOutIsDropped(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 21, Services: 2, UsersPerService: 60, MaxBindingsPerUser: 200}, twiliotest.Faults{})
 	e.services = e.services[1:] // the listed service only
 	opts := e.options()
@@ -375,6 +382,7 @@ func TestUnfinishedUserLeftOutIsDropped(t *testing.T) {
 }
 
 func TestRunWaitsForALockReleased(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 1, Services: 1, UsersPerService: 5, MaxBindingsPerUser: 10}, twiliotest.Faults{})
 	lease, err := e.store.Lock(context.Background(), checkpoint.Dir(day)+"/LOCK")
 	if err != nil {
@@ -418,6 +426,7 @@ func (s *failingStore) Create(ctx context.Context, name string) (staging.Writer,
 }
 
 func TestWriterFailureStopsTheRun(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 13, Services: 1, UsersPerService: 200, MaxBindingsPerUser: 60}, twiliotest.Faults{Latency: time.Millisecond})
 	opts := e.options()
 	opts.Store = &failingStore{Store: e.store, allowed: 1}
@@ -451,6 +460,7 @@ func TestWriterFailureStopsTheRun(t *testing.T) {
 }
 
 func TestSmallerPagesThanAskedAreNotedAndRead(t *testing.T) {
+	t.Parallel()
 	world := twiliotest.NewWorld(twiliotest.WorldSpec{Seed: 17, Services: 1, UsersPerService: 20, MaxBindingsPerUser: 130})
 	srv := twiliotest.NewServer(twiliotest.Options{World: world, PageSizeCap: 20})
 	t.Cleanup(srv.Close)

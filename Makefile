@@ -42,6 +42,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNextPage$$' -fuzztime $(FUZZTIME) ./twilio/
 	$(GO) test -run '^$$' -fuzz '^FuzzBindingsPage$$' -fuzztime $(FUZZTIME) ./twilio/
 	$(GO) test -run '^$$' -fuzz '^FuzzPageGuard$$' -fuzztime $(FUZZTIME) ./twilio/
+	$(GO) test -run '^$$' -fuzz '^FuzzWholeBodyEqualsEncodingJSON$$' -fuzztime $(FUZZTIME) ./twilio/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEqualsEncodingJSON$$' -fuzztime $(FUZZTIME) ./twilio/bindjson/
 	$(GO) test -run '^$$' -fuzz '^FuzzRedact$$' -fuzztime $(FUZZTIME) ./twilio/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeToken$$' -fuzztime $(FUZZTIME) ./twilio/twiliotest/
 	$(GO) test -run '^$$' -fuzz '^FuzzEscape$$' -fuzztime $(FUZZTIME) ./internal/safetext/

@@ -1,6 +1,7 @@
 package twilio
 
 import (
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,23 @@ func (c *Client) decodeBody(resp *http.Response, method, path string, dst any) e
 		return err
 	}
 	body := &limitedReader{r: r, limit: c.maxBody}
+	if w, ok := dst.(wholeBody); ok {
+		buf := bodyBuffers.Get().(*bytes.Buffer)
+		defer func() {
+			if buf.Cap() <= maxPooledBody {
+				buf.Reset()
+				bodyBuffers.Put(buf)
+			}
+		}()
+		buf.Reset()
+		if _, err := buf.ReadFrom(body); err != nil {
+			return c.bodyError(body, method, path, err)
+		}
+		if err := w.decodeWhole(buf.Bytes()); err != nil {
+			return c.bodyError(body, method, path, err)
+		}
+		return nil
+	}
 	dec := json.NewDecoder(body)
 	if err := dec.Decode(dst); err != nil {
 		return c.bodyError(body, method, path, err)

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -355,4 +356,36 @@ func BenchmarkPartWriter(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(rowsPerPart)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// TestPartEncodings: columns whose values never repeat are written without
+// a dictionary, the others with one, every column with zstd.
+func TestPartEncodings(t *testing.T) {
+	store := newDirStore(t)
+	writePart(t, store, "p", testBindings(0, 500), PartOptions{})
+	pf, done := openParquet(t, store, "p")
+	defer done()
+	rg := pf.MetaData().RowGroup(0)
+	seen := map[string]bool{}
+	for i := range rg.NumColumns() {
+		cc, err := rg.ColumnChunk(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		col := cc.PathInSchema().String()
+		top, _, _ := strings.Cut(col, ".")
+		seen[top] = true
+		if cc.Compression() != compress.Codecs.Zstd {
+			t.Errorf("column %s: compression %v, want zstd", col, cc.Compression())
+		}
+		wantDict := !slices.Contains(schemas.UniqueColumns, top)
+		if cc.HasDictionaryPage() != wantDict {
+			t.Errorf("column %s: dictionary page %v, want %v", col, cc.HasDictionaryPage(), wantDict)
+		}
+	}
+	for _, col := range append([]string{schemas.ColAccountSID, schemas.ColUserSID}, schemas.UniqueColumns...) {
+		if !seen[col] {
+			t.Errorf("no column %s in the part", col)
+		}
+	}
 }

@@ -30,6 +30,11 @@ const (
 	ColSyncedAt      = "synced_at"
 )
 
+// UniqueColumns are the columns whose values rarely repeat within a part
+// (a binding's SID, endpoint and URL, its timestamps): Parquet writes them
+// without a dictionary.
+var UniqueColumns = []string{ColSID, ColEndpoint, ColURL, ColDateCreated, ColDateUpdated}
+
 // Positions of the columns in the schema; AppendBinding and
 // BindingsFromRecord rely on them, and a test pins them to the names above.
 const (

@@ -32,7 +32,15 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// memLimit and memLimitSource are the Go memory limit main set and where
+// it came from; run and serve log them.
+var (
+	memLimit       int64
+	memLimitSource string
+)
+
 func main() {
+	memLimit, memLimitSource = setMemoryLimit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -45,6 +45,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	}
 	defer func() { _ = log.Sync() }()
 	logWarnings(log, cfg)
+	logMemoryLimit(log, memLimit, memLimitSource)
 	j, err := newJob(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -49,6 +49,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	}
 	defer func() { _ = log.Sync() }()
 	logWarnings(log, cfg)
+	logMemoryLimit(log, memLimit, memLimitSource)
 
 	opts, err := newServeOptions(ctx, cfg, c.config, log, *progress)
 	if err != nil {

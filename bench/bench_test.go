@@ -228,6 +228,9 @@ func TestMain(m *testing.M) {
 	if shared.f != nil {
 		shared.f.Close()
 	}
+	if exportFake.p != nil {
+		exportFake.p.stop()
+	}
 	os.Exit(code)
 }
 

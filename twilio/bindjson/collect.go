@@ -26,8 +26,11 @@ type Binding struct {
 // Collector is a Sink that keeps every record as a Binding, with its
 // timestamps exactly as encoding/json decodes them: the typed result of
 // the same decoder, equal to encoding/json's decoding into twilio.Binding
-// field for field. It allocates for every non-null value; the export path
-// should use a Sink of its own instead.
+// field for field. It allocates for every value that differs from the
+// same field of the record before; a value equal to it (the account,
+// service, user, identity, credential and type repeat through a page)
+// shares that record's pointer, so records must be treated as read-only.
+// The export path should use a Sink of its own instead.
 type Collector struct {
 	// Bindings are the records received, in order.
 	Bindings []Binding
@@ -37,6 +40,10 @@ type Collector struct {
 
 	cur   Binding
 	links *string
+	// prev holds the string pointers of the record before, by field; types
+	// the message types of the record before.
+	prev  [NumFields]*string
+	types []string
 }
 
 var _ ExactTimeSink = (*Collector)(nil)
@@ -45,6 +52,7 @@ var _ ExactTimeSink = (*Collector)(nil)
 func (c *Collector) Reset() ([]Binding, []*string) {
 	bs, ls := c.Bindings, c.LinksUsers
 	c.Bindings, c.LinksUsers = nil, nil
+	c.prev, c.types = [NumFields]*string{}, nil
 	return bs, ls
 }
 
@@ -53,10 +61,17 @@ func (c *Collector) BeginRecord() { c.cur, c.links = Binding{}, nil }
 
 // String sets a string field.
 func (c *Collector) String(f Field, v []byte) {
-	s := string(v)
-	if p := c.stringField(f); p != nil {
-		*p = &s
+	p := c.stringField(f)
+	if p == nil {
+		return
 	}
+	if last := c.prev[f]; last != nil && *last == string(v) {
+		*p = last
+		return
+	}
+	s := string(v)
+	*p = &s
+	c.prev[f] = &s
 }
 
 // Time sets a timestamp given in microseconds; DecodePage calls ExactTime
@@ -82,9 +97,15 @@ func (c *Collector) StringList(f Field, vs [][]byte) {
 	}
 	list := make([]string, len(vs))
 	for i, v := range vs {
-		list[i] = string(v)
+		// Types repeat from record to record: reuse their strings.
+		if i < len(c.types) && c.types[i] == string(v) {
+			list[i] = c.types[i]
+		} else {
+			list[i] = string(v)
+		}
 	}
 	c.cur.MessageTypes = list
+	c.types = list
 }
 
 // Null leaves a field nil; BeginRecord has already cleared it.

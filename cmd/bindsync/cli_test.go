@@ -49,7 +49,7 @@ func TestBadUsageExitsTwo(t *testing.T) {
 		cmd    string
 		want   string
 	}{
-		{"unknown key", goodConfig + "extra: 1\n", nil, "run", "extra: unknown key (line 11)"},
+		{"unknown key", goodConfig + "extra: 1\n", nil, "run", "bindsync.yaml:11: extra: unknown key; known keys here:"},
 		{"bad service sid", replace("IS0123456789abcdef0123456789abcdef", "IS123"), nil, "run", `services[0].sid: must match ^IS[0-9a-fA-F]{32}$ (got "IS123")`},
 		{"page size", replace("  auth_token:", "  page_size: 0\n  auth_token:"), nil, "validate", "twilio.page_size: must be between 1 and 1000 (got 0)"},
 		{"unset variable", replace("${CLI_TEST_TOKEN}", "${CLI_TEST_MISSING}"), nil, "run", "twilio.auth_token: environment variable CLI_TEST_MISSING is not set"},

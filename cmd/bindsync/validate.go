@@ -1,16 +1,21 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
 )
 
 // cmdValidate loads the configuration, prints what it says (without a
-// secret) and its warnings, which do not change the exit code.
-func cmdValidate(args []string, stdout, stderr io.Writer) (err error) {
+// secret) and its warnings, which do not change the exit code. With
+// --check-credentials it then checks that Twilio, staging and the
+// warehouse answer to the configured identities (see checkCredentials);
+// without it, it sends nothing anywhere.
+func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var c common
 	fs := newFlagSet("validate", stderr, &c, true)
+	checkCreds := fs.Bool("check-credentials", false, "also check, without writing anything, that the credentials work: one request to Twilio per service, a listing of the staging bucket, a read of the BigQuery dataset; exit 0 only if every check passes")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -45,6 +50,10 @@ func cmdValidate(args []string, stdout, stderr io.Writer) (err error) {
 	}
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintf(stderr, "bindsync: warning: %s\n", clean(red, w))
+	}
+	if *checkCreds {
+		out("credentials")
+		return checkCredentials(ctx, cfg, c.config, stdout, red)
 	}
 	return nil
 }

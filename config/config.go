@@ -433,10 +433,10 @@ func (c *Config) Validate() []string {
 	}
 	p.section("warehouse", c.Warehouse.Validate())
 	p.section("export", c.Export.Validate())
-	if c.Schedule != "" {
-		if _, err := ParseSchedule(c.Schedule); err != nil {
-			p.add("schedule", "%v (got %q)", err, c.Schedule)
-		}
+	// serve parses the schedule as this does, so that what validates is
+	// what serve accepts; an empty one (schedule: "") is not the default.
+	if _, err := ParseSchedule(c.Schedule); err != nil {
+		p.add("schedule", "%v (got %q); leave the key out for the default, %q", err, c.Schedule, DefaultSchedule)
 	}
 	p.section("metrics", c.Metrics.Validate())
 	p.section("log", c.Log.Validate())

@@ -142,6 +142,7 @@ func TestBadConfigs(t *testing.T) {
 		{"bad bucket", base + "staging: gs://B/x\n", []string{`staging: bucket name "B" is not a valid GCS bucket name`}},
 		{"bigquery missing dataset", base + "  bigquery:\n    project: my-project\n", []string{`warehouse.bigquery.dataset: must be 1 to 1000 letters, digits and underscores (got "")`}},
 		{"bad schedule", base + "schedule: every night\n", []string{"schedule:", `(got "every night")`}},
+		{"empty schedule", base + "schedule: \"\"\n", []string{`line 11: schedule: empty spec string (got ""); leave the key out for the default, "CRON_TZ=UTC 0 2 * * *"`}},
 		{"bad log level", base + "log:\n  level: loud\n", []string{`log.level: must be one of debug, info, warn, error (got "loud")`}},
 		{"duplicate key", base + "staging: a\nstaging: b\n", []string{"line 12: staging: key is given twice (first on line 11); the first is used"}},
 		{"two documents", base + "---\nstaging: x\n", []string{"exactly one YAML document"}},

@@ -37,7 +37,7 @@ func TestEveryProblemInOnePass(t *testing.T) {
 		f + `:17: warehouse.bigquery.dataset: must be 1 to 1000 letters, digits and underscores (got "")`,
 		f + ":19: warehouse.bigquery.partition_expiration_days: must be >= 0 (got -1)",
 		f + ":21: export.batch_rows: must be between 1 and 1048576 (got 0)",
-		f + `:22: schedule: expected exactly 5 fields, found 2: [every night] (got "every night")`,
+		f + `:22: schedule: expected exactly 5 fields, found 2: [every night] (got "every night"); leave the key out for the default, "CRON_TZ=UTC 0 2 * * *"`,
 		f + `:24: log.level: must be one of debug, info, warn, error (got "loud")`,
 		f + `:25: log.format: must be one of auto, json, console (got "fancy")`,
 		f + ":26: log: key is given twice (first on line 23); the first is used",

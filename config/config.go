@@ -1,7 +1,9 @@
 // Package config loads and validates the bindsync configuration file: YAML
 // over defaults, strict (an unknown key is an error), with ${VAR} expansion
-// from the environment, and one error per problem naming its path in the
-// file (services[1].sid: ...).
+// from the environment. Every problem of a file is reported in one pass,
+// sorted by line, each naming its line and path
+// (bindsync.yaml:12: services[1].sid: ...). docs/configuration.md
+// documents every key with its default; a test keeps it in step.
 //
 // Defaults flow one way: the library packages (twilio, exporter, worker,
 // staging) own their defaults and rules, so that each stays usable on its
@@ -54,7 +56,16 @@ type Config struct {
 	// Dir is the directory of the configuration file; relative paths in the
 	// file are resolved against it. Empty for configurations built in code.
 	Dir string `yaml:"-"`
+
+	// pos holds the line of every key of the file it was parsed from.
+	pos positions
 }
+
+// Line returns the line of the file that holds the field at path
+// (twilio.page_size), or of its nearest enclosing section that the file
+// holds; 0 for a Config not parsed from a file, or a path it does not
+// reach. It places Warnings in the file.
+func (c *Config) Line(path string) int { return c.pos.line(path) }
 
 // Twilio configures the Chat v2 client.
 type Twilio struct {
@@ -385,6 +396,7 @@ func ParseWith(data []byte, lookup func(string) (string, bool), opts Options) (*
 	if err := c.err(); err != nil {
 		return nil, err
 	}
+	cfg.pos = pos
 	return cfg, nil
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -211,6 +212,21 @@ func FuzzParse(f *testing.F) {
 		cfg, err := Parse(data, lookup)
 		if err == nil && len(cfg.Validate()) != 0 {
 			t.Fatalf("Parse accepted a config that Validate rejects")
+		}
+		var e *Error
+		if err != nil && !errors.As(err, &e) {
+			t.Fatalf("Parse returned %T, want *Error: %v", err, err)
+		}
+		if e != nil {
+			if len(e.Problems) == 0 {
+				t.Fatal("an *Error without problems")
+			}
+			// Sorted by line, those without one last.
+			for i := 1; i < len(e.Problems); i++ {
+				if sortLine(e.Problems[i].Line) < sortLine(e.Problems[i-1].Line) {
+					t.Fatalf("problems not sorted by line: %q", e.Lines())
+				}
+			}
 		}
 	})
 }

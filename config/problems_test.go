@@ -215,3 +215,29 @@ metrics:
 		}
 	}
 }
+
+// TestLine checks where Config.Line places a path of the file it was
+// parsed from: its own line, else its nearest enclosing section's.
+func TestLine(t *testing.T) {
+	cfg, err := Parse([]byte(roundsBase), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]int{
+		"twilio.page_size":           4,
+		"services[1]":                10,
+		"services[1].users":          11,
+		"services[1].users[1]":       11,
+		"warehouse.local.path":       15,
+		"warehouse.bigquery.table":   13, // not in the file: its section's line
+		"twilio.requests_per_second": 1,
+		"metrics.job":                0, // no metrics section at all
+	} {
+		if got := cfg.Line(path); got != want {
+			t.Errorf("Line(%q) = %d, want %d", path, got, want)
+		}
+	}
+	if got := Default().Line("twilio.page_size"); got != 0 {
+		t.Errorf("Line of a Config built in code = %d, want 0", got)
+	}
+}

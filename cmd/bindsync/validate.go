@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/bindsync/bindsync/config"
 )
 
 // cmdValidate loads the configuration, prints what it says (without a
@@ -49,7 +51,10 @@ func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) (
 		out("  warehouse  bigquery %s.%s.%s (%s)", bq.Project, bq.Dataset, bq.Table, bq.Location)
 	}
 	for _, w := range cfg.Warnings() {
-		fmt.Fprintf(stderr, "bindsync: warning: %s\n", clean(red, w))
+		// Placed in the file as problems are: file:line: path: message.
+		path, msg, _ := strings.Cut(w, ": ")
+		p := config.Problem{Line: cfg.Line(path), Path: path, Message: msg}
+		fmt.Fprintf(stderr, "bindsync: warning: %s\n", clean(red, p.Format(c.config)))
 	}
 	if *checkCreds {
 		out("credentials")

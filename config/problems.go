@@ -66,6 +66,8 @@ func (e *Error) Lines() []string {
 	return out
 }
 
+// Error is the problems on lines of their own after a heading, or on the
+// heading's line when there is one.
 func (e *Error) Error() string {
 	lines := e.Lines()
 	if len(lines) == 1 {

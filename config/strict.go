@@ -20,9 +20,9 @@ var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 // reports every key the type does not have, by path. A key given twice is
 // reported in dups, and removed so that decoding (which would stop there)
 // goes on and finds the other problems; the first value stands and is
-// checked as any other.
-// It also records the path of every line, so that decoding errors (which
-// yaml.v3 reports by line) can name the field instead.
+// checked as any other. It also records the path of every line, so that
+// decoding errors (which yaml.v3 reports by line) can name the field
+// instead.
 func checkKeys(n *yaml.Node, t reflect.Type, path string, lines map[int]string, dups *[]Problem) []Problem {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()

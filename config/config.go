@@ -1,7 +1,9 @@
 // Package config loads and validates the bindsync configuration file: YAML
 // over defaults, strict (an unknown key is an error), with ${VAR} expansion
-// from the environment, and one error per problem naming its path in the
-// file (services[1].sid: ...).
+// from the environment. Every problem of a file is reported in one pass,
+// sorted by line, each naming its line and path
+// (bindsync.yaml:12: services[1].sid: ...). docs/configuration.md
+// documents every key with its default; a test keeps it in step.
 //
 // Defaults flow one way: the library packages (twilio, exporter, worker,
 // staging) own their defaults and rules, so that each stays usable on its
@@ -23,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -53,7 +56,16 @@ type Config struct {
 	// Dir is the directory of the configuration file; relative paths in the
 	// file are resolved against it. Empty for configurations built in code.
 	Dir string `yaml:"-"`
+
+	// pos holds the line of every key of the file it was parsed from.
+	pos positions
 }
+
+// Line returns the line of the file that holds the field at path
+// (twilio.page_size), or of its nearest enclosing section that the file
+// holds; 0 for a Config not parsed from a file, or a path it does not
+// reach. It places Warnings in the file.
+func (c *Config) Line(path string) int { return c.pos.line(path) }
 
 // Twilio configures the Chat v2 client.
 type Twilio struct {
@@ -113,7 +125,9 @@ type Users struct {
 	List []string
 }
 
-// UnmarshalYAML accepts the scalar "all" or a sequence of strings.
+// UnmarshalYAML accepts the scalar "all" or a sequence of strings. Its
+// errors are *yaml.TypeError, which lets decoding go on and report the
+// other problems of the file; a list keeps its good entries.
 func (u *Users) UnmarshalYAML(n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.ScalarNode:
@@ -121,20 +135,30 @@ func (u *Users) UnmarshalYAML(n *yaml.Node) error {
 			*u = Users{All: true}
 			return nil
 		}
-		return fmt.Errorf("line %d: must be \"all\" or a list of user SIDs and identities (got %q)", n.Line, n.Value)
+		return typeError(n.Line, "must be \"all\" or a list of user SIDs and identities (got %q)", n.Value)
 	case yaml.SequenceNode:
 		var list []string
+		var bad []string
 		for _, item := range n.Content {
 			if item.Kind != yaml.ScalarNode {
-				return fmt.Errorf("line %d: each user must be a SID or an identity string", item.Line)
+				bad = append(bad, fmt.Sprintf("line %d: each user must be a SID or an identity string", item.Line))
+				continue
 			}
 			list = append(list, item.Value)
 		}
 		*u = Users{List: list}
+		if len(bad) > 0 {
+			return &yaml.TypeError{Errors: bad}
+		}
 		return nil
 	default:
-		return fmt.Errorf("line %d: must be \"all\" or a list of user SIDs and identities", n.Line)
+		return typeError(n.Line, "must be \"all\" or a list of user SIDs and identities")
 	}
+}
+
+// typeError is a decoding error at line that lets decoding go on.
+func typeError(line int, format string, args ...any) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", line, fmt.Sprintf(format, args...))}}
 }
 
 // MarshalYAML writes Users back in the form UnmarshalYAML reads.
@@ -265,17 +289,42 @@ func Default() *Config {
 
 // LoadFile reads, expands, decodes and validates the file at path. Relative
 // paths in the file are resolved against the file's directory. The error,
-// when not nil, is an *Error listing every problem found.
+// when not nil, is an *Error listing every problem found, each with its
+// line.
 func LoadFile(path string) (*Config, error) {
+	return LoadFileWith(path, Options{})
+}
+
+// Options narrow what LoadFileWith and ParseWith require of a file, for
+// commands that use only part of a configuration.
+type Options struct {
+	// Reads, when not empty, lists the only fields the caller uses, by path:
+	// a section ("staging") or a single field
+	// ("warehouse.bigquery.credentials_file"). A variable left unset
+	// elsewhere then reads as an empty value, and values elsewhere are not
+	// validated, so that `bindsync status`, which reads staging alone, runs
+	// where the Twilio secrets are not set. Syntax, unknown keys and values
+	// that cannot be decoded are still problems anywhere in the file: a
+	// misspelt key could make the caller read the wrong place. The other
+	// fields of the Config returned are not to be used.
+	Reads []string
+}
+
+// LoadFileWith is LoadFile with opts.
+func LoadFileWith(path string, opts Options) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, &Error{File: path, Problems: []string{err.Error()}}
+		e := fileProblem(err)
+		e.File = path
+		return nil, e
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, &Error{File: path, Problems: []string{err.Error()}}
+		e := fileProblem(err)
+		e.File = path
+		return nil, e
 	}
-	cfg, err := Parse(data, os.LookupEnv)
+	cfg, err := ParseWith(data, os.LookupEnv, opts)
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
@@ -289,62 +338,66 @@ func LoadFile(path string) (*Config, error) {
 }
 
 // Parse decodes and validates a configuration document. lookup resolves
-// ${VAR} references (os.LookupEnv in production).
+// ${VAR} references (os.LookupEnv in production). Every check runs, so
+// that the *Error returned lists every problem of the document at once:
+// unknown keys, unset variables, values that do not decode, and what
+// Validate finds, sorted by line. A problem that only follows from one
+// already reported (the empty value an unset variable leaves) is left
+// out.
 func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	return ParseWith(data, lookup, Options{})
+}
+
+// ParseWith is Parse with opts.
+func ParseWith(data []byte, lookup func(string) (string, bool), opts Options) (*Config, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, &Error{Problems: []string{"the file is empty"}}
+			return nil, &Error{Problems: []Problem{{Message: "the file is empty"}}}
 		}
-		return nil, &Error{Problems: []string{strings.TrimPrefix(err.Error(), "yaml: ")}}
+		return nil, &Error{Problems: []Problem{lineProblem(err.Error(), nil)}}
 	}
 	var rest yaml.Node
 	if err := dec.Decode(&rest); !errors.Is(err, io.EOF) {
-		return nil, &Error{Problems: []string{"the file must hold exactly one YAML document"}}
+		return nil, &Error{Problems: []Problem{{Line: rest.Line, Message: "the file must hold exactly one YAML document"}}}
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
 	if root.Kind != yaml.MappingNode {
-		return nil, &Error{Problems: []string{"the top level must be a mapping of keys (twilio, services, staging, warehouse, ...)"}}
+		return nil, &Error{Problems: []Problem{{Line: root.Line, Message: "the top level must be a mapping of keys (twilio, services, staging, warehouse, ...)"}}}
+	}
+	read := func(ps []Problem) []Problem {
+		if len(opts.Reads) == 0 {
+			return ps
+		}
+		return slices.DeleteFunc(ps, func(p Problem) bool { return !within(p.Path, opts.Reads) })
 	}
 
-	var problems []string
+	var c collector
+	pos := newPositions(root)
 	lines := map[int]string{}
-	problems = append(problems, checkKeys(root, typeOf[Config](), "", lines)...)
-	problems = append(problems, expandEnv(root, "", lookup)...)
-	if len(problems) > 0 {
-		return nil, &Error{Problems: problems}
-	}
-
+	var dups []Problem
+	c.add(checkKeys(root, typeOf[Config](), "", lines, &dups))
+	c.note(dups)
+	c.add(read(expandEnv(root, "", lookup)))
 	cfg := Default()
 	if err := root.Decode(cfg); err != nil {
-		return nil, &Error{Problems: decodeProblems(err, lines)}
+		ps, fatal := decodeProblems(err, lines)
+		c.add(ps)
+		if fatal {
+			return nil, c.err()
+		}
 	}
 	cfg.SetDefaults()
-	if problems := cfg.Validate(); len(problems) > 0 {
-		return nil, &Error{Problems: problems}
+	c.add(read(validationProblems(cfg.Validate(), pos)))
+	if err := c.err(); err != nil {
+		return nil, err
 	}
+	cfg.pos = pos
 	return cfg, nil
-}
-
-// Error lists every problem of a configuration, one per line.
-type Error struct {
-	File     string
-	Problems []string
-}
-
-func (e *Error) Error() string {
-	head := "invalid configuration"
-	if e.File != "" {
-		head = fmt.Sprintf("invalid configuration %s", e.File)
-	}
-	if len(e.Problems) == 1 {
-		return head + ": " + e.Problems[0]
-	}
-	return head + ":\n  " + strings.Join(e.Problems, "\n  ")
 }
 
 var (
@@ -392,10 +445,10 @@ func (c *Config) Validate() []string {
 	}
 	p.section("warehouse", c.Warehouse.Validate())
 	p.section("export", c.Export.Validate())
-	if c.Schedule != "" {
-		if _, err := ParseSchedule(c.Schedule); err != nil {
-			p.add("schedule", "%v (got %q)", err, c.Schedule)
-		}
+	// serve parses the schedule as this does, so that what validates is
+	// what serve accepts; an empty one (schedule: "") is not the default.
+	if _, err := ParseSchedule(c.Schedule); err != nil {
+		p.add("schedule", "%v (got %q); leave the key out for the default, %q", err, c.Schedule, DefaultSchedule)
 	}
 	p.section("metrics", c.Metrics.Validate())
 	p.section("log", c.Log.Validate())

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,7 +118,7 @@ func TestBadConfigs(t *testing.T) {
 		{"empty", ``, []string{"the file is empty"}},
 		{"not a mapping", `- a`, []string{"top level must be a mapping"}},
 		{"syntax", "twilio: [", []string{"line"}},
-		{"unknown top key", base + "bogus: 1\n", []string{"bogus: unknown key (line 11)"}},
+		{"unknown top key", base + "bogus: 1\n", []string{"line 11: bogus: unknown key; known keys here: export, http, log, metrics, schedule, services, staging, twilio, warehouse"}},
 		{"unknown nested key", strings.Replace(base, "auth_token: t", "auth_token: t\n  pagesize: 5", 1), []string{"twilio.pagesize: unknown key", "known keys here:"}},
 		{"bad service sid", strings.Replace(base, "IS0123456789abcdef0123456789abcdef", "IS123", 1), []string{`services[0].sid: must match ^IS[0-9a-fA-F]{32}$ (got "IS123")`}},
 		{"duplicate service", strings.Replace(base, "    users: all\n", "    users: all\n  - sid: IS0123456789abcdef0123456789abcdef\n    users: all\n", 1), nil},
@@ -126,13 +127,13 @@ func TestBadConfigs(t *testing.T) {
 		{"duplicate user", strings.Replace(base, "users: all", "users: [alice, alice]", 1), []string{`services[0].users[1]: "alice" is already listed as users[0]`}},
 		{"bad binding type", strings.Replace(base, "users: all", "users: all\n    binding_types: [gcm, sms]", 1), []string{`services[0].binding_types[1]: must be one of apn, fcm, gcm (got "sms")`}},
 		{"page size too big", strings.Replace(base, "auth_token: t", "auth_token: t\n  page_size: 5000", 1), []string{"twilio.page_size: must be between 1 and 1000 (got 5000)"}},
-		{"page size not a number", strings.Replace(base, "auth_token: t", "auth_token: t\n  page_size: fifty", 1), []string{"twilio.page_size: cannot read string `fifty` into int (line 5)"}},
+		{"page size not a number", strings.Replace(base, "auth_token: t", "auth_token: t\n  page_size: fifty", 1), []string{"line 5: twilio.page_size: cannot read string `fifty` into int"}},
 		{"concurrency zero", strings.Replace(base, "auth_token: t", "auth_token: t\n  concurrency: 0", 1), []string{"twilio.concurrency: must be between 1 and 256 (got 0)"}},
 		{"bad timeout", strings.Replace(base, "auth_token: t", "auth_token: t\n  request_timeout: soon", 1), []string{"twilio.request_timeout:"}},
 		{"missing token", strings.Replace(base, "  auth_token: t\n", "", 1), []string{"twilio.auth_token: is required"}},
 		{"bad account sid", strings.Replace(base, "AC0123456789abcdef0123456789abcdef", "AC1", 1), []string{`twilio.account_sid: must be AC followed by 32 hexadecimal digits: it has 3 characters, not 34 (the value is not shown`}},
 		{"token and key", strings.Replace(base, "auth_token: t", "auth_token: t\n  api_key_sid: SK0123456789abcdef0123456789abcdef\n  api_key_secret: s", 1), []string{"twilio.auth_token: give either"}},
-		{"unset env var", strings.Replace(base, "auth_token: t", "auth_token: ${NOPE_NOT_SET}", 1), []string{"twilio.auth_token: environment variable NOPE_NOT_SET is not set (line 4)"}},
+		{"unset env var", strings.Replace(base, "auth_token: t", "auth_token: ${NOPE_NOT_SET}", 1), []string{"line 4: twilio.auth_token: environment variable NOPE_NOT_SET is not set"}},
 		{"bad env ref", strings.Replace(base, "auth_token: t", "auth_token: ${1X}", 1), []string{`twilio.auth_token: "${1X}" is not a valid environment variable reference`}},
 		{"base url with path", strings.Replace(base, "auth_token: t", "auth_token: t\n  base_url: https://chat.twilio.com/v2", 1), []string{"twilio.base_url: must be a scheme and host only"}},
 		{"base url relative", strings.Replace(base, "auth_token: t", "auth_token: t\n  base_url: chat.twilio.com", 1), []string{`twilio.base_url: must be an absolute https URL (got "chat.twilio.com")`}},
@@ -142,8 +143,9 @@ func TestBadConfigs(t *testing.T) {
 		{"bad bucket", base + "staging: gs://B/x\n", []string{`staging: bucket name "B" is not a valid GCS bucket name`}},
 		{"bigquery missing dataset", base + "  bigquery:\n    project: my-project\n", []string{`warehouse.bigquery.dataset: must be 1 to 1000 letters, digits and underscores (got "")`}},
 		{"bad schedule", base + "schedule: every night\n", []string{"schedule:", `(got "every night")`}},
+		{"empty schedule", base + "schedule: \"\"\n", []string{`line 11: schedule: empty spec string (got ""); leave the key out for the default, "CRON_TZ=UTC 0 2 * * *"`}},
 		{"bad log level", base + "log:\n  level: loud\n", []string{`log.level: must be one of debug, info, warn, error (got "loud")`}},
-		{"duplicate key", base + "staging: a\nstaging: b\n", []string{"staging: key is given twice (line 12)"}},
+		{"duplicate key", base + "staging: a\nstaging: b\n", []string{"line 12: staging: key is given twice (first on line 11); the first is used"}},
 		{"two documents", base + "---\nstaging: x\n", []string{"exactly one YAML document"}},
 	}
 	for _, tt := range tests {
@@ -211,6 +213,21 @@ func FuzzParse(f *testing.F) {
 		if err == nil && len(cfg.Validate()) != 0 {
 			t.Fatalf("Parse accepted a config that Validate rejects")
 		}
+		var e *Error
+		if err != nil && !errors.As(err, &e) {
+			t.Fatalf("Parse returned %T, want *Error: %v", err, err)
+		}
+		if e != nil {
+			if len(e.Problems) == 0 {
+				t.Fatal("an *Error without problems")
+			}
+			// Sorted by line, those without one last.
+			for i := 1; i < len(e.Problems); i++ {
+				if sortLine(e.Problems[i].Line) < sortLine(e.Problems[i-1].Line) {
+					t.Fatalf("problems not sorted by line: %q", e.Lines())
+				}
+			}
+		}
 	})
 }
 
@@ -270,10 +287,10 @@ func TestBadFiles(t *testing.T) {
 		},
 		"sizes_unreadable": {
 			want: []string{
-				`twilio.max_response_bytes: must be a number of bytes or a size like 32MiB (units B, KiB, MiB, GiB, TiB) (got "lots") (line 4)`,
-				"twilio.users_page_size: cannot read string `many` into int (line 5)",
-				"export.batch_bytes: must be a size such as 32MiB, not a list or mapping (line 13)",
-				`export.row_group_bytes: must be a number of bytes or a size like 32MiB (units B, KiB, MiB, GiB, TiB) (got "32MB") (line 14)`,
+				`testdata/sizes_unreadable.bad.yaml:4: twilio.max_response_bytes: must be a number of bytes or a size like 32MiB (units B, KiB, MiB, GiB, TiB) (got "lots")`,
+				"testdata/sizes_unreadable.bad.yaml:5: twilio.users_page_size: cannot read string `many` into int",
+				"testdata/sizes_unreadable.bad.yaml:13: export.batch_bytes: must be a size such as 32MiB, not a list or mapping",
+				`testdata/sizes_unreadable.bad.yaml:14: export.row_group_bytes: must be a number of bytes or a size like 32MiB (units B, KiB, MiB, GiB, TiB) (got "32MB")`,
 			},
 		},
 	}

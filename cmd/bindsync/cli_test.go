@@ -49,7 +49,7 @@ func TestBadUsageExitsTwo(t *testing.T) {
 		cmd    string
 		want   string
 	}{
-		{"unknown key", goodConfig + "extra: 1\n", nil, "run", "extra: unknown key (line 11)"},
+		{"unknown key", goodConfig + "extra: 1\n", nil, "run", "bindsync.yaml:11: extra: unknown key; known keys here:"},
 		{"bad service sid", replace("IS0123456789abcdef0123456789abcdef", "IS123"), nil, "run", `services[0].sid: must match ^IS[0-9a-fA-F]{32}$ (got "IS123")`},
 		{"page size", replace("  auth_token:", "  page_size: 0\n  auth_token:"), nil, "validate", "twilio.page_size: must be between 1 and 1000 (got 0)"},
 		{"unset variable", replace("${CLI_TEST_TOKEN}", "${CLI_TEST_MISSING}"), nil, "run", "twilio.auth_token: environment variable CLI_TEST_MISSING is not set"},
@@ -126,7 +126,8 @@ func mustTime(t *testing.T, s string) (tm time.Time) {
 func TestValidatePrintsWarnings(t *testing.T) {
 	t.Setenv("CLI_TEST_TOKEN", "tok-value-123")
 	conf := strings.Replace(goodConfig, "  auth_token:", "  page_size: 200\n  users_page_size: 500\n  auth_token:", 1)
-	code, stdout, stderr := runCLI(t, "validate", "--config", writeFile(t, conf))
+	file := writeFile(t, conf)
+	code, stdout, stderr := runCLI(t, "validate", "--config", file)
 	if code != exitOK {
 		t.Fatalf("exit %d, want 0 for warnings alone\n%s", code, stderr)
 	}
@@ -134,8 +135,8 @@ func TestValidatePrintsWarnings(t *testing.T) {
 		t.Errorf("stdout does not show both page sizes:\n%s", stdout)
 	}
 	for _, want := range []string{
-		"bindsync: warning: twilio.page_size: 200 is above the documented maximum of Twilio's current API (50); Twilio may reject it; bindsync then falls back to 50\n",
-		"bindsync: warning: twilio.users_page_size: 500 is above the documented maximum of Twilio's current API (100)",
+		"bindsync: warning: " + file + ":3: twilio.page_size: 200 is above the documented maximum of Twilio's current API (50); Twilio may reject it; bindsync then falls back to 50\n",
+		"bindsync: warning: " + file + ":4: twilio.users_page_size: 500 is above the documented maximum of Twilio's current API (100)",
 	} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr misses %q:\n%s", want, stderr)

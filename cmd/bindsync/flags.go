@@ -51,10 +51,16 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 func loadConfig(c *common) (*config.Config, error) {
+	return loadConfigWith(c, config.Options{})
+}
+
+// loadConfigWith is loadConfig for a command that uses only part of the
+// configuration (see config.Options).
+func loadConfigWith(c *common, opts config.Options) (*config.Config, error) {
 	if c.config == "" {
 		return nil, usagef("--config FILE is required")
 	}
-	cfg, err := config.LoadFile(c.config)
+	cfg, err := config.LoadFileWith(c.config, opts)
 	if err != nil {
 		return nil, usageError{err}
 	}

@@ -5,7 +5,7 @@
 // Usage:
 //
 //	bindsync run --config FILE [--snapshot-date YYYY-MM-DD] [--force] [--allow-future]
-//	bindsync validate --config FILE
+//	bindsync validate --config FILE [--check-credentials]
 //	bindsync serve --config FILE
 //	bindsync status --config FILE [--snapshot-date YYYY-MM-DD] [--json | --check [--max-age 26h]]
 //	bindsync publish --config FILE --snapshot-date YYYY-MM-DD
@@ -14,7 +14,9 @@
 // Exit codes: 0 done, 1 the run failed (run it again to resume; a panic is
 // a failed run too), 2 bad usage, configuration or credentials. `status
 // --check` exits 0 when a snapshot was published within --max-age and 1
-// otherwise, for monitors.
+// otherwise, for monitors. `validate --check-credentials` exits 0 when
+// every check passed, 2 when one calls for a change of configuration,
+// credentials or permissions, 1 when the failures may pass by themselves.
 package main
 
 import (
@@ -91,7 +93,7 @@ const usageText = `bindsync copies Twilio Chat v2 user bindings into a warehouse
 
 Usage:
   bindsync run      --config FILE [--snapshot-date YYYY-MM-DD] [--force] [--allow-future]
-  bindsync validate --config FILE
+  bindsync validate --config FILE [--check-credentials]
   bindsync serve    --config FILE
   bindsync status   --config FILE [--snapshot-date YYYY-MM-DD] [--json | --check [--max-age 26h]]
   bindsync publish  --config FILE --snapshot-date YYYY-MM-DD
@@ -120,7 +122,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	case "run":
 		return cmdRun(ctx, rest, stdout, stderr)
 	case "validate":
-		return cmdValidate(rest, stdout, stderr)
+		return cmdValidate(ctx, rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, rest, stdout, stderr)
 	case "serve":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -102,18 +103,16 @@ func errorText(err error, red *safetext.Redactor) string {
 	}
 	var ce *config.Error
 	if errors.As(err, &ce) && ce.Error() == err.Error() {
-		head := "invalid configuration"
-		if ce.File != "" {
-			head += " " + ce.File
-		}
-		lines := make([]string, len(ce.Problems))
-		for i, p := range ce.Problems {
-			lines[i] = clean(red, p)
+		// Each problem is cleaned on its own: the line breaks between
+		// them are bindsync's, any within them are not.
+		lines := ce.Lines()
+		for i, l := range lines {
+			lines[i] = clean(red, l)
 		}
 		if len(lines) == 1 {
-			return clean(red, head) + ": " + lines[0]
+			return "invalid configuration: " + lines[0]
 		}
-		return clean(red, head) + ":\n  " + strings.Join(lines, "\n  ")
+		return fmt.Sprintf("invalid configuration (%d problems):\n  %s", len(lines), strings.Join(lines, "\n  "))
 	}
 	var h hintError
 	if errors.As(err, &h) && h.Error() == err.Error() {

@@ -102,7 +102,7 @@ func TestErrorText(t *testing.T) {
 		{"hostile", fmt.Errorf("list bindings: %w", errors.New(hostileText)), 1},
 		{"hint", usageError{withHint(errors.New(hostileText), "Twilio refused the credentials: check twilio.auth_token")}, 2},
 		{"hint inside more context", fmt.Errorf("run: %w", withHint(errors.New(hostileText), "a hint")), 1},
-		{"config", usageError{&config.Error{File: "b.yaml", Problems: []string{"a: bad\x1b[2K", "b: bad"}}}, 3},
+		{"config", usageError{&config.Error{File: "b.yaml", Problems: []config.Problem{{Line: 1, Path: "a", Message: "bad\x1b[2K"}, {Line: 2, Path: "b", Message: "bad"}}}}, 3},
 		{"huge", errors.New(strings.Repeat("x", 100_000)), 1},
 	}
 	for _, tt := range tests {

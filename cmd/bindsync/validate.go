@@ -1,16 +1,23 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/bindsync/bindsync/config"
 )
 
 // cmdValidate loads the configuration, prints what it says (without a
-// secret) and its warnings, which do not change the exit code.
-func cmdValidate(args []string, stdout, stderr io.Writer) (err error) {
+// secret) and its warnings, which do not change the exit code. With
+// --check-credentials it then checks that Twilio, staging and the
+// warehouse answer to the configured identities (see checkCredentials);
+// without it, it sends nothing anywhere.
+func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var c common
 	fs := newFlagSet("validate", stderr, &c, true)
+	checkCreds := fs.Bool("check-credentials", false, "also check, without writing anything, that the credentials work: one request to Twilio per service, a listing of the staging bucket, a read of the BigQuery dataset; exit 0 only if every check passes")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -44,7 +51,14 @@ func cmdValidate(args []string, stdout, stderr io.Writer) (err error) {
 		out("  warehouse  bigquery %s.%s.%s (%s)", bq.Project, bq.Dataset, bq.Table, bq.Location)
 	}
 	for _, w := range cfg.Warnings() {
-		fmt.Fprintf(stderr, "bindsync: warning: %s\n", clean(red, w))
+		// Placed in the file as problems are: file:line: path: message.
+		path, msg, _ := strings.Cut(w, ": ")
+		p := config.Problem{Line: cfg.Line(path), Path: path, Message: msg}
+		fmt.Fprintf(stderr, "bindsync: warning: %s\n", clean(red, p.Format(c.config)))
+	}
+	if *checkCreds {
+		out("credentials")
+		return checkCredentials(ctx, cfg, c.config, stdout, red)
 	}
 	return nil
 }

@@ -134,9 +134,9 @@ const (
 func describe(desc string, t Treatment) string {
 	switch t {
 	case Hash:
-		return hashedNote + " Column: " + desc
+		return hashedNote + " " + desc
 	case Drop:
-		return droppedNote + " Column: " + desc
+		return droppedNote + " " + desc
 	}
 	return desc
 }

@@ -27,7 +27,7 @@ type job struct {
 	// privacy is the privacy policy of export.columns, with its key.
 	privacy *exporter.Privacy
 	stats   *worker.Stats
-	log        *zap.Logger
+	log     *zap.Logger
 	// configFile is the configuration file the job was built from, named
 	// in advice about credentials; empty when the configuration was made
 	// in memory (demo, tests).

@@ -175,7 +175,7 @@ type PartWriter struct {
 // columns of meta, and is written under the privacy policy of
 // opts.Privacy. ctx bounds the whole life of the writer.
 func NewPartWriter(ctx context.Context, store staging.Store, name string, meta schemas.RowMeta, opts PartOptions) (*PartWriter, error) {
-	w, err := newPartWriter(ctx, store, name, opts.Privacy.bindingSchema(), meta, opts)
+	w, err := newPartWriter(ctx, store, name, opts.Privacy.BindingSchema(), meta, opts)
 	if err != nil {
 		return nil, err
 	}

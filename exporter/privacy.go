@@ -190,16 +190,19 @@ func (p *Privacy) String() string { return "privacy policy " + p.Policy().String
 // GoString is String, so that %#v does not print the key either.
 func (p *Privacy) GoString() string { return p.String() }
 
-// bindingSchema is the schema of the binding parts written under p.
-func (p *Privacy) bindingSchema() *arrow.Schema {
+// BindingSchema returns the schema of the binding parts written under p:
+// the policy's descriptions, and its PrivacyMetadataKey when it treats a
+// column; schemas.Binding() for a nil p.
+func (p *Privacy) BindingSchema() *arrow.Schema {
 	if p == nil {
 		return schemas.Binding()
 	}
 	return p.binding
 }
 
-// usersSchema is the schema of the users parts written under p.
-func (p *Privacy) usersSchema() *arrow.Schema {
+// UsersSchema returns the schema of the users parts written under p, like
+// BindingSchema; schemas.Users() for a nil p.
+func (p *Privacy) UsersSchema() *arrow.Schema {
 	if p == nil {
 		return schemas.Users()
 	}

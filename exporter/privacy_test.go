@@ -171,7 +171,7 @@ func stagePolicySnapshot(t *testing.T, store staging.Store, date time.Time, bs [
 	t.Helper()
 	ctx := context.Background()
 	meta := schemas.RowMeta{SnapshotDate: date, SyncedAt: date.Add(time.Hour)}
-	s := Snapshot{Date: date, Store: store, RunID: "r", Tables: []Table{{Name: BindingsTable, Schema: opts.Privacy.bindingSchema()}}}
+	s := Snapshot{Date: date, Store: store, RunID: "r", Tables: []Table{{Name: BindingsTable, Schema: opts.Privacy.BindingSchema()}}}
 	for i, half := range [][]twilio.Binding{bs[:len(bs)/2], bs[len(bs)/2:]} {
 		w, err := NewPartWriter(ctx, store, fmt.Sprintf("%s/part-%d.parquet", date.Format(time.DateOnly), i), meta, opts)
 		if err != nil {
@@ -199,7 +199,7 @@ func stagePolicySnapshot(t *testing.T, store staging.Store, date time.Time, bs [
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Tables = append(s.Tables, Table{Name: UsersTable, Schema: opts.Privacy.usersSchema(), Parts: []PartInfo{info}})
+	s.Tables = append(s.Tables, Table{Name: UsersTable, Schema: opts.Privacy.UsersSchema(), Parts: []PartInfo{info}})
 	return s
 }
 
@@ -593,7 +593,7 @@ func TestBindingSchemaOfTag(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v: %v", p, err)
 		}
-		if !got.Equal(pr.bindingSchema()) || !reflect.DeepEqual(got.Metadata(), pr.bindingSchema().Metadata()) {
+		if !got.Equal(pr.BindingSchema()) || !reflect.DeepEqual(got.Metadata(), pr.BindingSchema().Metadata()) {
 			t.Errorf("%v: schema of its tag differs", p)
 		}
 	}

@@ -16,7 +16,7 @@ type UsersPartWriter struct{ p *PartWriter }
 
 // NewUsersPartWriter starts the users part file name in store.
 func NewUsersPartWriter(ctx context.Context, store staging.Store, name string, meta schemas.RowMeta, opts PartOptions) (*UsersPartWriter, error) {
-	p, err := newPartWriter(ctx, store, name, opts.Privacy.usersSchema(), meta, opts)
+	p, err := newPartWriter(ctx, store, name, opts.Privacy.UsersSchema(), meta, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -62,10 +62,15 @@ type Options struct {
 	// Source is the table of the snapshot that this Publisher loads into
 	// Table; "" means exporter.BindingsTable. A Publisher of the users
 	// table has Source exporter.UsersTable and Schema
-	// schemas.UsersBigQuery().
+	// schemas.UsersBigQuery() (or the privacy policy's UsersBigQuery).
 	Source string
 	// Schema is the schema of the table; nil means schemas.BigQuery().
 	// A column added here is added to an existing table; none is dropped.
+	// Descriptions, and a REQUIRED column made NULLABLE here, are updated
+	// on an existing table by a metadata change that rewrites no
+	// partition: that is how a privacy policy (schemas.Policy.BigQuery)
+	// set on a table with data says from then on which columns are hashed
+	// or dropped, while earlier partitions keep the values they hold.
 	Schema bigquery.Schema
 	// Principal names the credentials in error messages ("grant ... to
 	// <Principal>"); NewClient returns it.

@@ -36,6 +36,7 @@ import (
 
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/internal/safetext"
+	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/staging"
 	"github.com/bindsync/bindsync/twilio"
 	"github.com/bindsync/bindsync/worker"
@@ -209,6 +210,97 @@ type Export struct {
 	// CommitInterval is the longest time between two checkpoints, and so
 	// the most work a crash can lose.
 	CommitInterval time.Duration `yaml:"commit_interval"`
+	// Columns is the privacy policy of the columns that hold personal
+	// data, applied as rows are written into the part files.
+	Columns Columns `yaml:"columns"`
+}
+
+// Columns is the privacy policy of the columns that hold personal data:
+// for each, keep (the default), hash or drop (see schemas.Treatment), and
+// the key that hashing uses.
+type Columns struct {
+	// HashKey is the HMAC-SHA-256 key of hashed columns, at least
+	// exporter.MinHashKeyBytes bytes, used as its bytes are (no hex or
+	// base64 decoding). Give it from the environment, like the other
+	// secrets: hash_key: ${BINDSYNC_HASH_KEY}. Changing it changes every
+	// hash, which breaks joins with the days hashed before.
+	HashKey string `yaml:"hash_key"`
+	// UserBindings covers the columns of the user_bindings table.
+	UserBindings BindingColumns `yaml:"user_bindings"`
+	// Users covers the columns of the users table.
+	Users UserColumns `yaml:"users"`
+}
+
+// BindingColumns are the treatments of the user_bindings columns.
+type BindingColumns struct {
+	Endpoint schemas.Treatment `yaml:"endpoint"`
+	Identity schemas.Treatment `yaml:"identity"`
+}
+
+// UserColumns are the treatments of the users table's columns.
+type UserColumns struct {
+	User     schemas.Treatment `yaml:"user"`
+	Identity schemas.Treatment `yaml:"identity"`
+}
+
+// Policy returns the policy c describes, without its key.
+func (c Columns) Policy() schemas.Policy {
+	return schemas.Policy{
+		Endpoint:      c.UserBindings.Endpoint,
+		Identity:      c.UserBindings.Identity,
+		UsersUser:     c.Users.User,
+		UsersIdentity: c.Users.Identity,
+	}
+}
+
+// Privacy returns the exporter's Privacy of c, which part writers apply.
+// It fails only for a Columns that Validate rejects.
+func (c Columns) Privacy() (*exporter.Privacy, error) {
+	return exporter.NewPrivacy(c.Policy(), []byte(c.HashKey))
+}
+
+// treatments lists the treatment fields of c with their paths within
+// export.columns, in file order.
+func (c Columns) treatments() []struct {
+	path string
+	t    schemas.Treatment
+} {
+	return []struct {
+		path string
+		t    schemas.Treatment
+	}{
+		{"user_bindings.endpoint", c.UserBindings.Endpoint},
+		{"user_bindings.identity", c.UserBindings.Identity},
+		{"users.user", c.Users.User},
+		{"users.identity", c.Users.Identity},
+	}
+}
+
+// Validate checks the export.columns section: every treatment is keep,
+// hash or drop, and a hashed column has a key of at least
+// exporter.MinHashKeyBytes bytes. The key is never shown.
+func (c Columns) Validate() []string {
+	var p problems
+	var hashed []string
+	for _, f := range c.treatments() {
+		switch f.t {
+		case schemas.Keep, schemas.Drop:
+		case schemas.Hash:
+			hashed = append(hashed, f.path)
+		default:
+			p.add(f.path, "must be one of keep, hash, drop (got %q)", string(f.t))
+		}
+	}
+	switch {
+	case len(hashed) == 0:
+	case c.HashKey == "":
+		p.add("hash_key", "is required when a column is hashed (%s: hash): give at least %d bytes from the environment, like hash_key: ${BINDSYNC_HASH_KEY}",
+			hashed[0], exporter.MinHashKeyBytes)
+	case len(c.HashKey) < exporter.MinHashKeyBytes:
+		p.add("hash_key", "must be at least %d bytes (it has %d; the value is not shown): a short key lets anyone who sees the hashes find the values by guessing the key",
+			exporter.MinHashKeyBytes, len(c.HashKey))
+	}
+	return p
 }
 
 // HTTP is the listener of `bindsync serve`.
@@ -279,6 +371,10 @@ func Default() *Config {
 			PartRows: DefaultPartRows, BatchRows: DefaultBatchRows, RowGroupRows: DefaultRowGroupRows,
 			BatchBytes: DefaultBatchBytes, RowGroupBytes: DefaultRowGroupBytes,
 			CommitInterval: DefaultCommitInterval,
+			Columns: Columns{
+				UserBindings: BindingColumns{Endpoint: schemas.Keep, Identity: schemas.Keep},
+				Users:        UserColumns{User: schemas.Keep, Identity: schemas.Keep},
+			},
 		},
 		Schedule: DefaultSchedule,
 		HTTP:     HTTP{Listen: DefaultListen},
@@ -654,6 +750,7 @@ func (e Export) Validate() []string {
 	if e.CommitInterval < 100*time.Millisecond {
 		p.add("commit_interval", "must be at least 100ms (got %s)", e.CommitInterval)
 	}
+	p.section("columns", e.Columns.Validate())
 	return p
 }
 
@@ -763,6 +860,25 @@ func (c *Config) Warnings() []string {
 		if s.value != "" && len(s.value) < safetext.MinSecretLen {
 			w.add(s.path, "is shorter than %d characters, too short to be told apart in text: bindsync cannot keep it out of logs and errors (Twilio's are 32)", safetext.MinSecretLen)
 		}
+	}
+	w = append(w, c.Export.Columns.warnings()...)
+	return w
+}
+
+// warnings says where the privacy policy leaves in clear what it hides
+// elsewhere: an identity hashed or dropped in user_bindings is also in the
+// users table's identity and, for users configured by identity, user.
+func (c Columns) warnings() []string {
+	var w problems
+	if id := c.UserBindings.Identity; id == schemas.Hash || id == schemas.Drop {
+		for _, f := range c.treatments()[2:] {
+			if f.t == schemas.Keep {
+				w.add("export.columns."+f.path, "is keep while export.columns.user_bindings.identity is %s: the users table holds identities in clear (set it to hash or drop too)", id)
+			}
+		}
+	}
+	if c.HashKey != "" && !c.Policy().Hashes() {
+		w.add("export.columns.hash_key", "is set but no column is hashed; it is not used")
 	}
 	return w
 }

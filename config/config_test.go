@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bindsync/bindsync/schemas"
 )
 
 var testEnv = map[string]string{
@@ -14,6 +16,7 @@ var testEnv = map[string]string{
 	"TWILIO_AUTH_TOKEN":     "tok#en: with yaml",
 	"TWILIO_API_KEY_SECRET": "secret",
 	"PAGE_SIZE":             "20",
+	"BINDSYNC_HASH_KEY":     "hash-key-0f-32-bytes-or-more-for-tests",
 }
 
 func lookup(k string) (string, bool) { v, ok := testEnv[k]; return v, ok }
@@ -57,6 +60,9 @@ func TestGoodFiles(t *testing.T) {
 		if w := cfg.Warnings(); len(w) != 0 {
 			t.Errorf("warnings for the defaults: %q", w)
 		}
+		if p := cfg.Export.Columns.Policy(); !p.KeepsAll() || p.Endpoint != schemas.Keep || p.UsersIdentity != schemas.Keep {
+			t.Errorf("default privacy policy = %v, want keep everywhere", p)
+		}
 	})
 	t.Run("sizes", func(t *testing.T) {
 		cfg, err := LoadFile("testdata/sizes.good.yaml")
@@ -74,6 +80,25 @@ func TestGoodFiles(t *testing.T) {
 		}
 		if got := cfg.Warnings(); strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	})
+	t.Run("privacy", func(t *testing.T) {
+		cfg, err := LoadFile("testdata/privacy.good.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := cfg.Export.Columns
+		want := schemas.Policy{Endpoint: schemas.Drop, Identity: schemas.Hash, UsersUser: schemas.Hash, UsersIdentity: schemas.Keep}
+		if c.Policy() != want || c.HashKey != testEnv["BINDSYNC_HASH_KEY"] {
+			t.Errorf("policy = %v", c.Policy())
+		}
+		p, err := c.Privacy()
+		if err != nil || p.Policy() != want {
+			t.Errorf("Privacy() = %v, %v", p, err)
+		}
+		wantWarn := "export.columns.users.identity: is keep while export.columns.user_bindings.identity is hash: the users table holds identities in clear (set it to hash or drop too)"
+		if got := cfg.Warnings(); len(got) != 1 || got[0] != wantWarn {
+			t.Errorf("warnings = %q, want [%q]", got, wantWarn)
 		}
 	})
 	t.Run("bigquery", func(t *testing.T) {
@@ -147,6 +172,9 @@ func TestBadConfigs(t *testing.T) {
 		{"bad log level", base + "log:\n  level: loud\n", []string{`log.level: must be one of debug, info, warn, error (got "loud")`}},
 		{"duplicate key", base + "staging: a\nstaging: b\n", []string{"line 12: staging: key is given twice (first on line 11); the first is used"}},
 		{"two documents", base + "---\nstaging: x\n", []string{"exactly one YAML document"}},
+		{"unknown privacy column", base + "export:\n  columns:\n    user_bindings:\n      sid: hash\n", []string{"line 14: export.columns.user_bindings.sid: unknown key; known keys here: endpoint, identity"}},
+		{"privacy treatment not a string", base + "export:\n  columns:\n    users:\n      user: [hash]\n", []string{"export.columns.users.user: cannot read"}},
+		{"hash key from an unset variable", base + "export:\n  columns:\n    hash_key: ${NO_SUCH_KEY}\n    user_bindings: {identity: hash}\n", []string{"line 13: export.columns.hash_key: environment variable NO_SUCH_KEY is not set"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -208,6 +236,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte("services: [{sid: x, users: [a, b]}]"))
+	f.Add([]byte(base + "export:\n  columns:\n    hash_key: ${BINDSYNC_HASH_KEY}\n    user_bindings: {endpoint: hash, identity: drop}\n    users: {user: keep}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data, lookup)
 		if err == nil && len(cfg.Validate()) != 0 {
@@ -226,6 +255,12 @@ func FuzzParse(f *testing.F) {
 				if sortLine(e.Problems[i].Line) < sortLine(e.Problems[i-1].Line) {
 					t.Fatalf("problems not sorted by line: %q", e.Lines())
 				}
+			}
+		}
+		if err == nil {
+			// What validates is what a run accepts.
+			if _, err := cfg.Export.Columns.Privacy(); err != nil {
+				t.Fatalf("Parse accepted a privacy policy that a run rejects: %v", err)
 			}
 		}
 	})
@@ -283,6 +318,19 @@ func TestBadFiles(t *testing.T) {
 				"twilio.unavailable_after: must be at least 10s (got 5s)",
 				"export.batch_bytes: must be between 64KiB and 1GiB (got 2GiB)",
 				"export.row_group_bytes: must be between export.batch_bytes (2GiB) and 4GiB (got 1MiB)",
+			},
+		},
+		"privacy_no_key": {
+			want: []string{"export.columns.hash_key: is required when a column is hashed (users.identity: hash): give at least 32 bytes from the environment, like hash_key: ${BINDSYNC_HASH_KEY}"},
+		},
+		"privacy_short_key": {
+			want:   []string{"export.columns.hash_key: must be at least 32 bytes (it has 21; the value is not shown)"},
+			hidden: []string{"short-s3cr3t-hash-key", "s3cr3t-hash"},
+		},
+		"privacy_bad_treatment": {
+			want: []string{
+				`export.columns.user_bindings.endpoint: must be one of keep, hash, drop (got "encrypt")`,
+				`export.columns.users.identity: must be one of keep, hash, drop (got "HASH")`,
 			},
 		},
 		"sizes_unreadable": {
@@ -370,6 +418,25 @@ func TestByteSize(t *testing.T) {
 	for b, want := range map[ByteSize]string{0: "0B", 1500: "1500B", 1024: "1KiB", 32 << 20: "32MiB", 3 << 30: "3GiB", 1<<20 + 1024: "1025KiB"} {
 		if got := b.String(); got != want {
 			t.Errorf("ByteSize(%d).String() = %q, want %q", int64(b), got, want)
+		}
+	}
+}
+
+// TestHashKeyLength: a key of exactly exporter.MinHashKeyBytes bytes is
+// accepted, one byte less is refused, and the key is never in the error.
+func TestHashKeyLength(t *testing.T) {
+	for _, n := range []int{31, 32} {
+		key := strings.Repeat("k", n-4) + "s3cr"
+		doc := base + "export:\n  columns:\n    hash_key: " + key + "\n    user_bindings:\n      endpoint: hash\n"
+		_, err := Parse([]byte(doc), lookup)
+		if n >= 32 && err != nil {
+			t.Errorf("key of %d bytes: %v", n, err)
+		}
+		if n < 32 && (err == nil || !strings.Contains(err.Error(), "export.columns.hash_key: must be at least 32 bytes (it has 31")) {
+			t.Errorf("key of %d bytes: err = %v", n, err)
+		}
+		if err != nil && strings.Contains(err.Error(), key) {
+			t.Errorf("the error shows the key: %v", err)
 		}
 	}
 }

@@ -107,6 +107,10 @@ type PartOptions struct {
 	// Allocator provides Arrow memory (default memory.DefaultAllocator);
 	// tests pass a checked allocator to prove nothing leaks.
 	Allocator memory.Allocator
+	// Privacy is the privacy policy applied to every row appended, so that
+	// a hashed or dropped value never reaches a part; nil keeps every
+	// column. FilterPart copies rows as they are stored and ignores it.
+	Privacy *Privacy
 }
 
 func (o PartOptions) withDefaults() PartOptions {
@@ -152,7 +156,8 @@ type PartInfo struct {
 type PartWriter struct {
 	ctx     context.Context
 	name    string
-	schema  *arrow.Schema
+	users   bool    // it holds user rows (UsersPartWriter), not bindings
+	mask    *masker // the privacy policy of appended rows; nil keeps all
 	meta    schemas.RowMeta
 	opts    PartOptions
 	sink    staging.Writer
@@ -170,11 +175,19 @@ type PartWriter struct {
 }
 
 // NewPartWriter starts the part file name in store. Every row gets the
-// columns of meta. ctx bounds the whole life of the writer.
+// columns of meta, and is written under the privacy policy of
+// opts.Privacy. ctx bounds the whole life of the writer.
 func NewPartWriter(ctx context.Context, store staging.Store, name string, meta schemas.RowMeta, opts PartOptions) (*PartWriter, error) {
-	return newPartWriter(ctx, store, name, schemas.Binding(), meta, opts)
+	w, err := newPartWriter(ctx, store, name, opts.Privacy.BindingSchema(), meta, opts)
+	if err != nil {
+		return nil, err
+	}
+	w.mask = opts.Privacy.newMasker()
+	return w, nil
 }
 
+// newPartWriter starts a part of rows of schema, without a privacy
+// policy: the caller sets mask when rows are to be masked.
 func newPartWriter(ctx context.Context, store staging.Store, name string, schema *arrow.Schema, meta schemas.RowMeta, opts PartOptions) (*PartWriter, error) {
 	opts = opts.withDefaults()
 	sink, err := store.Create(ctx, name)
@@ -216,7 +229,6 @@ func newPartWriter(ctx context.Context, store staging.Store, name string, schema
 	return &PartWriter{
 		ctx:     ctx,
 		name:    name,
-		schema:  schema,
 		meta:    meta,
 		opts:    opts,
 		sink:    sink,
@@ -227,13 +239,14 @@ func newPartWriter(ctx context.Context, store staging.Store, name string, schema
 	}, nil
 }
 
-// Append adds bindings to the part. Rows are encoded into Parquet whenever
-// a batch is full (BatchRows or BatchBytes). A binding with a field longer
-// than MaxValueBytes fails the whole call with ErrValueTooLarge before any
-// of its rows is added; any other error leaves the writer unusable, and the
-// caller should Abort it.
+// Append adds bindings to the part, as the privacy policy of the writer's
+// PartOptions writes them (bs is not changed). Rows are encoded into
+// Parquet whenever a batch is full (BatchRows or BatchBytes). A binding
+// with a field longer than MaxValueBytes fails the whole call with
+// ErrValueTooLarge before any of its rows is added; any other error leaves
+// the writer unusable, and the caller should Abort it.
 func (w *PartWriter) Append(bs []twilio.Binding) error {
-	if w.schema != schemas.Binding() {
+	if w.users {
 		return fmt.Errorf("append bindings to part %q: it holds other rows", w.name)
 	}
 	for i := range bs {
@@ -242,7 +255,7 @@ func (w *PartWriter) Append(bs []twilio.Binding) error {
 		}
 	}
 	for i := range bs {
-		if err := w.add(w.meta, &bs[i]); err != nil {
+		if err := w.add(w.meta, w.mask.binding(&bs[i])); err != nil {
 			return err
 		}
 	}
@@ -296,7 +309,8 @@ func bindingBytes(bd *twilio.Binding) int64 {
 	return n
 }
 
-// add appends one row with its own meta columns, flushing a full batch.
+// add appends one row as it is, with its own meta columns, flushing a
+// full batch. The privacy policy is the caller's to apply.
 func (w *PartWriter) add(meta schemas.RowMeta, bd *twilio.Binding) error {
 	return w.addRow(bindingBytes(bd), func(b *array.RecordBuilder) { schemas.AppendBinding(b, meta, bd) })
 }

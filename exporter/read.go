@@ -149,14 +149,24 @@ func readGroup(ctx context.Context, fr *pqarrow.FileReader, g int, fn func(arrow
 // FilterPart writes to dst a copy of the part src without the rows for
 // which keep returns false, and commits it; src is left unchanged. It is how
 // a user whose rows must be fetched again is dropped from a part. Every row
-// keeps its own snapshot_date and synced_at. dst must differ from src, so a
-// crash at any point leaves src intact: the caller swaps names in its
-// checkpoint once dst is committed.
+// keeps its own snapshot_date and synced_at, and is copied as it is
+// stored: the privacy policy src was written under (its hashed and dropped
+// columns, its metadata) carries over, and opts.Privacy is not applied
+// again. dst must differ from src, so a crash at any point leaves src
+// intact: the caller swaps names in its checkpoint once dst is committed.
 func FilterPart(ctx context.Context, store staging.Store, src, dst string, keep func(r *schemas.Row) bool, opts PartOptions) (PartInfo, error) {
 	if src == dst {
 		return PartInfo{}, fmt.Errorf("filter part %q: destination must differ from source", src)
 	}
-	w, err := NewPartWriter(ctx, store, dst, schemas.RowMeta{}, opts)
+	tag, err := partTag(ctx, store, src)
+	if err != nil {
+		return PartInfo{}, fmt.Errorf("filter part %q: %w", src, err)
+	}
+	schema, err := bindingSchemaOfTag(tag)
+	if err != nil {
+		return PartInfo{}, fmt.Errorf("filter part %q: %w", src, err)
+	}
+	w, err := newPartWriter(ctx, store, dst, schema, schemas.RowMeta{}, opts)
 	if err != nil {
 		return PartInfo{}, fmt.Errorf("filter part %q: %w", src, err)
 	}

@@ -33,7 +33,9 @@ type Options struct {
 	// RunID names the run that publishes, for logs and for publishers that
 	// build job names from it.
 	RunID string
-	// PartOptions bound the users part as they bound the binding parts.
+	// PartOptions bound the users part as they bound the binding parts,
+	// and its Privacy is the policy every part of the snapshot must have
+	// been written under (exporter.CheckPrivacy).
 	PartOptions exporter.PartOptions
 	// SyncedAt is the synced_at of the users table when the checkpoint
 	// names no run (the first run's start otherwise).
@@ -70,6 +72,11 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 		return nil, err
 	}
 	snap := Of(cp, opts.Store, opts.RunID, users)
+	// Parts read before a change of privacy policy or key must not reach
+	// a warehouse under the new one.
+	if err := exporter.CheckPrivacy(ctx, snap, opts.PartOptions.Privacy); err != nil {
+		return nil, fmt.Errorf("publish snapshot %s: %w", date.Format(time.DateOnly), err)
+	}
 	rows := st.Rows()
 	for _, p := range opts.Publishers {
 		log.Info("publishing", zap.String("to", p.Describe()), zap.Int("parts", len(st.Parts)), zap.Int64("rows", rows))

@@ -69,7 +69,11 @@ func UsersBigQuery() bigquery.Schema {
 
 // UserRow is one user of a snapshot.
 type UserRow struct {
-	ServiceSID   string
+	ServiceSID string
+	// User is the user as bindsync addressed it: a SID or a configured
+	// identity. It is empty only where the privacy policy drops the
+	// column: an empty User is stored as null, and a null reads back as
+	// empty.
 	User         string
 	UserSID      *string
 	Identity     *string
@@ -79,17 +83,31 @@ type UserRow struct {
 	SyncedAt     time.Time
 }
 
-// AppendUser appends one user row to a RecordBuilder of the Users schema;
-// meta gives snapshot_date and synced_at.
+// AppendUser appends one user row to a RecordBuilder of the Users schema
+// (or of a Policy's UsersSchema); meta gives snapshot_date and synced_at.
+// An empty User is appended as null, which only a schema whose user
+// column is dropped (and so nullable) accepts.
 func AppendUser(b *array.RecordBuilder, meta RowMeta, u *UserRow) {
 	b.Field(0).(*array.StringBuilder).Append(u.ServiceSID)
-	b.Field(1).(*array.StringBuilder).Append(u.User)
+	if u.User == "" {
+		b.Field(1).(*array.StringBuilder).AppendNull()
+	} else {
+		b.Field(1).(*array.StringBuilder).Append(u.User)
+	}
 	appendOptString(b.Field(2).(*array.StringBuilder), u.UserSID)
 	appendOptString(b.Field(3).(*array.StringBuilder), u.Identity)
 	b.Field(4).(*array.Int64Builder).Append(u.Bindings)
 	b.Field(5).(*array.StringBuilder).Append(u.State)
 	b.Field(6).(*array.Date32Builder).Append(arrow.Date32FromTime(meta.SnapshotDate))
 	b.Field(7).(*array.TimestampBuilder).Append(arrow.Timestamp(meta.SyncedAt.UTC().UnixMicro()))
+}
+
+// deref returns *s, or "" for nil.
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 func appendOptString(b *array.StringBuilder, s *string) {
@@ -100,7 +118,8 @@ func appendOptString(b *array.StringBuilder, s *string) {
 	b.Append(*s)
 }
 
-// UsersFromRecord decodes user rows, for tests and readers.
+// UsersFromRecord decodes user rows, for tests and readers. A null user
+// (the privacy policy dropped the column) reads as an empty User.
 func UsersFromRecord(rec arrow.RecordBatch) ([]UserRow, error) {
 	got := rec.Schema()
 	if got.NumFields() != users.NumFields() {
@@ -123,14 +142,14 @@ func UsersFromRecord(rec arrow.RecordBatch) ([]UserRow, error) {
 	}
 	out := make([]UserRow, rec.NumRows())
 	for c, f := range users.Fields() {
-		if !f.Nullable && rec.Column(c).NullN() > 0 {
+		if !f.Nullable && f.Name != ColUser && rec.Column(c).NullN() > 0 {
 			return nil, fmt.Errorf("users record: column %s holds nulls", f.Name)
 		}
 	}
 	for i := range out {
 		out[i] = UserRow{
 			ServiceSID:   *str(0, i),
-			User:         *str(1, i),
+			User:         deref(str(1, i)),
 			UserSID:      str(2, i),
 			Identity:     str(3, i),
 			Bindings:     rec.Column(4).(*array.Int64).Value(i),

@@ -22,8 +22,8 @@ var ErrNotComplete = errors.New("snapshot is not complete and unpublished")
 // publishing), without reading Twilio: it takes the snapshot's lock,
 // checks that the checkpoint describes it as complete and that every part
 // is intact, and runs the publishing stage. Only opts.Store,
-// opts.Publishers, opts.Logger, opts.LockWait, opts.Now and the part
-// bounds are used. A snapshot in any other state is left as it is and
+// opts.Publishers, opts.Logger, opts.LockWait, opts.Now, opts.Privacy and
+// the part bounds are used. A snapshot in any other state is left as it is and
 // gives an error wrapping ErrNotComplete; a damaged part one that says to
 // run the snapshot again.
 func Publish(ctx context.Context, opts Options, date time.Time) (res *Result, err error) {
@@ -66,7 +66,7 @@ func Publish(ctx context.Context, opts Options, date time.Time) (res *Result, er
 		Store:       store,
 		Publishers:  opts.Publishers,
 		RunID:       id,
-		PartOptions: exporter.PartOptions{BatchRows: opts.BatchRows, RowGroupRows: opts.RowGroupRows, BatchBytes: opts.BatchBytes, RowGroupBytes: opts.RowGroupBytes},
+		PartOptions: exporter.PartOptions{BatchRows: opts.BatchRows, RowGroupRows: opts.RowGroupRows, BatchBytes: opts.BatchBytes, RowGroupBytes: opts.RowGroupBytes, Privacy: opts.Privacy},
 		SyncedAt:    opts.Now().UTC(),
 		Logger:      log,
 	})

@@ -78,7 +78,11 @@ type Options struct {
 	// in bytes too, whatever the size of the values; 0 means the
 	// exporter's defaults.
 	BatchBytes, RowGroupBytes int64
-	CommitInterval            time.Duration
+	// Privacy is the privacy policy applied to the rows as they are
+	// written into parts (and so to every table derived from them); nil
+	// keeps every column.
+	Privacy        *exporter.Privacy
+	CommitInterval time.Duration
 	// ProgressInterval is the period of progress log lines; 0 disables them.
 	ProgressInterval time.Duration
 	// Force starts the snapshot over even if it was published already.
@@ -261,7 +265,7 @@ type run struct {
 }
 
 func (r *run) partOptions() exporter.PartOptions {
-	return exporter.PartOptions{BatchRows: r.opts.BatchRows, RowGroupRows: r.opts.RowGroupRows, BatchBytes: r.opts.BatchBytes, RowGroupBytes: r.opts.RowGroupBytes}
+	return exporter.PartOptions{BatchRows: r.opts.BatchRows, RowGroupRows: r.opts.RowGroupRows, BatchBytes: r.opts.BatchBytes, RowGroupBytes: r.opts.RowGroupBytes, Privacy: r.opts.Privacy}
 }
 
 // newPartName returns the staging name of the run's next part file.

@@ -168,6 +168,13 @@ func TestSchemaUpdate(t *testing.T) {
 			wantSchema: append(base[:2:2], &bigquery.FieldSchema{Name: "tags", Type: bigquery.StringFieldType, Repeated: true}),
 		},
 		{
+			// As a privacy policy set on a table with data does: only the
+			// descriptions change, and the rows stay.
+			name:       "change descriptions",
+			schema:     bigquery.Schema{{Name: "id", Type: bigquery.StringFieldType, Required: true, Description: "Hashed: HMAC-SHA-256."}, {Name: "n", Type: bigquery.IntegerFieldType, Description: "Dropped."}},
+			wantSchema: bigquery.Schema{{Name: "id", Type: bigquery.StringFieldType, Required: true, Description: "Hashed: HMAC-SHA-256."}, {Name: "n", Type: bigquery.IntegerFieldType, Description: "Dropped."}},
+		},
+		{
 			name:       "relax required column",
 			schema:     bigquery.Schema{{Name: "id", Type: bigquery.StringFieldType}, base[1]},
 			wantSchema: bigquery.Schema{{Name: "id", Type: bigquery.StringFieldType}, base[1]},

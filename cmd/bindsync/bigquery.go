@@ -17,7 +17,6 @@ import (
 	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/config"
 	"github.com/bindsync/bindsync/exporter"
-	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/staging"
 	"github.com/bindsync/bindsync/worker"
 )
@@ -42,13 +41,15 @@ func setupBigQuery(ctx context.Context, j *job) error {
 	// One publisher per table of the snapshot: the bindings table, then
 	// the users table, one row per user of each snapshot, for the users
 	// that no binding reaches. A new table of the snapshot is one more
-	// entry here.
+	// entry here. The schemas are those of the privacy policy, so that
+	// the column descriptions say which columns are hashed or dropped.
+	policy := j.cfg.Export.Columns.Policy()
 	tables := []struct {
 		source, table string
 		schema        bigquery.Schema
 	}{
-		{exporter.BindingsTable, c.Table, schemas.BigQuery()},
-		{exporter.UsersTable, c.Table + bq.UsersSuffix, schemas.UsersBigQuery()},
+		{exporter.BindingsTable, c.Table, policy.BigQuery()},
+		{exporter.UsersTable, c.Table + bq.UsersSuffix, policy.UsersBigQuery()},
 	}
 	checkCtx, cancel := context.WithTimeout(ctx, bigQueryCallTimeout)
 	defer cancel()

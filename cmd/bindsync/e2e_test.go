@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,8 +106,10 @@ func newE2E(t *testing.T, spec twiliotest.WorldSpec, faults twiliotest.Faults, e
 	return e
 }
 
+// env is the environment of the binary: the Twilio credentials, and the
+// hash key of export.columns for the configurations that name it.
 func (e *e2e) env(token string) []string {
-	return append(os.Environ(), "E2E_ACCOUNT_SID="+e.world.AccountSID, "E2E_AUTH_TOKEN="+token)
+	return append(os.Environ(), "E2E_ACCOUNT_SID="+e.world.AccountSID, "E2E_AUTH_TOKEN="+token, "E2E_HASH_KEY="+e2eHashKey)
 }
 
 type result struct {
@@ -323,10 +326,13 @@ func TestE2ESIGTERMSavesCheckpoint(t *testing.T) {
 
 func TestE2ENoCredentialLeaks(t *testing.T) {
 	t.Parallel()
+	// Every column is hashed, so the privacy policy's key is in use too.
 	e := newE2E(t, twiliotest.WorldSpec{Seed: 3, Services: 2, UsersPerService: 40, MaxBindingsPerUser: 60},
-		twiliotest.Faults{Seed: 2, Rate429: 0.05, Rate503: 0.05}, "")
+		twiliotest.Faults{Seed: 2, Rate429: 0.05, Rate503: 0.05},
+		"export:\n  columns:\n    hash_key: ${E2E_HASH_KEY}\n    user_bindings: {endpoint: hash, identity: hash}\n    users: {user: hash, identity: hash}\n")
 	secrets := func(token string) []string {
-		return []string{token, base64.StdEncoding.EncodeToString([]byte(e.world.AccountSID + ":" + token))}
+		return []string{token, base64.StdEncoding.EncodeToString([]byte(e.world.AccountSID + ":" + token)),
+			e2eHashKey, hex.EncodeToString([]byte(e2eHashKey)), base64.StdEncoding.EncodeToString([]byte(e2eHashKey))}
 	}
 	check := func(what, text string, token string) {
 		t.Helper()

@@ -24,8 +24,10 @@ type job struct {
 	client     *twilio.Client
 	store      staging.Store
 	publishers []exporter.Publisher
-	stats      *worker.Stats
-	log        *zap.Logger
+	// privacy is the privacy policy of export.columns, with its key.
+	privacy *exporter.Privacy
+	stats   *worker.Stats
+	log     *zap.Logger
 	// configFile is the configuration file the job was built from, named
 	// in advice about credentials; empty when the configuration was made
 	// in memory (demo, tests).
@@ -63,6 +65,11 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 	j := &job{cfg: cfg, log: log, stats: &worker.Stats{}, metrics: m}
 	observe := m.Hooks()
 	var err error
+	// Validate has checked the policy; a failure here is a configuration
+	// built in code that skipped it. The error never holds the key.
+	if j.privacy, err = cfg.Export.Columns.Privacy(); err != nil {
+		return nil, usagef("export.columns: %v", err)
+	}
 	j.store, err = openStaging(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -171,6 +178,7 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 		RowGroupRows:     j.cfg.Export.RowGroupRows,
 		BatchBytes:       int64(j.cfg.Export.BatchBytes),
 		RowGroupBytes:    int64(j.cfg.Export.RowGroupBytes),
+		Privacy:          j.privacy,
 		CommitInterval:   j.cfg.Export.CommitInterval,
 		ProgressInterval: progress,
 		Force:            force,

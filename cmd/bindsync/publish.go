@@ -60,6 +60,7 @@ func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		RowGroupRows:  cfg.Export.RowGroupRows,
 		BatchBytes:    int64(cfg.Export.BatchBytes),
 		RowGroupBytes: int64(cfg.Export.RowGroupBytes),
+		Privacy:       j.privacy,
 		LockWait:      j.lockWait(),
 	}, day)
 	if res != nil {

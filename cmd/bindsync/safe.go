@@ -23,8 +23,9 @@ const (
 )
 
 // newRedactor returns the Redactor of the secrets in cfg: the auth token or
-// API key secret, their basic-auth encodings, and a password in the
-// Pushgateway URL. A nil cfg gives a Redactor of nothing.
+// API key secret, their basic-auth encodings, a password in the
+// Pushgateway URL, and the privacy policy's hash key. A nil cfg gives a
+// Redactor of nothing.
 func newRedactor(cfg *config.Config) *safetext.Redactor {
 	r := safetext.NewRedactor()
 	if cfg == nil {
@@ -34,6 +35,7 @@ func newRedactor(cfg *config.Config) *safetext.Redactor {
 	r.Add(t.AuthToken, t.APIKeySecret)
 	r.AddBasicAuth(t.AccountSID, t.AuthToken)
 	r.AddBasicAuth(t.APIKeySID, t.APIKeySecret)
+	r.Add(cfg.Export.Columns.HashKey)
 	if u, err := url.Parse(cfg.Metrics.Pushgateway); err == nil && u.User != nil {
 		if pass, ok := u.User.Password(); ok {
 			r.Add(pass)

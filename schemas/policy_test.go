@@ -1,0 +1,126 @@
+package schemas
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+// treatedPolicy treats every column, each way at least once.
+var treatedPolicy = Policy{Endpoint: Hash, Identity: Drop, UsersUser: Drop, UsersIdentity: Hash}
+
+// TestGoldenPolicySchemas pins the schemas written under a policy: the
+// descriptions of treated columns say so, and a dropped user is nullable.
+func TestGoldenPolicySchemas(t *testing.T) {
+	p := treatedPolicy
+	checkGolden(t, "policy.golden", []byte(dumpSchema(p.BindingSchema())+"\n"+dumpSchema(p.UsersSchema())))
+	js, err := p.BigQuery().ToJSONFields()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ujs, err := p.UsersBigQuery().ToJSONFields()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "policy.bigquery.golden.json", append(append(append(js, '\n'), ujs...), '\n'))
+}
+
+func TestPolicyDescriptions(t *testing.T) {
+	p := Policy{Endpoint: Hash, Identity: Drop, UsersIdentity: Hash}
+	bq := map[string]string{}
+	for _, f := range p.BigQuery() {
+		bq[f.Name] = f.Description
+	}
+	for _, f := range p.UsersBigQuery() {
+		bq["users."+f.Name] = f.Description
+	}
+	for col, want := range map[string][]string{
+		"endpoint":       {"Hashed", "lowercase hexadecimal HMAC-SHA-256", "64 characters", "export.columns.hash_key", "null stays null", "Partitions written before", Description(ColEndpoint)},
+		"identity":       {"Dropped", "always null", Description(ColIdentity)},
+		"users.identity": {"Hashed", "HMAC-SHA-256"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(bq[col], w) {
+				t.Errorf("description of %s = %q, missing %q", col, bq[col], w)
+			}
+		}
+	}
+	for col, desc := range map[string]string{"sid": bq["sid"], "users.user": bq["users.user"]} {
+		if strings.Contains(desc, "Hashed") || strings.Contains(desc, "Dropped") {
+			t.Errorf("description of kept column %s says it is treated: %q", col, desc)
+		}
+	}
+	if len(bq) != len(columns)+len(userColumns) {
+		t.Errorf("%d columns, want %d", len(bq), len(columns)+len(userColumns))
+	}
+}
+
+func TestPolicyKeepsSchemasWhenKeepingAll(t *testing.T) {
+	for _, p := range []Policy{{}, {Endpoint: Keep, Identity: Keep, UsersUser: Keep, UsersIdentity: Keep}} {
+		if p.BindingSchema() != Binding() || p.UsersSchema() != Users() || !p.KeepsAll() || p.Hashes() {
+			t.Errorf("%v: schemas are not the defaults", p)
+		}
+		if !reflect.DeepEqual(p.BigQuery(), BigQuery()) || !reflect.DeepEqual(p.UsersBigQuery(), UsersBigQuery()) {
+			t.Errorf("%v: BigQuery schemas are not the defaults", p)
+		}
+	}
+	// Treating only the users leaves the bindings schema alone, and the
+	// other way round.
+	if p := (Policy{UsersUser: Hash}); p.BindingSchema() != Binding() || p.UsersSchema() == Users() {
+		t.Error("a users-only policy changed the bindings schema or left the users one")
+	}
+	if p := (Policy{Endpoint: Drop}); p.UsersSchema() != Users() || p.BindingSchema() == Binding() {
+		t.Error("a bindings-only policy changed the users schema or left the bindings one")
+	}
+}
+
+func TestPolicyValidate(t *testing.T) {
+	if err := treatedPolicy.Validate(); err != nil {
+		t.Errorf("valid policy: %v", err)
+	}
+	err := Policy{Endpoint: Keep, UsersIdentity: "encrypt"}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "users.identity") || !strings.Contains(err.Error(), `"encrypt"`) {
+		t.Errorf("err = %v, want one naming users.identity and the value", err)
+	}
+	if got := treatedPolicy.String(); got != "user_bindings.endpoint=hash user_bindings.identity=drop users.user=drop users.identity=hash" {
+		t.Errorf("String() = %q", got)
+	}
+	if !(Policy{UsersUser: Hash}).Hashes() || (Policy{Endpoint: Drop}).Hashes() {
+		t.Error("Hashes is wrong")
+	}
+}
+
+// TestUsersDroppedUserRoundTrip: under a policy that drops user, an empty
+// User is stored as null and read back as empty.
+func TestUsersDroppedUserRoundTrip(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	b := array.NewRecordBuilder(mem, treatedPolicy.UsersSchema())
+	defer b.Release()
+	in := []UserRow{
+		{ServiceSID: "IS1", User: "", UserSID: ptr("US1"), Identity: ptr("ab12"), Bindings: 3, State: UserRead},
+		{ServiceSID: "IS1", User: "", Bindings: 0, State: UserGone},
+	}
+	meta := RowMeta{}
+	for i := range in {
+		AppendUser(b, meta, &in[i])
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	if n := rec.Column(1).NullN(); n != 2 {
+		t.Errorf("%d null users stored, want 2", n)
+	}
+	out, err := UsersFromRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range in {
+		in[i].SnapshotDate, in[i].SyncedAt = out[i].SnapshotDate, out[i].SyncedAt
+	}
+	if !reflect.DeepEqual(out, in) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
+	}
+}

@@ -151,6 +151,29 @@ func (j *job) lockWait() time.Duration {
 	return 0
 }
 
+// options are the worker's options from the configuration, shared by run
+// and publish.
+func (j *job) options() worker.Options {
+	return worker.Options{
+		Services:       j.services(),
+		PageSize:       j.cfg.Twilio.PageSize,
+		UsersPageSize:  j.cfg.Twilio.UsersPageSize,
+		Concurrency:    j.cfg.Twilio.Concurrency,
+		Store:          j.store,
+		Publishers:     j.publishers,
+		Logger:         j.log,
+		PartRows:       j.cfg.Export.PartRows,
+		BatchRows:      j.cfg.Export.BatchRows,
+		RowGroupRows:   j.cfg.Export.RowGroupRows,
+		BatchBytes:     int64(j.cfg.Export.BatchBytes),
+		RowGroupBytes:  int64(j.cfg.Export.RowGroupBytes),
+		Privacy:        j.privacy,
+		CommitInterval: j.cfg.Export.CommitInterval,
+		LockWait:       j.lockWait(),
+		Stats:          j.stats,
+	}
+}
+
 // run runs one snapshot.
 func (j *job) run(ctx context.Context, date time.Time, force bool, progress time.Duration) (*worker.Result, error) {
 	if force {
@@ -165,26 +188,10 @@ func (j *job) run(ctx context.Context, date time.Time, force bool, progress time
 		}
 	}
 	skipped := j.stats.UsersSkipped.Load()
-	res, err := worker.Run(ctx, j.client, worker.Options{
-		Services:         j.services(),
-		PageSize:         j.cfg.Twilio.PageSize,
-		UsersPageSize:    j.cfg.Twilio.UsersPageSize,
-		Concurrency:      j.cfg.Twilio.Concurrency,
-		Store:            j.store,
-		Publishers:       j.publishers,
-		Logger:           j.log,
-		PartRows:         j.cfg.Export.PartRows,
-		BatchRows:        j.cfg.Export.BatchRows,
-		RowGroupRows:     j.cfg.Export.RowGroupRows,
-		BatchBytes:       int64(j.cfg.Export.BatchBytes),
-		RowGroupBytes:    int64(j.cfg.Export.RowGroupBytes),
-		Privacy:          j.privacy,
-		CommitInterval:   j.cfg.Export.CommitInterval,
-		ProgressInterval: progress,
-		Force:            force,
-		LockWait:         j.lockWait(),
-		Stats:            j.stats,
-	}, date)
+	opts := j.options()
+	opts.ProgressInterval = progress
+	opts.Force = force
+	res, err := worker.Run(ctx, j.client, opts, date)
 	j.metrics.AddUsersSkipped(j.stats.UsersSkipped.Load() - skipped)
 	for _, hook := range j.afterRun {
 		hook(context.WithoutCancel(ctx), res, err)

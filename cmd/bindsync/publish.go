@@ -28,12 +28,8 @@ func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	if *date == "" {
 		return usagef("publish: --snapshot-date is required")
 	}
-	now := time.Now()
-	day, err := snapshotDate(*date, now)
+	day, err := dateFlag(*date, *allowFuture, time.Now())
 	if err != nil {
-		return err
-	}
-	if err := checkFuture(day, now, *allowFuture); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(&c)
@@ -52,17 +48,7 @@ func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		return err
 	}
 	defer j.close()
-	res, err := worker.Publish(ctx, worker.Options{
-		Store:         j.store,
-		Publishers:    j.publishers,
-		Logger:        log,
-		BatchRows:     cfg.Export.BatchRows,
-		RowGroupRows:  cfg.Export.RowGroupRows,
-		BatchBytes:    int64(cfg.Export.BatchBytes),
-		RowGroupBytes: int64(cfg.Export.RowGroupBytes),
-		Privacy:       j.privacy,
-		LockWait:      j.lockWait(),
-	}, day)
+	res, err := worker.Publish(ctx, j.options(), day)
 	if res != nil {
 		for _, p := range res.Published {
 			fmt.Fprintf(stdout, "snapshot %s (%s) published to %s\n", day.Format(time.DateOnly), plural(res.Rows, "row", "rows"), clean(red, p))

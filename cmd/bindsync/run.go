@@ -24,12 +24,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	now := time.Now()
-	day, err := snapshotDate(*date, now)
+	day, err := dateFlag(*date, *allowFuture, time.Now())
 	if err != nil {
-		return err
-	}
-	if err := checkFuture(day, now, *allowFuture); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(&c)
@@ -62,6 +58,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		printResult(stdout, res, err, red, c.config)
 	}
 	return err
+}
+
+// dateFlag is the snapshot date of --snapshot-date s (today's UTC date
+// when empty), refused when in the future unless allowFuture.
+func dateFlag(s string, allowFuture bool, now time.Time) (time.Time, error) {
+	day, err := snapshotDate(s, now)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return day, checkFuture(day, now, allowFuture)
 }
 
 // snapshotDate parses --snapshot-date, defaulting to today's UTC date.

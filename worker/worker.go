@@ -47,6 +47,55 @@ type Service struct {
 	AllUsers     bool     // list users through the Users API
 	Users        []string // else these SIDs or identities
 	BindingTypes []string // optional filter
+	// Strategy chooses how the service is walked; "" is StrategyAuto.
+	Strategy Strategy
+}
+
+// Strategy is how a service's bindings are read.
+type Strategy string
+
+// Strategies. The service walk costs about users/100 + bindings/50
+// requests, where the per-user walk costs at least one request per user,
+// but each service's walk is two lists read one page after the other, so
+// it keeps one request of the account in flight per service; the per-user
+// walk reads Options.Concurrency users at once.
+const (
+	// StrategyAuto is StrategyService for a service read with AllUsers and
+	// StrategyPerUser for a list of users.
+	StrategyAuto Strategy = "auto"
+	// StrategyPerUser reads each user's own Bindings list.
+	StrategyPerUser Strategy = "per_user"
+	// StrategyService lists the users once, for their SIDs, and reads the
+	// service-wide Bindings list once. It needs AllUsers.
+	StrategyService Strategy = "service"
+)
+
+// Strategies lists the valid values of Service.Strategy, for
+// configuration checks and messages.
+var Strategies = []Strategy{StrategyAuto, StrategyPerUser, StrategyService}
+
+// Resolve returns the strategy the service is read with when the snapshot
+// has no progress of its own for it: StrategyService or StrategyPerUser.
+func (s Service) Resolve() Strategy {
+	switch s.Strategy {
+	case StrategyPerUser, StrategyService:
+		return s.Strategy
+	}
+	if s.AllUsers {
+		return StrategyService
+	}
+	return StrategyPerUser
+}
+
+// check reports a Service that Run cannot read.
+func (s Service) check() error {
+	switch {
+	case s.Strategy != "" && !slices.Contains(Strategies, s.Strategy):
+		return fmt.Errorf("service %s: unknown strategy %q (want one of auto, per_user, service)", s.SID, s.Strategy)
+	case s.Strategy == StrategyService && !s.AllUsers:
+		return fmt.Errorf("service %s: strategy %q reads every user of the service; it needs AllUsers", s.SID, s.Strategy)
+	}
+	return nil
 }
 
 // Options configure a run.
@@ -180,6 +229,11 @@ func (o *Options) setDefaults() {
 // the run at once; in every case the checkpoint holds the work done so far.
 func Run(ctx context.Context, src Source, opts Options, date time.Time) (res *Result, err error) {
 	opts.setDefaults()
+	for _, s := range opts.Services {
+		if err := s.check(); err != nil {
+			return nil, err
+		}
+	}
 	date = time.Date(date.Year(), date.Month(), date.Day(), 0, 0, 0, 0, time.UTC)
 	log := opts.Logger.With(zap.String("snapshot", date.Format(time.DateOnly)))
 	store := opts.Store

@@ -125,7 +125,7 @@ func openStaging(ctx context.Context, cfg *config.Config) (staging.Store, error)
 func (j *job) services() []worker.Service {
 	out := make([]worker.Service, len(j.cfg.Services))
 	for i, s := range j.cfg.Services {
-		out[i] = worker.Service{SID: s.SID, AllUsers: s.Users.All, Users: s.Users.List, BindingTypes: s.BindingTypes}
+		out[i] = worker.Service{SID: s.SID, AllUsers: s.Users.All, Users: s.Users.List, BindingTypes: s.BindingTypes, Strategy: s.Strategy}
 	}
 	return out
 }

@@ -88,6 +88,10 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 			},
 			OnRequest: observe.OnRequest,
 			InFlight:  observe.InFlight,
+			OnLimitChange: func(limit int, reason string) {
+				observe.OnLimitChange(limit, reason)
+				log.Debug("Twilio requests in flight capped", zap.Int("limit", limit), zap.String("reason", reason))
+			},
 			OnRetry: func(reason string, attempt int, wait time.Duration) {
 				j.stats.Retries.Add(1)
 				observe.OnRetry(reason, attempt, wait)
@@ -99,6 +103,7 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 		j.close()
 		return nil, usagef("twilio: %v", err)
 	}
+	m.SetConcurrencyLimit(j.client.InFlightLimit())
 	if l := cfg.Warehouse.Local; l != nil {
 		j.publishers = append(j.publishers, exporter.LocalWarehouse{Path: l.Path})
 	}

@@ -38,7 +38,9 @@ const ServiceWalkUser = "(service walk)"
 // Walk is a service walk in progress: its rows so far are in Parts, and
 // reading resumes at Next (an opaque page reference of the Twilio client;
 // "" with End false is the first page). End says the Bindings list was
-// read to its end: what remains is to record the users.
+// read to its end: what remains is to record the users. Gone are the
+// identities found deleted so far (their rows are left out); they are
+// recorded as gone users when the walk finishes.
 type Walk struct {
 	Service  string   `json:"service"`
 	Next     string   `json:"next,omitempty"`
@@ -46,6 +48,7 @@ type Walk struct {
 	Parts    []string `json:"parts"`
 	Bindings int64    `json:"bindings"`
 	Pages    int64    `json:"pages"`
+	Gone     []string `json:"gone,omitempty"`
 }
 
 // WalkDone is a finished service walk: every binding it read is in Parts,
@@ -99,6 +102,7 @@ func (s walkState) clone() walkState {
 	for k, w := range s.walks {
 		w := *w
 		w.Parts = slices.Clone(w.Parts)
+		w.Gone = slices.Clone(w.Gone)
 		c.walks[k] = &w
 	}
 	for k, d := range s.done {
@@ -169,6 +173,7 @@ func (s walkState) apply(e *Entry) (dropped []*WalkDone) {
 	}
 	for _, w := range e.Walks {
 		w.Parts = slices.Clone(w.Parts)
+		w.Gone = slices.Clone(w.Gone)
 		s.walks[w.Service] = &w
 	}
 	for _, d := range e.WalksDone {

@@ -1,6 +1,7 @@
 // Package worker runs one snapshot. It owns the reading stage: the
 // snapshot's lock, walking the configured services and users, paging
-// through every user's bindings, streaming them into Parquet part files
+// through every user's bindings (or, with the service strategy, through
+// a service's Bindings list once), streaming them into Parquet part files
 // through the one writer goroutine, recording progress in the checkpoint
 // log, and checking every committed part before anything is published.
 // Once every user is read and every part checks out, it hands the

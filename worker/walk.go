@@ -82,9 +82,16 @@ func (r *run) walkService(ctx context.Context, w *writer, svc *Service, resume c
 	if len(resume.Parts) > 0 {
 		// The rows of the pages read before are counted back from their
 		// parts, in the writer, where no part is rewritten meanwhile.
-		err := w.sendWait(event{kind: evCall, call: func() error { return k.countCommitted(ctx) }})
+		restart := false
+		err := w.sendWait(event{kind: evCall, call: func() (err error) {
+			restart, err = k.countCommitted(ctx)
+			return err
+		}})
 		if err != nil {
 			return err
+		}
+		if restart {
+			resume = checkpoint.Walk{Service: svc.SID}
 		}
 	}
 	if !resume.End {
@@ -273,9 +280,10 @@ func deref(s *string) string {
 
 // countCommitted counts the rows of the walk's committed parts per user,
 // when a walk resumes: they are the rows of the pages read before, and
-// must add up to what the checkpoint recorded, or the walk starts over.
-// It runs in the writer.
-func (k *walker) countCommitted(ctx context.Context) error {
+// must add up to what the checkpoint recorded, or the walk starts over
+// from its first page, its rows dropped (restart says so). It runs in the
+// writer.
+func (k *walker) countCommitted(ctx context.Context) (restart bool, err error) {
 	svc := k.svc.SID
 	parts, _ := k.r.cp.WalkParts(svc)
 	var total int64
@@ -289,16 +297,16 @@ func (k *walker) countCommitted(ctx context.Context) error {
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("count the rows of the walk of service %s: %w", svc, err)
+			return false, fmt.Errorf("count the rows of the walk of service %s: %w", svc, err)
 		}
 	}
 	if wk := k.w.walks[svc]; wk == nil || wk.Bindings != total {
 		k.log.Warn("the rows of the service walk do not add up to its checkpoint; walking the service again from the first page", zap.Int64("rows", total))
 		k.idx.resetCounts()
 		clear(k.extras)
-		return k.w.dropWalk(svc, dropRestart)
+		return true, k.w.dropWalk(svc, dropRestart)
 	}
-	return nil
+	return false, nil
 }
 
 // countRow counts a committed row of the walk for its user.

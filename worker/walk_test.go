@@ -701,3 +701,38 @@ func newRewritingServer(t *testing.T, h http.Handler, rewrite func(path string, 
 	t.Cleanup(ts.Close)
 	return ts.URL
 }
+
+// TestServiceWalkRowsNotAddingUp: when the rows committed for a walk do
+// not add up to what its checkpoint says (a log edited by hand, a bug),
+// the walk drops them and starts over rather than publish wrong counts.
+func TestServiceWalkRowsNotAddingUp(t *testing.T) {
+	t.Parallel()
+	e := walkEnv(t, twiliotest.WorldSpec{Seed: 91, Services: 1, UsersPerService: 60, MaxBindingsPerUser: 150}, twiliotest.Faults{}, StrategyService)
+	opts := e.options()
+	opts.PageSize, opts.PartRows = 20, 100
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := Run(ctx, &walkInterrupting{Source: e.client, n: 15, cancel: cancel}, opts, day); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	l, err := checkpoint.Open(context.Background(), e.store, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := l.State().Walks[e.services[0].SID]
+	if w == nil || len(w.Parts) == 0 || w.Next == "" {
+		t.Fatalf("test setup: walk %+v, want one in the middle of its list", w)
+	}
+	w.Bindings++
+	if err := l.Append(context.Background(), checkpoint.Entry{Kind: checkpoint.KindCommit, Walks: []checkpoint.Walk{*w}}); err != nil {
+		t.Fatal(err)
+	}
+	second := &walkInterrupting{Source: e.client}
+	if _, err := Run(context.Background(), second, opts, day); err != nil {
+		t.Fatal(err)
+	}
+	e.checkExact()
+	if got := second.first[e.services[0].SID]; got != "" {
+		t.Errorf("resumed at %q, want the first page", got)
+	}
+}

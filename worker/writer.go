@@ -557,7 +557,9 @@ func (w *writer) dropWalk(svc string, mode dropMode) error {
 	}
 	delete(w.walkTouched, svc)
 	if mode == dropRestart {
-		fresh := checkpoint.Walk{Service: svc}
+		// The users found gone stay gone: their later bindings are
+		// still left out.
+		fresh := checkpoint.Walk{Service: svc, Gone: wk.Gone}
 		e.Walks = []checkpoint.Walk{fresh}
 		w.walks[svc] = &fresh
 	} else {

@@ -69,7 +69,9 @@ func newFixture(spec twiliotest.WorldSpec) (*fixture, error) {
 	}
 	f := &fixture{world: world, srv: srv, client: client}
 	for _, s := range world.Services {
-		f.services = append(f.services, worker.Service{SID: s.SID, AllUsers: true})
+		// User by user, as the decode-only baseline reads them, so that
+		// the gap between the two is what exporting costs.
+		f.services = append(f.services, worker.Service{SID: s.SID, AllUsers: true, Strategy: worker.StrategyPerUser})
 	}
 	return f, nil
 }

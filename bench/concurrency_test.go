@@ -10,12 +10,18 @@ package bench
 //   - BenchmarkLatencyBound: 50 ms per request, 16 in flight, no limit. The
 //     ideal is 16 / 50 ms = 320 requests/s.
 //
+//   - BenchmarkSparseWorld: 20 ms per request, 16 in flight, no limit, three
+//     services of 1,000 users read end to end with each strategy: per_user
+//     (a request per user at least) and service (one Users list and one
+//     Bindings list per service, users/100 + bindings/50 requests).
+//
 // Each reads a sparse world (most users have 0 to 2 bindings, so about one
 // bindings page per user) either with the Twilio client alone ("client":
 // one goroutine lists the users, as many fetchers as the concurrency read
-// their bindings) or with worker.Run end to end ("pipeline"). Each iteration
-// starts with a new client, so a figure includes the limiter's slow start
-// and its first 429s.
+// their bindings) or with worker.Run end to end ("pipeline", user by user
+// unless the case names the service strategy). Each iteration starts with
+// a new client, so a figure includes the limiter's slow start and its
+// first 429s.
 //
 // Figures (means over the iterations):
 //
@@ -24,11 +30,16 @@ package bench
 //   - 429s: answers 429 per iteration, and 429-pct their share of requests;
 //   - failed-users: users that could not be read;
 //   - req/user: requests (of every status) per user;
+//   - users/s: users read per second, with ns/op the figure that compares
+//     the strategies: the service walk makes few requests, one after the
+//     other within a service, so its req/s stays far below the ideal
+//     while it reads the users sooner;
 //   - cap: the client's cap on requests in flight at the end.
 //
 // A benchmark prints figures; no test asserts a duration.
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -55,6 +66,9 @@ type loadCase struct {
 	inFlight      int
 	noLoadHeaders bool
 	world         twiliotest.WorldSpec
+	// strategy is the pipeline's way of reading the services; "" is
+	// per_user.
+	strategy worker.Strategy
 }
 
 // ideal is the requests per second that the limit, or the concurrency when
@@ -112,6 +126,7 @@ func (lf *loadFigures) report(b *testing.B, lc loadCase) {
 	b.ReportMetric(100*float64(n429)/float64(requests), "429-pct")
 	b.ReportMetric(float64(failed)/iterations, "failed-users")
 	b.ReportMetric(float64(requests)/float64(users), "req/user")
+	b.ReportMetric(float64(users)/elapsed.Seconds(), "users/s")
 	b.ReportMetric(float64(lf.runs[len(lf.runs)-1].cap), "cap")
 }
 
@@ -217,15 +232,16 @@ func readWithClient(ctx context.Context, c *twilio.Client, world *twiliotest.Wor
 	return 0, 0, nil
 }
 
-// readWithPipeline runs worker.Run on every service of world into dir.
-func readWithPipeline(ctx context.Context, c *twilio.Client, world *twiliotest.World, concurrency int, dir string) (users, failed int64, err error) {
+// readWithPipeline runs worker.Run on every service of world into dir,
+// reading the services with strategy ("" is per_user).
+func readWithPipeline(ctx context.Context, c *twilio.Client, world *twiliotest.World, concurrency int, dir string, strategy worker.Strategy) (users, failed int64, err error) {
 	store, err := staging.NewDir(filepath.Join(dir, "staging"))
 	if err != nil {
 		return 0, 0, fmt.Errorf("staging store: %w", err)
 	}
 	var services []worker.Service
 	for _, s := range world.Services {
-		services = append(services, worker.Service{SID: s.SID, AllUsers: true})
+		services = append(services, worker.Service{SID: s.SID, AllUsers: true, Strategy: cmp.Or(strategy, worker.StrategyPerUser)})
 		users += int64(len(s.Users))
 	}
 	res, err := worker.Run(ctx, c, worker.Options{
@@ -264,7 +280,7 @@ func benchLoad(b *testing.B, lc loadCase, pipeline bool) {
 		}
 		b.StartTimer()
 		fig.runs = append(fig.runs, measureLoad(b, srv, lc, func(c *twilio.Client) (int64, int64, error) {
-			return readWithPipeline(ctx, c, srv.World(), lc.inFlight, dir)
+			return readWithPipeline(ctx, c, srv.World(), lc.inFlight, dir, lc.strategy)
 		}))
 		b.StopTimer()
 		if err := os.RemoveAll(dir); err != nil {
@@ -301,6 +317,16 @@ func BenchmarkLatencyBound(b *testing.B) {
 	b.Run("pipeline", func(b *testing.B) { benchLoad(b, pipe, true) })
 }
 
+// BenchmarkSparseWorld: 20 ms latency, 16 in flight, no account limit; three
+// services of 1,000 users, most with 0 to 2 bindings, read end to end with
+// each strategy. About 4 s (per_user) and 1 s (service) per iteration.
+func BenchmarkSparseWorld(b *testing.B) {
+	for _, strategy := range []worker.Strategy{worker.StrategyPerUser, worker.StrategyService} {
+		lc := loadCase{latency: 20 * time.Millisecond, inFlight: 16, world: sparseWorld(3, 1000), strategy: strategy}
+		b.Run(string(strategy), func(b *testing.B) { benchLoad(b, lc, true) })
+	}
+}
+
 // TestLoadWorkloadsCount runs both load workloads once on a small world
 // under an account limit: each must read every user once, with no failure,
 // and the server must see one Users page per hundred users and one bindings
@@ -321,7 +347,7 @@ func TestLoadWorkloadsCount(t *testing.T) {
 			before := srv.Stats()
 			var users, failed int64
 			if pipeline {
-				users, failed, err = readWithPipeline(ctx, c, srv.World(), lc.inFlight, t.TempDir())
+				users, failed, err = readWithPipeline(ctx, c, srv.World(), lc.inFlight, t.TempDir(), "")
 			} else {
 				users, failed, err = readWithClient(ctx, c, srv.World(), lc.inFlight)
 			}
@@ -337,6 +363,51 @@ func TestLoadWorkloadsCount(t *testing.T) {
 			}
 			if after.MaxAdmitted > int64(lc.limit) {
 				t.Errorf("server admitted %d at once, above its limit %d", after.MaxAdmitted, lc.limit)
+			}
+		})
+	}
+}
+
+// TestSparseWorldRequests runs the pipeline once per strategy on a sparse
+// world: user by user it costs a Users page per hundred users and a
+// bindings page per user; the service walk a Users page per hundred users
+// and a Bindings page per fifty bindings, per service. Both read every
+// user, with no failure.
+func TestSparseWorldRequests(t *testing.T) {
+	lc := loadCase{latency: time.Millisecond, inFlight: 8, world: sparseWorld(3, 250)}
+	srv := newLoadServer(lc)
+	defer srv.Close()
+	ctx := context.Background()
+	ceil := func(n, d int) int64 { return int64((n + d - 1) / d) }
+	for _, strategy := range []worker.Strategy{worker.StrategyPerUser, worker.StrategyService} {
+		t.Run(string(strategy), func(t *testing.T) {
+			c, err := newLoadClient(srv, lc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want int64
+			for _, s := range srv.World().Services {
+				want += ceil(len(s.Users), twilio.MaxUsersPageSize)
+				if strategy == worker.StrategyPerUser {
+					want += int64(len(s.Users))
+					continue
+				}
+				bindings := 0
+				for _, u := range s.Users {
+					bindings += u.NumBindings
+				}
+				want += max(1, ceil(bindings, twilio.MaxServiceBindingsPageSize))
+			}
+			before := srv.Stats()
+			users, failed, err := readWithPipeline(ctx, c, srv.World(), lc.inFlight, t.TempDir(), strategy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if users != 3*250 || failed != 0 {
+				t.Errorf("read %d users, %d failed; want %d and none", users, failed, 3*250)
+			}
+			if got := srv.Stats().Requests - before.Requests; got != want {
+				t.Errorf("%d requests, want %d", got, want)
 			}
 		})
 	}

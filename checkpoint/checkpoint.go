@@ -191,6 +191,17 @@ type Entry struct {
 	//  5. delete the bad and the replaced part files.
 	Invalid []string   `json:"invalid,omitempty"`
 	Undone  []UserDone `json:"undone,omitempty"`
+
+	// Walks are the service walks this entry advanced, each recorded
+	// whole (see Walk); WalksDone those it finished; DroppedWalks those it
+	// abandoned (no longer configured, or read user by user now), whose
+	// rows are removed from their parts in the same entry (Replaced). An
+	// Invalid part that holds rows of a walk, or is the users file of a
+	// finished one, sends the walk back to its first page (State.WalksIn),
+	// and the entry must rewrite the walk's other parts without its rows.
+	Walks        []Walk     `json:"walks,omitempty"`
+	WalksDone    []WalkDone `json:"walks_done,omitempty"`
+	DroppedWalks []string   `json:"dropped_walks,omitempty"`
 }
 
 // Sentinel errors.
@@ -446,6 +457,15 @@ type State struct {
 	PublishedTime time.Time
 	Cleaned       bool
 
+	// Walks are the service walks in progress and WalksDone the finished
+	// ones, by service. A service is read either by a walk or user by user
+	// in one snapshot, never both: PerUser names the services that have
+	// records of users read one by one (done, in flight, gone or not
+	// found) outside any walk.
+	Walks     map[string]*Walk
+	WalksDone map[string]*WalkDone
+	PerUser   map[string]bool
+
 	// done holds a 128-bit hash of every finished or gone user: 16 bytes
 	// a user instead of the user's name, since it only answers IsDone.
 	done map[userKey]struct{}
@@ -470,6 +490,10 @@ func newState(date time.Time) *State {
 		NotFound: map[UserRef]bool{},
 		Publish:  map[string]string{},
 		done:     map[userKey]struct{}{},
+
+		Walks:     map[string]*Walk{},
+		WalksDone: map[string]*WalkDone{},
+		PerUser:   map[string]bool{},
 	}
 }
 
@@ -500,6 +524,9 @@ func (s *State) clone() *State {
 	c.Gone = maps.Clone(s.Gone)
 	c.NotFound = maps.Clone(s.NotFound)
 	c.Publish = maps.Clone(s.Publish)
+	w := s.walks().clone()
+	c.Walks, c.WalksDone = w.walks, w.done
+	c.PerUser = maps.Clone(s.PerUser)
 	c.Runs = slices.Clone(s.Runs)
 	for i := range c.Runs {
 		c.Runs[i].UsersFailed = slices.Clone(c.Runs[i].UsersFailed)
@@ -575,6 +602,24 @@ func (s *State) apply(e *Entry) {
 		s.PagesDone -= d.Pages
 	}
 	s.Parts = append(s.Parts, e.Parts...)
+	for _, d := range s.walks().apply(e) {
+		s.uncount(d)
+	}
+	for _, d := range e.WalksDone {
+		s.UsersDone += d.UsersFile.Rows
+		s.BindingsDone += d.Bindings
+		s.PagesDone += d.Pages
+		delete(s.Failed, UserRef{Service: d.Service, User: ServiceWalkUser})
+	}
+	for _, u := range e.Done {
+		s.markPerUser(u.Service)
+	}
+	for _, f := range e.InFlight {
+		s.markPerUser(f.Service)
+	}
+	for _, u := range slices.Concat(e.Gone, e.NotFound) {
+		s.markPerUser(u.Service)
+	}
 	for _, d := range e.Done {
 		s.done[userHash(d.UserRef)] = struct{}{}
 		delete(s.InFlight, d.UserRef)
@@ -609,14 +654,34 @@ func (s *State) apply(e *Entry) {
 	}
 }
 
+// markPerUser notes that service has users read one by one, unless a walk
+// reads it (the walk's gone users come in Gone too).
+func (s *State) markPerUser(service string) {
+	if !s.walks().walked(service) {
+		s.PerUser[service] = true
+	}
+}
+
+// uncount takes a finished walk that left the snapshot out of the totals.
+func (s *State) uncount(d *WalkDone) {
+	s.UsersDone -= d.UsersFile.Rows
+	s.BindingsDone -= d.Bindings
+	s.PagesDone -= d.Pages
+}
+
 // applyReplaced renames (or removes) parts, in the part list and in the
-// parts of users in flight.
+// parts of users in flight and of walks.
 func (s *State) applyReplaced(rs []Replace) {
 	for _, r := range rs {
 		i := slices.IndexFunc(s.Parts, func(p Part) bool { return p.Name == r.Old })
 		if i < 0 {
 			continue
 		}
+		to := ""
+		if r.New != nil {
+			to = r.New.Name
+		}
+		s.walks().rename(r.Old, to)
 		if r.New != nil {
 			s.Parts[i] = *r.New
 		} else {
@@ -636,11 +701,16 @@ func (s *State) applyReplaced(rs []Replace) {
 }
 
 // applyInvalid removes bad parts from the snapshot and sends every user in
-// flight with rows in them back to its first page. Finished users with
-// rows in them are un-finished by the entry's Undone list.
+// flight, and every walk, with rows in them back to its first page.
+// Finished users with rows in them are un-finished by the entry's Undone
+// list; finished walks with rows in them (or whose users file is bad) are
+// reopened here.
 func (s *State) applyInvalid(bad []string) {
 	if len(bad) == 0 {
 		return
+	}
+	for _, d := range s.walks().invalidate(bad) {
+		s.uncount(d)
 	}
 	s.Parts = slices.DeleteFunc(s.Parts, func(p Part) bool { return slices.Contains(bad, p.Name) })
 	for _, f := range s.InFlight {

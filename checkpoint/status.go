@@ -79,7 +79,7 @@ func (s *State) Describe() SnapshotState {
 // is not published: publishing began, or the last run's users are all
 // finished with none failed or half read.
 func (s *State) readComplete() bool {
-	if len(s.Failed) > 0 || len(s.InFlight) > 0 {
+	if len(s.Failed) > 0 || len(s.InFlight) > 0 || len(s.Walks) > 0 {
 		return false
 	}
 	if len(s.Publish) > 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -190,21 +191,26 @@ func UsersInParts(ctx context.Context, store staging.Store, date time.Time, part
 
 // EachDone calls fn, in log order, for every finished user whose record
 // still stands: a user un-finished later (Entry.Undone) is skipped, and
-// only its latest Done counts if it finished again. It is what the users
-// table is written from. It reads the log twice and keeps in memory only
-// the un-finished users.
+// only its latest Done counts if it finished again. Then it calls fn for
+// every user of every finished service walk, from its users file (in the
+// order of the services; Pages is 0, the walk's pages are its own), which
+// fails with ErrUsersFileDamaged if the file is missing or damaged. It is
+// what the users table is written from. It reads the log twice and keeps
+// in memory only the un-finished users and the walks.
 func EachDone(ctx context.Context, store staging.Store, date time.Time, fn func(*UserDone) error) error {
 	undone := map[UserRef]int64{} // user -> seq of its last Undone
+	walks := newWalkState()
 	err := Each(ctx, store, date, func(e *Entry) error {
 		for _, d := range e.Undone {
 			undone[d.UserRef] = e.Seq
 		}
+		walks.replay(e)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	return Each(ctx, store, date, func(e *Entry) error {
+	err = Each(ctx, store, date, func(e *Entry) error {
 		for i := range e.Done {
 			if undone[e.Done[i].UserRef] > e.Seq {
 				continue
@@ -215,4 +221,16 @@ func EachDone(ctx context.Context, store staging.Store, date time.Time, fn func(
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for _, svc := range slices.Sorted(maps.Keys(walks.done)) {
+		err := ReadUsersFile(ctx, store, walks.done[svc].UsersFile, func(u *WalkUser) error {
+			return fn(&UserDone{UserRef: UserRef{Service: svc, User: u.SID}, Bindings: u.Bindings, UserSID: u.SID, Identity: u.Identity})
+		})
+		if err != nil {
+			return fmt.Errorf("users of the walk of service %s: %w", svc, err)
+		}
+	}
+	return nil
 }

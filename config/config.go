@@ -117,6 +117,9 @@ type Service struct {
 	SID          string   `yaml:"sid"`
 	Users        Users    `yaml:"users"`
 	BindingTypes []string `yaml:"binding_types"`
+	// Strategy is how the service is read: auto (the default), per_user
+	// or service; see worker.Strategy. service needs users: all.
+	Strategy worker.Strategy `yaml:"strategy"`
 }
 
 // Users is either every user of a service ("all", listed through the Users
@@ -638,6 +641,12 @@ func (s Service) Validate() []string {
 		default:
 			seenUser[u] = j
 		}
+	}
+	switch {
+	case s.Strategy != "" && !slices.Contains(worker.Strategies, s.Strategy):
+		p.add("strategy", "must be one of auto, per_user, service (got %q)", s.Strategy)
+	case s.Strategy == worker.StrategyService && !s.Users.All:
+		p.add("strategy", "service reads every user through the service's Bindings list and needs users: all (got a list of %d users); use per_user or auto", len(s.Users.List))
 	}
 	seenType := map[string]bool{}
 	for j, bt := range s.BindingTypes {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/worker"
 )
 
 var testEnv = map[string]string{
@@ -44,6 +45,9 @@ func TestGoodFiles(t *testing.T) {
 		}
 		if got := strings.Join(cfg.Services[1].BindingTypes, ","); got != "gcm,fcm" {
 			t.Errorf("binding_types = %q", got)
+		}
+		if s0, s1 := cfg.Services[0], cfg.Services[1]; s0.Strategy != worker.StrategyService || s1.Strategy != "" {
+			t.Errorf("strategies = %q, %q; want service and none (auto)", s0.Strategy, s1.Strategy)
 		}
 		dir, _ := filepath.Abs("testdata")
 		if cfg.Staging != filepath.Join(dir, "staging") || cfg.Warehouse.Local.Path != filepath.Join(dir, "warehouse") {
@@ -150,6 +154,8 @@ func TestBadConfigs(t *testing.T) {
 		{"users missing", strings.Replace(base, "    users: all\n", "", 1), []string{`services[0].users: is required`}},
 		{"users bad scalar", strings.Replace(base, "users: all", "users: everyone", 1), []string{`services[0].users: must be "all" or a list`, `"everyone"`}},
 		{"duplicate user", strings.Replace(base, "users: all", "users: [alice, alice]", 1), []string{`services[0].users[1]: "alice" is already listed as users[0]`}},
+		{"unknown strategy", strings.Replace(base, "users: all", "users: all\n    strategy: bulk", 1), []string{`services[0].strategy: must be one of auto, per_user, service (got "bulk")`}},
+		{"service strategy with a user list", strings.Replace(base, "users: all", "users: [alice, bob]\n    strategy: service", 1), []string{`services[0].strategy: service reads every user through the service's Bindings list and needs users: all (got a list of 2 users); use per_user or auto`}},
 		{"bad binding type", strings.Replace(base, "users: all", "users: all\n    binding_types: [gcm, sms]", 1), []string{`services[0].binding_types[1]: must be one of apn, fcm, gcm (got "sms")`}},
 		{"page size too big", strings.Replace(base, "auth_token: t", "auth_token: t\n  page_size: 5000", 1), []string{"twilio.page_size: must be between 1 and 1000 (got 5000)"}},
 		{"page size not a number", strings.Replace(base, "auth_token: t", "auth_token: t\n  page_size: fifty", 1), []string{"line 5: twilio.page_size: cannot read string `fifty` into int"}},
@@ -437,6 +443,39 @@ func TestHashKeyLength(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), key) {
 			t.Errorf("the error shows the key: %v", err)
+		}
+	}
+}
+
+// TestStrategies checks every strategy a service may name, and that the
+// worker resolves auto by the users selected.
+func TestStrategies(t *testing.T) {
+	for _, tt := range []struct {
+		users    string
+		strategy string
+		want     worker.Strategy
+	}{
+		{"all", "", worker.StrategyService},
+		{"all", "auto", worker.StrategyService},
+		{"all", "per_user", worker.StrategyPerUser},
+		{"all", "service", worker.StrategyService},
+		{"[alice]", "", worker.StrategyPerUser},
+		{"[alice]", "auto", worker.StrategyPerUser},
+		{"[alice]", "per_user", worker.StrategyPerUser},
+	} {
+		doc := strings.Replace(base, "users: all", "users: "+tt.users, 1)
+		if tt.strategy != "" {
+			doc = strings.Replace(doc, "users: "+tt.users, "users: "+tt.users+"\n    strategy: "+tt.strategy, 1)
+		}
+		cfg, err := Parse([]byte(doc), lookup)
+		if err != nil {
+			t.Errorf("users %s, strategy %q: %v", tt.users, tt.strategy, err)
+			continue
+		}
+		s := cfg.Services[0]
+		ws := worker.Service{SID: s.SID, AllUsers: s.Users.All, Users: s.Users.List, Strategy: s.Strategy}
+		if got := ws.Resolve(); got != tt.want {
+			t.Errorf("users %s, strategy %q: resolved to %q, want %q", tt.users, tt.strategy, got, tt.want)
 		}
 	}
 }

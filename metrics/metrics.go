@@ -43,6 +43,8 @@ type Metrics struct {
 	requests    *prometheus.CounterVec
 	retries     *prometheus.CounterVec
 	inFlight    prometheus.Gauge
+	limit       prometheus.Gauge
+	limitChange *prometheus.CounterVec
 	inProgress  prometheus.Gauge
 
 	now func() time.Time
@@ -93,7 +95,7 @@ func New() *Metrics {
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bindsync_twilio_requests_total",
-			Help: "HTTP attempts made to Twilio, retries included, by kind: users (the Users list), bindings (a user's bindings), user (one user looked up by identity).",
+			Help: "HTTP attempts made to Twilio, retries included, by kind: users (the Users list), bindings (a user's bindings), service_bindings (the service-wide Bindings list), user (one user looked up by identity).",
 		}, []string{"kind"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bindsync_twilio_retries_total",
@@ -103,6 +105,14 @@ func New() *Metrics {
 			Name: "bindsync_twilio_requests_in_flight",
 			Help: "HTTP requests to Twilio in flight now.",
 		}),
+		limit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bindsync_twilio_concurrency_limit",
+			Help: "The Twilio client's cap on requests in flight now: it adapts, below twilio.concurrency, to what the account allows (lowered after a 429, raised while requests succeed).",
+		}),
+		limitChange: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindsync_twilio_concurrency_limit_changes_total",
+			Help: "Changes of the cap on requests in flight, by reason: slow_start (doubled before the first 429), increase (one more, below the level learned from 429s), probe (one more above it), throttled (lowered after a 429).",
+		}, []string{"reason"}),
 		inProgress: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bindsync_run_in_progress",
 			Help: "1 while a run is going, else 0.",
@@ -110,7 +120,7 @@ func New() *Metrics {
 		now: time.Now,
 	}
 	m.runs.MustRegister(m.runsTotal, m.duration, m.lastSuccess, m.lastRun, m.users,
-		m.bindings, m.violations, m.pages, m.requests, m.retries, m.inFlight, m.inProgress)
+		m.bindings, m.violations, m.pages, m.requests, m.retries, m.inFlight, m.limit, m.limitChange, m.inProgress)
 	m.process.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	for _, s := range []checkpoint.RunStatus{checkpoint.RunSucceeded, checkpoint.RunFailed, checkpoint.RunInterrupted, checkpoint.RunPanicked, checkpoint.RunSkipped} {
@@ -119,8 +129,11 @@ func New() *Metrics {
 	for _, s := range []string{"done", "gone", "failed", "skipped"} {
 		m.users.WithLabelValues(s)
 	}
-	for _, k := range []string{"users", "bindings"} {
+	for _, k := range []string{"users", "bindings", "service_bindings", "user"} {
 		m.requests.WithLabelValues(k)
+	}
+	for _, r := range []string{"slow_start", "increase", "probe", "throttled"} {
+		m.limitChange.WithLabelValues(r)
 	}
 	for _, r := range []string{"429", "5xx", "network", "truncated"} {
 		m.retries.WithLabelValues(r)
@@ -137,8 +150,17 @@ func (m *Metrics) Hooks() twilio.Hooks {
 			m.retries.WithLabelValues(reason).Inc()
 		},
 		InFlight: func(delta int) { m.inFlight.Add(float64(delta)) },
+		OnLimitChange: func(limit int, reason string) {
+			m.limit.Set(float64(limit))
+			m.limitChange.WithLabelValues(reason).Inc()
+		},
 	}
 }
+
+// SetConcurrencyLimit sets bindsync_twilio_concurrency_limit to the cap a
+// new client starts with (twilio.Client.InFlightLimit), which no
+// OnLimitChange reports; the hooks keep it current from there.
+func (m *Metrics) SetConcurrencyLimit(limit int) { m.limit.Set(float64(limit)) }
 
 // RunStarted marks a run as going. Every RunStarted is to be followed by
 // RunFinished or RunPanicked.

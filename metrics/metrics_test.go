@@ -18,6 +18,8 @@ import (
 
 	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/metrics/metricstest"
+	"github.com/bindsync/bindsync/twilio"
+	"github.com/bindsync/bindsync/twilio/twiliotest"
 )
 
 // fixedNow is the clock of the tests; its Unix time is 1795000000.
@@ -154,18 +156,22 @@ func TestRunsAccumulate(t *testing.T) {
 func TestNewShowsEverySeriesAtZero(t *testing.T) {
 	got := scrape(t, New())
 	want := map[string]float64{
-		`bindsync_twilio_requests_total{kind="users"}`:      0,
-		`bindsync_twilio_requests_total{kind="bindings"}`:   0,
-		`bindsync_twilio_retries_total{reason="429"}`:       0,
-		`bindsync_twilio_retries_total{reason="5xx"}`:       0,
-		`bindsync_twilio_retries_total{reason="network"}`:   0,
-		`bindsync_twilio_retries_total{reason="truncated"}`: 0,
-		`bindsync_runs_total{status="panicked"}`:            0,
-		`bindsync_runs_total{status="skipped"}`:             0,
-		`bindsync_users_total{state="done"}`:                0,
-		"bindsync_twilio_requests_in_flight":                0,
-		"bindsync_run_in_progress":                          0,
-		"bindsync_bindings_total":                           0,
+		`bindsync_twilio_requests_total{kind="users"}`:                        0,
+		`bindsync_twilio_requests_total{kind="bindings"}`:                     0,
+		`bindsync_twilio_requests_total{kind="service_bindings"}`:             0,
+		`bindsync_twilio_requests_total{kind="user"}`:                         0,
+		`bindsync_twilio_concurrency_limit`:                                   0,
+		`bindsync_twilio_concurrency_limit_changes_total{reason="throttled"}`: 0,
+		`bindsync_twilio_retries_total{reason="429"}`:                         0,
+		`bindsync_twilio_retries_total{reason="5xx"}`:                         0,
+		`bindsync_twilio_retries_total{reason="network"}`:                     0,
+		`bindsync_twilio_retries_total{reason="truncated"}`:                   0,
+		`bindsync_runs_total{status="panicked"}`:                              0,
+		`bindsync_runs_total{status="skipped"}`:                               0,
+		`bindsync_users_total{state="done"}`:                                  0,
+		"bindsync_twilio_requests_in_flight":                                  0,
+		"bindsync_run_in_progress":                                            0,
+		"bindsync_bindings_total":                                             0,
 	}
 	metricstest.Check(t, got, want)
 	for _, series := range []string{"bindsync_last_success_timestamp_seconds", "bindsync_last_run_timestamp_seconds"} {
@@ -205,6 +211,28 @@ func TestHooksCountRequests(t *testing.T) {
 		`bindsync_twilio_retries_total{reason="5xx"}`:       0,
 		`bindsync_twilio_retries_total{reason="truncated"}`: 0,
 		"bindsync_twilio_requests_in_flight":                2,
+	})
+}
+
+// TestConcurrencyLimitGauge follows the client's cap: the value it starts
+// with, then every change the limiter reports, counted by reason.
+func TestConcurrencyLimitGauge(t *testing.T) {
+	m := New()
+	h := m.Hooks()
+	m.SetConcurrencyLimit(8)
+	metricstest.Check(t, scrape(t, m), map[string]float64{"bindsync_twilio_concurrency_limit": 8})
+	for _, c := range []struct {
+		limit  int
+		reason string
+	}{{16, "slow_start"}, {32, "slow_start"}, {9, "throttled"}, {10, "increase"}, {11, "probe"}, {10, "throttled"}} {
+		h.OnLimitChange(c.limit, c.reason)
+	}
+	metricstest.Check(t, scrape(t, m), map[string]float64{
+		"bindsync_twilio_concurrency_limit":                                    10,
+		`bindsync_twilio_concurrency_limit_changes_total{reason="slow_start"}`: 2,
+		`bindsync_twilio_concurrency_limit_changes_total{reason="throttled"}`:  2,
+		`bindsync_twilio_concurrency_limit_changes_total{reason="increase"}`:   1,
+		`bindsync_twilio_concurrency_limit_changes_total{reason="probe"}`:      1,
 	})
 }
 
@@ -350,4 +378,36 @@ func keys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestConcurrencyLimitGaugeFollowsClient wires the hooks into a Twilio
+// client that meets an account limit on a fake server: once the client has
+// lowered its cap, the gauge shows the cap the client reports.
+func TestConcurrencyLimitGaugeFollowsClient(t *testing.T) {
+	world := twiliotest.NewWorld(twiliotest.WorldSpec{Seed: 3, Services: 1, UsersPerService: 60, MaxBindingsPerUser: 2})
+	srv := twiliotest.NewServer(twiliotest.Options{World: world, Faults: twiliotest.Faults{MaxConcurrent: 2, Latency: 2 * time.Millisecond}})
+	defer srv.Close()
+	m := New()
+	c, err := twilio.New(twilio.Config{BaseURL: srv.URL(), Username: world.AccountSID, Password: twiliotest.DefaultAuthToken,
+		MaxInFlight: 16, BackoffBase: time.Millisecond, BackoffMax: 2 * time.Millisecond, MaxAttempts: 20, Hooks: m.Hooks()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetConcurrencyLimit(c.InFlightLimit())
+	var wg sync.WaitGroup
+	for _, u := range world.Services[0].Users {
+		wg.Go(func() {
+			if _, err := c.ListBindings(context.Background(), twilio.BindingsQuery{ServiceSID: u.ServiceSID, User: u.SID}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	got := scrape(t, m)
+	if srv.Stats().ByStatus[429] == 0 || got[`bindsync_twilio_concurrency_limit_changes_total{reason="throttled"}`] == 0 {
+		t.Fatalf("the account limit was never met (429s %d): the test proves nothing", srv.Stats().ByStatus[429])
+	}
+	if want := float64(c.InFlightLimit()); got["bindsync_twilio_concurrency_limit"] != want {
+		t.Errorf("bindsync_twilio_concurrency_limit = %v, want the client's cap %v", got["bindsync_twilio_concurrency_limit"], want)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -52,7 +53,7 @@ func Publish(ctx context.Context, opts Options, date time.Time) (res *Result, er
 	if state := st.Describe(); state != checkpoint.StateComplete {
 		return nil, fmt.Errorf("snapshot %s: %w: it is %s; `bindsync run --snapshot-date %s` reads and publishes it", day, ErrNotComplete, state, day)
 	}
-	bad, err := checkpoint.VerifyParts(ctx, store, st.Parts)
+	bad, err := checkpoint.VerifyParts(ctx, store, slices.Concat(st.Parts, st.UsersFiles()))
 	if err != nil {
 		return nil, err
 	}
@@ -72,5 +73,8 @@ func Publish(ctx context.Context, opts Options, date time.Time) (res *Result, er
 	})
 	st = cp.State()
 	res.Parts, res.Rows = st.Parts, st.Rows()
+	if err == nil || errors.Is(err, publish.ErrNotCleaned) {
+		removeUsersFiles(context.WithoutCancel(ctx), store, st.UsersFiles(), log)
+	}
 	return res, err
 }

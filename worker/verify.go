@@ -24,7 +24,7 @@ const maxRepairRounds = 3
 // them up again from their first page. It reports whether any part was bad.
 func (r *run) verifyParts(ctx, saveCtx context.Context) (bool, error) {
 	st := r.cp.State()
-	bad, err := checkpoint.VerifyParts(ctx, r.store, slices.Clone(st.Parts))
+	bad, err := checkpoint.VerifyParts(ctx, r.store, slices.Concat(st.Parts, st.UsersFiles()))
 	if err != nil || len(bad) == 0 {
 		return false, err
 	}
@@ -38,6 +38,7 @@ func (r *run) verifyParts(ctx, saveCtx context.Context) (bool, error) {
 		return false, fmt.Errorf("find the users of damaged parts: %w", err)
 	}
 	inFlight := st.InFlightIn(names)
+	walks := st.WalksIn(names)
 
 	// Every other part holding rows of these users is rewritten without
 	// them, in the same entry, so that none of their rows is published
@@ -58,6 +59,16 @@ func (r *run) verifyParts(ctx, saveCtx context.Context) (bool, error) {
 			}
 		}
 	}
+	// A walk goes back to its first page: every row of its service leaves
+	// its other parts.
+	walked := map[string]bool{}
+	for _, svc := range walks {
+		walked[svc] = true
+		parts, _ := st.WalkParts(svc)
+		for _, p := range parts {
+			rewrite[p] = true
+		}
+	}
 	for _, n := range names {
 		delete(rewrite, n)
 	}
@@ -69,7 +80,8 @@ func (r *run) verifyParts(ctx, saveCtx context.Context) (bool, error) {
 		if row.ServiceSID == nil {
 			return true
 		}
-		return !(row.UserSID != nil && drop[*row.ServiceSID+"/"+*row.UserSID]) &&
+		return !walked[*row.ServiceSID] &&
+			!(row.UserSID != nil && drop[*row.ServiceSID+"/"+*row.UserSID]) &&
 			!(row.Identity != nil && drop[*row.ServiceSID+"/"+*row.Identity])
 	}
 	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: r.id, Invalid: names, Undone: undone}
@@ -89,13 +101,20 @@ func (r *run) verifyParts(ctx, saveCtx context.Context) (bool, error) {
 		return false, err
 	}
 	r.stats.restartEnumeration()
-	for _, old := range append(names, oldNames(e.Replaced)...) {
+	stale := append(names, oldNames(e.Replaced)...)
+	for _, svc := range walks {
+		// A finished walk sent back loses its users file too.
+		if d := st.WalksDone[svc]; d != nil && !slices.Contains(stale, d.UsersFile.Name) {
+			stale = append(stale, d.UsersFile.Name)
+		}
+	}
+	for _, old := range stale {
 		if err := r.store.Delete(saveCtx, old); err != nil {
 			r.log.Warn("remove damaged or replaced part", zap.String("part", old), zap.Error(err))
 		}
 	}
 	r.log.Warn("damaged parts left the snapshot; reading their users again",
-		zap.Int("parts", len(names)), zap.Int("users", len(users)))
+		zap.Int("parts", len(names)), zap.Int("users", len(users)), zap.Strings("services_walked_again", walks))
 	return true, nil
 }
 

@@ -1,6 +1,7 @@
 // Package worker runs one snapshot. It owns the reading stage: the
 // snapshot's lock, walking the configured services and users, paging
-// through every user's bindings, streaming them into Parquet part files
+// through every user's bindings (or, with the service strategy, through
+// a service's Bindings list once), streaming them into Parquet part files
 // through the one writer goroutine, recording progress in the checkpoint
 // log, and checking every committed part before anything is published.
 // Once every user is read and every part checks out, it hands the
@@ -35,6 +36,9 @@ import (
 type Source interface {
 	ListUsers(ctx context.Context, q twilio.UsersQuery) (*twilio.UsersPage, error)
 	ListBindings(ctx context.Context, q twilio.BindingsQuery) (*twilio.BindingsPage, error)
+	// ListServiceBindings reads the service-wide Bindings list, for the
+	// service strategy.
+	ListServiceBindings(ctx context.Context, q twilio.ServiceBindingsQuery) (*twilio.ServiceBindingsPage, error)
 	// GetUser resolves a user by SID or identity (404: ErrNotFound).
 	GetUser(ctx context.Context, serviceSID, user string) (*twilio.User, error)
 }
@@ -47,6 +51,55 @@ type Service struct {
 	AllUsers     bool     // list users through the Users API
 	Users        []string // else these SIDs or identities
 	BindingTypes []string // optional filter
+	// Strategy chooses how the service is walked; "" is StrategyAuto.
+	Strategy Strategy
+}
+
+// Strategy is how a service's bindings are read.
+type Strategy string
+
+// Strategies. The service walk costs about users/100 + bindings/50
+// requests, where the per-user walk costs at least one request per user,
+// but each service's walk is two lists read one page after the other, so
+// it keeps one request of the account in flight per service; the per-user
+// walk reads Options.Concurrency users at once.
+const (
+	// StrategyAuto is StrategyService for a service read with AllUsers and
+	// StrategyPerUser for a list of users.
+	StrategyAuto Strategy = "auto"
+	// StrategyPerUser reads each user's own Bindings list.
+	StrategyPerUser Strategy = "per_user"
+	// StrategyService lists the users once, for their SIDs, and reads the
+	// service-wide Bindings list once. It needs AllUsers.
+	StrategyService Strategy = "service"
+)
+
+// Strategies lists the valid values of Service.Strategy, for
+// configuration checks and messages.
+var Strategies = []Strategy{StrategyAuto, StrategyPerUser, StrategyService}
+
+// Resolve returns the strategy the service is read with when the snapshot
+// has no progress of its own for it: StrategyService or StrategyPerUser.
+func (s Service) Resolve() Strategy {
+	switch s.Strategy {
+	case StrategyPerUser, StrategyService:
+		return s.Strategy
+	}
+	if s.AllUsers {
+		return StrategyService
+	}
+	return StrategyPerUser
+}
+
+// check reports a Service that Run cannot read.
+func (s Service) check() error {
+	switch {
+	case s.Strategy != "" && !slices.Contains(Strategies, s.Strategy):
+		return fmt.Errorf("service %s: unknown strategy %q (want one of auto, per_user, service)", s.SID, s.Strategy)
+	case s.Strategy == StrategyService && !s.AllUsers:
+		return fmt.Errorf("service %s: strategy %q reads every user of the service; it needs AllUsers", s.SID, s.Strategy)
+	}
+	return nil
 }
 
 // Options configure a run.
@@ -184,6 +237,11 @@ func (o *Options) setDefaults() {
 // the run at once; in every case the checkpoint holds the work done so far.
 func Run(ctx context.Context, src Source, opts Options, date time.Time) (res *Result, err error) {
 	opts.setDefaults()
+	for _, s := range opts.Services {
+		if err := s.check(); err != nil {
+			return nil, err
+		}
+	}
 	date = time.Date(date.Year(), date.Month(), date.Day(), 0, 0, 0, 0, time.UTC)
 	log := opts.Logger.With(zap.String("snapshot", date.Format(time.DateOnly)))
 	store := opts.Store
@@ -355,6 +413,10 @@ func failedError(failed []checkpoint.UserFailed, count int64) error {
 		if i > 0 {
 			b.WriteString("; ")
 		}
+		if f.User == checkpoint.ServiceWalkUser {
+			fmt.Fprintf(&b, "service %s (its Bindings list): %s", f.Service, f.Reason)
+			continue
+		}
 		fmt.Fprintf(&b, "service %s user %q: %s", f.Service, f.User, f.Reason)
 	}
 	return fmt.Errorf("%w (%d): %s", ErrUsersFailed, count, b.String())
@@ -414,11 +476,25 @@ func (r *run) publish(ctx context.Context, res *Result) error {
 		Logger:      r.log,
 	})
 	res.Published = published
+	if err == nil || errors.Is(err, publish.ErrNotCleaned) {
+		removeUsersFiles(context.WithoutCancel(ctx), r.store, r.cp.State().UsersFiles(), r.log)
+	}
 	if errors.Is(err, publish.ErrNotCleaned) {
 		r.log.Warn("snapshot published; some of its files stay in staging", zap.Error(err))
 		return nil
 	}
 	return err
+}
+
+// removeUsersFiles removes the users files of the walks of a published
+// snapshot from staging: the users table holds them now. A file left
+// behind is only a warning, as for parts.
+func removeUsersFiles(ctx context.Context, store staging.Store, files []checkpoint.Part, log *zap.Logger) {
+	for _, f := range files {
+		if err := store.Delete(ctx, f.Name); err != nil && !errors.Is(err, staging.ErrNotExist) {
+			log.Warn("remove the users file of a published walk from staging", zap.String("file", store.URI(f.Name)), zap.Error(err))
+		}
+	}
 }
 
 // read walks every user and streams their bindings into committed parts.
@@ -434,7 +510,9 @@ func (r *run) read(ctx, saveCtx context.Context) error {
 	defer stop(nil)
 	w := newWriter(r, saveCtx)
 	w.onError = stop
-	jobs := make(chan job, r.opts.Concurrency)
+	// The buffer holds a page of users or two beyond the fetchers' own, so
+	// that a Users list runs ahead of them and no fetcher waits for it.
+	jobs := make(chan job, r.opts.Concurrency+2*r.opts.UsersPageSize)
 
 	g, gctx := errgroup.WithContext(readCtx)
 	writerDone := make(chan error, 1)
@@ -444,10 +522,26 @@ func (r *run) read(ctx, saveCtx context.Context) error {
 	defer stopProgress()
 
 	r.claimed = newUserSet(r.opts.Services)
+	p := r.plan(st)
+	// Walks given up go first, before any row of their services is
+	// written again.
+	for _, svc := range p.drop {
+		if err := w.sendWait(event{kind: evWalkDrop, user: checkpoint.UserRef{Service: svc, User: checkpoint.ServiceWalkUser}}); err != nil {
+			w.close()
+			<-writerDone
+			return err
+		}
+	}
+	for _, wp := range p.walks {
+		g.Go(func() (err error) {
+			defer recoverInto(&err, "walk service "+wp.svc.SID)
+			return r.walkService(gctx, w, wp.svc, wp.resume)
+		})
+	}
 	g.Go(func() (err error) {
 		defer close(jobs)
 		defer recoverInto(&err, "list users")
-		return r.enumerate(gctx, jobs)
+		return r.enumerate(gctx, jobs, p.perUser)
 	})
 	for i := 0; i < r.opts.Concurrency; i++ {
 		g.Go(func() (err error) {
@@ -498,10 +592,75 @@ type job struct {
 	name string
 }
 
-// enumerate sends every user still to read, service by service. A user
-// named twice (a Users page that repeats it, a configuration naming it
-// twice) is sent once: users are claimed by service and SID.
-func (r *run) enumerate(ctx context.Context, jobs chan<- job) error {
+// walkPlan is a service to walk in this read, from resume.
+type walkPlan struct {
+	svc    *Service
+	resume checkpoint.Walk
+}
+
+// readPlan says how each configured service is read: user by user, by a
+// walk, or not at all (its walk finished); and which walks in progress
+// are given up.
+type readPlan struct {
+	perUser []*Service
+	walks   []walkPlan
+	drop    []string
+}
+
+// plan chooses the walk of every service from its strategy and from what
+// the snapshot holds already: a service is read one way within a
+// snapshot, so a service begun user by user goes on that way, a finished
+// walk stands, and a walk in progress whose service is now read user by
+// user (or no longer configured) is given up, its rows dropped.
+func (r *run) plan(st *checkpoint.State) readPlan {
+	var p readPlan
+	configured := map[string]bool{}
+	for i := range r.opts.Services {
+		svc := &r.opts.Services[i]
+		configured[svc.SID] = true
+		log := r.log.With(zap.String("service_sid", svc.SID))
+		want := svc.Resolve()
+		switch done, walk := st.WalksDone[svc.SID], st.Walks[svc.SID]; {
+		case done != nil:
+			if want != StrategyService {
+				log.Info("service read whole by its Bindings list in this snapshot; its users are not read again (run --force to read it with strategy per_user)")
+			}
+			n := done.UsersFile.Rows
+			ss := r.stats.Service(svc.SID)
+			r.stats.UsersTotal.Add(n)
+			r.stats.UsersSkipped.Add(n)
+			ss.UsersTotal.Add(n)
+			ss.UsersFinished.Add(n)
+		case walk != nil && want == StrategyService:
+			p.walks = append(p.walks, walkPlan{svc: svc, resume: *walk})
+		case walk != nil:
+			log.Info("giving up the walk of the service begun in this snapshot: it is read user by user now")
+			p.drop = append(p.drop, svc.SID)
+			p.perUser = append(p.perUser, svc)
+		case want == StrategyService && st.PerUser[svc.SID]:
+			log.Info("service begun user by user in this snapshot; finishing it that way (run --force to read it with strategy service)")
+			p.perUser = append(p.perUser, svc)
+		case want == StrategyService:
+			p.walks = append(p.walks, walkPlan{svc: svc})
+		default:
+			p.perUser = append(p.perUser, svc)
+		}
+	}
+	for _, svc := range slices.Sorted(maps.Keys(st.Walks)) {
+		if !configured[svc] {
+			r.log.Info("giving up the walk of a service no longer configured", zap.String("service_sid", svc))
+			p.drop = append(p.drop, svc)
+		}
+	}
+	return p
+}
+
+// enumerate sends every user still to read of services, listing the users
+// of every service at once, so that the fetchers always have users to read
+// while one list waits for a page. A user named twice (a Users page that
+// repeats it, a configuration naming it twice) is sent once: users are
+// claimed by service and SID.
+func (r *run) enumerate(ctx context.Context, jobs chan<- job, services []*Service) error {
 	emit := func(svc *Service, sid, identity, name string) error {
 		ss := r.stats.Service(svc.SID)
 		var u checkpoint.UserRef
@@ -529,9 +688,13 @@ func (r *run) enumerate(ctx context.Context, jobs chan<- job) error {
 			return ctx.Err()
 		}
 	}
-	for i := range r.opts.Services {
-		svc := &r.opts.Services[i]
-		if !svc.AllUsers {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, svc := range services {
+		g.Go(func() (err error) {
+			defer recoverInto(&err, "list users of service "+svc.SID)
+			if svc.AllUsers {
+				return r.listUsers(ctx, svc, emit)
+			}
 			for _, u := range svc.Users {
 				sid, identity := "", u
 				if checkpoint.IsUserSID(u) {
@@ -541,13 +704,10 @@ func (r *run) enumerate(ctx context.Context, jobs chan<- job) error {
 					return err
 				}
 			}
-			continue
-		}
-		if err := r.listUsers(ctx, svc, emit); err != nil {
-			return err
-		}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // listUsers walks the Users list of svc, calling emit for every user.

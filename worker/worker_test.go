@@ -47,9 +47,10 @@ func newEnv(t *testing.T, spec twiliotest.WorldSpec, faults twiliotest.Faults) *
 		t.Fatal(err)
 	}
 	e := &env{t: t, world: world, srv: srv, client: client, store: store, warehouse: exporter.LocalWarehouse{Path: filepath.Join(dir, "warehouse")}}
-	// Service 0 whole through the Users API; service 1 by a list of
-	// users (special identities, SIDs) with a filter.
-	e.services = []Service{{SID: world.Services[0].SID, AllUsers: true}}
+	// Service 0 whole through the Users API, user by user (walk_test.go
+	// reads it with the service strategy); service 1 by a list of users
+	// (special identities, SIDs) with a filter.
+	e.services = []Service{{SID: world.Services[0].SID, AllUsers: true, Strategy: StrategyPerUser}}
 	if len(world.Services) > 1 {
 		s := world.Services[1]
 		var users []string
@@ -196,11 +197,14 @@ func TestResumeAfterInterruption(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, twiliotest.WorldSpec{Seed: 5, Services: 2, UsersPerService: 80, MaxBindingsPerUser: 200}, twiliotest.Faults{})
 			opts := e.options()
-			opts.PageSize = 20
+			// Pages of 10 give most users several, so that users are in
+			// flight when the run is interrupted, whichever services the
+			// fetchers are reading then.
+			opts.PageSize = 10
 			opts.PartRows = 300
 			opts.Concurrency = 4
 			ctx, cancel := context.WithCancel(context.Background())
-			first := &interrupting{Source: e.client, n: 60, cancel: cancel}
+			first := &interrupting{Source: e.client, n: 100, cancel: cancel}
 			res, err := Run(ctx, first, opts, day)
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("interrupted run: err = %v", err)

@@ -26,6 +26,13 @@ const (
 	evFailed                    // the user failed after retries
 	evRestart                   // drop the user's committed rows: it is read again from page one
 	evDrop                      // drop the user's committed rows: it is left out of the snapshot
+
+	// Events of a service walk; user.Service names the service.
+	evWalkPage    // a page of the service's Bindings list; next == "" ends the list
+	evWalkDone    // the walk is finished: its users are in usersFile
+	evWalkRestart // drop the walk's rows: it is read again from page one
+	evWalkDrop    // drop the walk's rows: the service is no longer walked
+	evCall        // run call in the writer, where no part changes meanwhile
 )
 
 type event struct {
@@ -37,8 +44,17 @@ type event struct {
 	// sid and identity: what the fetcher knew of the user (may be empty);
 	// name: the configured string that named the user ("" when listed).
 	sid, identity, name string
-	ack                 chan error
+	// gone are the identities of a walk found deleted while it read this
+	// page; usersFile the users of a finished walk.
+	gone      []string
+	usersFile checkpoint.Part
+	call      func() error
+	ack       chan error
 }
+
+// errWalkRejected answers the evWalkDone of a walk that the writer had to
+// give up (a page it could not write): the walk is not finished.
+var errWalkRejected = errors.New("the walk failed")
 
 // writer is the single goroutine that owns the open part file and the
 // checkpoint. Pages of one user arrive in order (one fetcher reads a user),
@@ -62,6 +78,14 @@ type writer struct {
 	pendingFailed []checkpoint.UserFailed
 	touched       map[checkpoint.UserRef]bool
 	inFlight      map[checkpoint.UserRef]*checkpoint.InFlight
+
+	// The service walks in progress, by service (as committed, then
+	// advanced by pages), those advanced or finished since the last commit,
+	// and those given up in this run (a page that could not be written).
+	walks        map[string]*checkpoint.Walk
+	walkTouched  map[string]bool
+	walksDone    []checkpoint.WalkDone
+	walkRejected map[string]bool
 
 	// failed are the users that failed while this writer ran (at most
 	// MaxNamedFailures over the run, counting named), and violations the
@@ -90,9 +114,13 @@ func newWriter(r *run, ctx context.Context) *writer {
 		rejected: map[checkpoint.UserRef]bool{},
 		meta:     schemas.RowMeta{SnapshotDate: r.date, SyncedAt: r.start},
 	}
-	// The in-flight users as committed (State hands out a copy): the
-	// writer advances them as pages come.
-	w.inFlight = r.cp.State().InFlight
+	// The in-flight users and walks as committed (State hands out a
+	// copy): the writer advances them as pages come.
+	st := r.cp.State()
+	w.inFlight = st.InFlight
+	w.walks = st.Walks
+	w.walkTouched = map[string]bool{}
+	w.walkRejected = map[string]bool{}
 	w.violations = map[string]int64{}
 	w.named = len(r.failed) // earlier rounds of the same run
 
@@ -167,7 +195,7 @@ func (w *writer) fail(err error) {
 }
 
 func (w *writer) pending() bool {
-	return w.part != nil || len(w.done)+len(w.gone)+len(w.notFound)+len(w.pendingFailed)+len(w.touched) > 0
+	return w.part != nil || len(w.done)+len(w.gone)+len(w.notFound)+len(w.pendingFailed)+len(w.touched)+len(w.walkTouched)+len(w.walksDone) > 0
 }
 
 func (w *writer) handle(e event) error {
@@ -243,8 +271,94 @@ func (w *writer) handle(e event) error {
 		return w.dropUser(e.user, dropRestart)
 	case evDrop:
 		return w.dropUser(e.user, dropLeftOut)
+	case evWalkPage:
+		return w.walkPage(e)
+	case evWalkDone:
+		return w.walkDone(e)
+	case evWalkRestart:
+		return w.dropWalk(e.user.Service, dropRestart)
+	case evWalkDrop:
+		return w.dropWalk(e.user.Service, dropLeftOut)
+	case evCall:
+		return e.call()
 	}
 	return nil
+}
+
+// walkPage writes a page of a service walk and advances the walk.
+func (w *writer) walkPage(e event) error {
+	svc := e.user.Service
+	if w.walkRejected[svc] {
+		return nil // the walk failed on an earlier page of this run
+	}
+	wk := w.walks[svc]
+	if wk == nil {
+		wk = &checkpoint.Walk{Service: svc}
+		w.walks[svc] = wk
+	}
+	if len(e.bindings) > 0 {
+		if w.part == nil {
+			if err := w.openPart(); err != nil {
+				return err
+			}
+		}
+		err := w.part.Append(e.bindings)
+		if errors.Is(err, exporter.ErrValueTooLarge) {
+			// Nothing of the page was written: the walk fails and
+			// resumes at this page next run; the run goes on.
+			w.walkRejected[svc] = true
+			w.recordFailed(checkpoint.UserFailed{UserRef: e.user, Reason: err.Error()})
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("write part %s: %w", w.partName, err)
+		}
+		for i := range e.bindings {
+			for _, v := range schemas.Violations(&e.bindings[i]) {
+				w.violations[v]++
+			}
+		}
+		if !slices.Contains(wk.Parts, w.partName) {
+			wk.Parts = append(wk.Parts, w.partName)
+		}
+	}
+	wk.Bindings += int64(len(e.bindings))
+	wk.Pages++
+	wk.Next = e.next
+	wk.End = e.next == ""
+	for _, id := range e.gone {
+		if !slices.Contains(wk.Gone, id) {
+			wk.Gone = append(wk.Gone, id)
+		}
+	}
+	w.walkTouched[svc] = true
+	if w.part != nil && w.part.Rows() >= int64(w.r.opts.PartRows) {
+		return w.commit()
+	}
+	return nil
+}
+
+// walkDone finishes a walk whose every page was written: one commit makes
+// its last rows durable and records it finished, with its users file and
+// the users found gone.
+func (w *writer) walkDone(e event) error {
+	svc := e.user.Service
+	wk := w.walks[svc]
+	if w.walkRejected[svc] {
+		return errWalkRejected
+	}
+	if wk == nil || !wk.End {
+		return fmt.Errorf("service %s: walk finished before the end of its Bindings list", svc)
+	}
+	w.walksDone = append(w.walksDone, checkpoint.WalkDone{Service: svc, Parts: wk.Parts, Bindings: wk.Bindings, Pages: wk.Pages, UsersFile: e.usersFile})
+	for _, id := range wk.Gone {
+		w.gone = append(w.gone, checkpoint.UserRef{Service: svc, User: id})
+	}
+	delete(w.walks, svc)
+	delete(w.walkTouched, svc)
+	w.r.stats.UsersDone.Add(e.usersFile.Rows)
+	w.r.stats.UsersGone.Add(int64(len(wk.Gone)))
+	return w.commit()
 }
 
 // recordFailed notes a failed user. Reasons are cut short and at most
@@ -314,16 +428,23 @@ func (w *writer) commit() error {
 			e.InFlight = append(e.InFlight, *f)
 		}
 	}
-	if len(e.Parts)+len(e.Done)+len(e.Gone)+len(e.NotFound)+len(e.Failed)+len(e.InFlight) == 0 {
+	for svc := range w.walkTouched {
+		if wk := w.walks[svc]; wk != nil {
+			e.Walks = append(e.Walks, *wk)
+		}
+	}
+	e.WalksDone = w.walksDone
+	if len(e.Parts)+len(e.Done)+len(e.Gone)+len(e.NotFound)+len(e.Failed)+len(e.InFlight)+len(e.Walks)+len(e.WalksDone) == 0 {
 		return nil
 	}
 	if err := w.r.cp.Append(w.ctx, e); err != nil {
 		return err
 	}
 	w.r.log.Debug("checkpoint", zap.Int("parts", len(e.Parts)), zap.Int("users_done", len(e.Done)),
-		zap.Int("users_in_flight", len(e.InFlight)))
-	w.done, w.gone, w.notFound, w.pendingFailed = nil, nil, nil, nil
+		zap.Int("users_in_flight", len(e.InFlight)), zap.Int("walks", len(e.Walks)), zap.Int("walks_done", len(e.WalksDone)))
+	w.done, w.gone, w.notFound, w.pendingFailed, w.walksDone = nil, nil, nil, nil, nil
 	clear(w.touched)
+	clear(w.walkTouched)
 	return nil
 }
 
@@ -380,16 +501,75 @@ func (w *writer) dropUser(u checkpoint.UserRef, mode dropMode) error {
 	if err := w.r.cp.Append(w.ctx, e); err != nil {
 		return err
 	}
-	// Other unfinished users named the old parts: the log renamed them
-	// (it owns the committed state); the writer takes its names back.
+	w.afterRewrite(e.Replaced)
+	return nil
+}
+
+// afterRewrite takes back, for every unfinished user and walk, the part
+// names that the log renamed (it owns the committed state), and removes
+// the replaced part files.
+func (w *writer) afterRewrite(replaced []checkpoint.Replace) {
 	for v, g := range w.inFlight {
 		w.syncParts(v, g)
 	}
-	for _, r := range e.Replaced {
+	for svc, wk := range w.walks {
+		if committed, ok := w.r.cp.WalkParts(svc); ok {
+			if w.part != nil && slices.Contains(wk.Parts, w.partName) {
+				committed = append(committed, w.partName)
+			}
+			wk.Parts = committed
+		}
+	}
+	for _, r := range replaced {
 		if err := w.r.store.Delete(w.ctx, r.Old); err != nil {
 			w.r.log.Warn("remove replaced part", zap.String("part", r.Old), zap.Error(err))
 		}
 	}
+}
+
+// dropWalk rewrites the parts that hold rows of the walk of svc without
+// them, so that the walk starts over from its first page (its saved page
+// token was rejected, or its rows do not add up) or leaves the snapshot
+// (the service is no longer walked). Rows in the open part are committed
+// first. A walk is alone in reading its service, so every row of svc in
+// its parts is the walk's.
+func (w *writer) dropWalk(svc string, mode dropMode) error {
+	wk := w.walks[svc]
+	if wk == nil {
+		return nil
+	}
+	if w.part != nil && slices.Contains(wk.Parts, w.partName) {
+		if err := w.commit(); err != nil {
+			return err
+		}
+	}
+	parts, _ := w.r.cp.WalkParts(svc)
+	keep := func(row *schemas.Row) bool { return row.ServiceSID == nil || *row.ServiceSID != svc }
+	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: w.r.id}
+	for _, old := range parts {
+		name := w.r.newPartName()
+		info, err := exporter.FilterPart(w.ctx, w.r.store, old, name, keep, w.r.partOptions())
+		if err != nil {
+			return fmt.Errorf("drop rows of the walk of service %s from %s: %w", svc, w.r.store.URI(old), err)
+		}
+		p := partOf(info)
+		e.Replaced = append(e.Replaced, checkpoint.Replace{Old: old, New: &p})
+	}
+	delete(w.walkTouched, svc)
+	if mode == dropRestart {
+		// The users found gone stay gone: their later bindings are
+		// still left out.
+		fresh := checkpoint.Walk{Service: svc, Gone: wk.Gone}
+		e.Walks = []checkpoint.Walk{fresh}
+		w.walks[svc] = &fresh
+	} else {
+		e.DroppedWalks = []string{svc}
+		delete(w.walks, svc)
+	}
+	if err := w.r.cp.Append(w.ctx, e); err != nil {
+		return err
+	}
+	w.afterRewrite(e.Replaced)
 	return nil
 }
 

@@ -403,6 +403,8 @@ func TestE2EBigQuerySyncRunsRecordsFailedRuns(t *testing.T) {
 	e := newBQE2E(t, twiliotest.WorldSpec{Seed: 23, Services: 1, UsersPerService: 20, MaxBindingsPerUser: 30},
 		twiliotest.Faults{}, bqE2EOptions{})
 	e.editConfig("max_attempts: 10\n", "max_attempts: 2\n")
+	// The failure is a user's own list, which the per-user walk reads.
+	e.editConfig("    users: all\n", "    users: all\n    strategy: per_user\n")
 	failing := e.world.Services[0].Users[3].SID
 	e.srv.SetFaults(twiliotest.Faults{FailUsers: map[string]int{failing: 500}})
 	r := e.runSnapshot()

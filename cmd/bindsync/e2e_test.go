@@ -299,6 +299,16 @@ func TestE2ESIGTERMSavesCheckpoint(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t, twiliotest.WorldSpec{Seed: 8, Services: 1, UsersPerService: 600, MaxBindingsPerUser: 120},
 		twiliotest.Faults{Latency: 10 * time.Millisecond}, "export:\n  commit_interval: 100ms\n")
+	// User by user, so that users are done while the run goes on (a
+	// service walk records its users when it ends).
+	conf, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = bytes.Replace(conf, []byte("    users: all\n"), []byte("    users: all\n    strategy: per_user\n"), 1)
+	if err := os.WriteFile(e.config, conf, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cmd, out := e.startRun(20)
 	start := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -95,6 +95,10 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 			},
 			OnRequest: observe.OnRequest,
 			InFlight:  observe.InFlight,
+			OnLimitChange: func(limit int, reason string) {
+				observe.OnLimitChange(limit, reason)
+				log.Debug("Twilio requests in flight capped", zap.Int("limit", limit), zap.String("reason", reason))
+			},
 			OnRetry: func(reason string, attempt int, wait time.Duration) {
 				j.stats.Retries.Add(1)
 				observe.OnRetry(reason, attempt, wait)
@@ -106,6 +110,7 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 		j.close()
 		return nil, usagef("twilio: %v", err)
 	}
+	m.SetConcurrencyLimit(j.client.InFlightLimit())
 	if l := cfg.Warehouse.Local; l != nil {
 		j.publishers = append(j.publishers, exporter.LocalWarehouse{Path: l.Path})
 	}
@@ -132,7 +137,7 @@ func openStaging(ctx context.Context, cfg *config.Config) (staging.Store, error)
 func (j *job) services() []worker.Service {
 	out := make([]worker.Service, len(j.cfg.Services))
 	for i, s := range j.cfg.Services {
-		out[i] = worker.Service{SID: s.SID, AllUsers: s.Users.All, Users: s.Users.List, BindingTypes: s.BindingTypes}
+		out[i] = worker.Service{SID: s.SID, AllUsers: s.Users.All, Users: s.Users.List, BindingTypes: s.BindingTypes, Strategy: s.Strategy}
 	}
 	return out
 }

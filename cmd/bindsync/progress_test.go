@@ -159,18 +159,22 @@ func TestNoLiveProgressOutsideATerminal(t *testing.T) {
 	none.end()
 }
 
+const progressToken = "5f3e9c1d7a2b48e6a0c4d8f2b6e1a9c3"
+
 // progressWorld is a fake Twilio account of two services and the config
 // of a run against it.
 func progressWorld(t *testing.T) (*twiliotest.World, string) {
 	t.Helper()
 	world := twiliotest.NewWorld(twiliotest.WorldSpec{Seed: 9, Services: 2, UsersPerService: 12, MaxBindingsPerUser: 30})
-	srv := twiliotest.NewServer(twiliotest.Options{World: world, AccountSID: world.AccountSID, AuthToken: "x"})
+	// A token as long as Twilio's: the client refuses a next page that
+	// holds its secret, which a one-letter secret would make of most.
+	srv := twiliotest.NewServer(twiliotest.Options{World: world, AccountSID: world.AccountSID, AuthToken: progressToken})
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`twilio:
   base_url: %s
   account_sid: %s
-  auth_token: x
+  auth_token: `+progressToken+`
   concurrency: 4
 services:
   - sid: %s

@@ -430,7 +430,8 @@ func TestServeEndToEnd(t *testing.T) {
 	cfg.Twilio.PageSize = 10
 	cfg.Twilio.UsersPageSize = 10
 	cfg.Twilio.Concurrency = 4
-	cfg.Services = []config.Service{{SID: world.Services[0].SID, Users: config.Users{All: true}}}
+	// User by user: the figures below count a page per user.
+	cfg.Services = []config.Service{{SID: world.Services[0].SID, Users: config.Users{All: true}, Strategy: worker.StrategyPerUser}}
 	cfg.Staging = filepath.Join(dir, "staging")
 	cfg.Warehouse.Local = &config.Local{Path: filepath.Join(dir, "warehouse")}
 	cfg.Schedule = "@every 1s"

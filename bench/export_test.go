@@ -362,7 +362,7 @@ func BenchmarkExport(b *testing.B) {
 	var wsvcs []worker.Service
 	for _, s := range p.world.Services {
 		services = append(services, s.SID)
-		wsvcs = append(wsvcs, worker.Service{SID: s.SID, AllUsers: true})
+		wsvcs = append(wsvcs, worker.Service{SID: s.SID, AllUsers: true, Strategy: worker.StrategyPerUser}) // as the baselines read
 	}
 	plain := newPlainClient(p.base, p.world.AccountSID)
 	client, err := twilio.New(twilio.Config{

@@ -85,17 +85,14 @@ func (r *run) verifyParts(ctx, saveCtx context.Context) (bool, error) {
 			!(row.Identity != nil && drop[*row.ServiceSID+"/"+*row.Identity])
 	}
 	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: r.id, Invalid: names, Undone: undone}
+	var olds []string
 	for _, p := range st.Parts {
-		if !rewrite[p.Name] {
-			continue
+		if rewrite[p.Name] {
+			olds = append(olds, p.Name)
 		}
-		name := r.newPartName()
-		info, err := exporter.FilterPart(saveCtx, r.store, p.Name, name, keep, r.partOptions())
-		if err != nil {
-			return false, fmt.Errorf("drop the rows of users of damaged parts from %s: %w", r.store.URI(p.Name), err)
-		}
-		np := partOf(info)
-		e.Replaced = append(e.Replaced, checkpoint.Replace{Old: p.Name, New: &np})
+	}
+	if e.Replaced, err = r.rewriteParts(saveCtx, olds, keep, "users of damaged parts"); err != nil {
+		return false, err
 	}
 	if err := r.cp.Append(saveCtx, e); err != nil {
 		return false, err
@@ -124,4 +121,22 @@ func oldNames(rs []checkpoint.Replace) []string {
 		out[i] = r.Old
 	}
 	return out
+}
+
+// rewriteParts writes a copy of each part in olds without the rows that
+// keep refuses, under a new name, and returns the replacements for the
+// log entry that makes them the snapshot's. It is the one way rows leave
+// committed parts (a damaged part's users read again, a user gone or left
+// out); whose says whose rows are dropped, for errors.
+func (r *run) rewriteParts(ctx context.Context, olds []string, keep func(*schemas.Row) bool, whose string) ([]checkpoint.Replace, error) {
+	var replaced []checkpoint.Replace
+	for _, old := range olds {
+		info, err := exporter.FilterPart(ctx, r.store, old, r.newPartName(), keep, r.partOptions())
+		if err != nil {
+			return nil, fmt.Errorf("drop the rows of %s from %s: %w", whose, r.store.URI(old), err)
+		}
+		np := partOf(info)
+		replaced = append(replaced, checkpoint.Replace{Old: old, New: &np})
+	}
+	return replaced, nil
 }

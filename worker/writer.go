@@ -479,15 +479,11 @@ func (w *writer) dropUser(u checkpoint.UserRef, mode dropMode) error {
 	}
 	keep := func(row *schemas.Row) bool { return !rowOf(row, u) }
 	e := checkpoint.Entry{Kind: checkpoint.KindCommit, RunID: w.r.id}
-	for _, old := range f.Parts {
-		name := w.r.newPartName()
-		info, err := exporter.FilterPart(w.ctx, w.r.store, old, name, keep, w.r.partOptions())
-		if err != nil {
-			return fmt.Errorf("drop rows of user %s from %s: %w", u, w.r.store.URI(old), err)
-		}
-		p := partOf(info)
-		e.Replaced = append(e.Replaced, checkpoint.Replace{Old: old, New: &p})
+	replaced, err := w.r.rewriteParts(w.ctx, f.Parts, keep, "user "+u.String())
+	if err != nil {
+		return err
 	}
+	e.Replaced = replaced
 	delete(w.inFlight, u)
 	delete(w.touched, u)
 	switch mode {

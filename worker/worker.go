@@ -279,6 +279,9 @@ func Run(ctx context.Context, src Source, opts Options, date time.Time) (res *Re
 			zap.Time("published_at", st.PublishedTime), zap.Int64("rows", st.Rows()))
 		return &Result{Date: date, AlreadyPublished: true, Parts: st.Parts, Rows: st.Rows()}, nil
 	}
+	if err := checkResumedPrivacy(ctx, cp, store, opts.Privacy); err != nil {
+		return nil, err
+	}
 
 	r := &run{
 		opts:  opts,
@@ -291,6 +294,26 @@ func Run(ctx context.Context, src Source, opts Options, date time.Time) (res *Re
 		id:    checkpoint.NewRunID(opts.Now()),
 	}
 	return r.run(ctx)
+}
+
+// checkResumedPrivacy refuses to resume a snapshot whose committed parts
+// were written under another privacy policy or key than p, at once rather
+// than after reading the rest of it: publishing would refuse it anyway
+// (publish checks every part), and only --force can mend it.
+func checkResumedPrivacy(ctx context.Context, cp *checkpoint.Log, store staging.Store, p *exporter.Privacy) error {
+	st := cp.State()
+	if len(st.Parts) == 0 {
+		return nil
+	}
+	parts := make([]exporter.PartInfo, len(st.Parts))
+	for i, pt := range st.Parts {
+		parts[i] = exporter.PartInfo{Name: pt.Name, Rows: pt.Rows, Bytes: pt.Bytes, CRC32C: pt.CRC32C}
+	}
+	snap := exporter.Snapshot{Date: st.Date, Store: store, Tables: []exporter.Table{{Name: exporter.BindingsTable, Parts: parts}}}
+	if err := exporter.CheckPrivacy(ctx, snap, p); err != nil {
+		return fmt.Errorf("resume snapshot %s: %w", st.Date.Format(time.DateOnly), err)
+	}
+	return nil
 }
 
 type run struct {

@@ -353,6 +353,15 @@ func TestE2EPrivacyPolicyChangedMidSnapshot(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t, twiliotest.WorldSpec{Seed: 33, Services: 1, UsersPerService: 300, MaxBindingsPerUser: 60},
 		twiliotest.Faults{Latency: 10 * time.Millisecond}, "export:\n  commit_interval: 100ms\n")
+	// User by user, so that the kill finds users done and the rest unread
+	// (a service walk finishes its users all at once, at its end).
+	data, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.config, []byte(strings.Replace(string(data), "    users: all\n", "    users: all\n    strategy: per_user\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cmd, out := e.startRun(20)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -361,7 +370,7 @@ func TestE2EPrivacyPolicyChangedMidSnapshot(t *testing.T) {
 	if cmd.ProcessState.ExitCode() == 0 {
 		t.Fatalf("the run finished before it was killed:\n%s", out)
 	}
-	data, err := os.ReadFile(e.config)
+	data, err = os.ReadFile(e.config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,9 +378,13 @@ func TestE2EPrivacyPolicyChangedMidSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	before := e.srv.Stats().Requests
 	r := e.runSnapshot()
 	if r.code == 0 {
 		t.Fatalf("a snapshot half read in clear was published under a hashing policy:\n%s", r.stdout)
+	}
+	if n := e.srv.Stats().Requests - before; n != 0 {
+		t.Errorf("the refused resume made %d requests to Twilio; it must stop before reading", n)
 	}
 	for _, w := range []string{"privacy policy", "--force"} {
 		if !strings.Contains(r.stderr+r.stdout, w) {

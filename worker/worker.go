@@ -310,7 +310,10 @@ func checkResumedPrivacy(ctx context.Context, cp *checkpoint.Log, store staging.
 		parts[i] = exporter.PartInfo{Name: pt.Name, Rows: pt.Rows, Bytes: pt.Bytes, CRC32C: pt.CRC32C}
 	}
 	snap := exporter.Snapshot{Date: st.Date, Store: store, Tables: []exporter.Table{{Name: exporter.BindingsTable, Parts: parts}}}
-	if err := exporter.CheckPrivacy(ctx, snap, p); err != nil {
+	// Only a part that says it was written under another policy stops the
+	// run here: one that cannot be read (missing, damaged) is the part
+	// check's to find, and its users are read again.
+	if err := exporter.CheckPrivacy(ctx, snap, p); errors.Is(err, exporter.ErrPrivacyMismatch) {
 		return fmt.Errorf("resume snapshot %s: %w", st.Date.Format(time.DateOnly), err)
 	}
 	return nil

@@ -41,14 +41,16 @@ func setupBigQuery(ctx context.Context, j *job) error {
 	}
 	// One publisher per table of the snapshot: the bindings table, then
 	// the users table, one row per user of each snapshot, for the users
-	// that no binding reaches. A new table of the snapshot is one more
-	// entry here.
+	// that no binding reaches, then the changes since the previous
+	// snapshot (whose publisher also keeps the history view). A new table
+	// of the snapshot is one more entry here.
 	tables := []struct {
 		source, table string
 		schema        bigquery.Schema
 	}{
 		{exporter.BindingsTable, c.Table, schemas.BigQuery()},
 		{exporter.UsersTable, c.Table + bq.UsersSuffix, schemas.UsersBigQuery()},
+		{exporter.ChangesTable, c.Table + bq.ChangesSuffix, schemas.ChangesBigQuery()},
 	}
 	checkCtx, cancel := context.WithTimeout(ctx, bigQueryCallTimeout)
 	defer cancel()

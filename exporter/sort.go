@@ -14,8 +14,10 @@ import (
 const (
 	// DefaultSortBytes is the memory the sort fills with records before it
 	// writes them out as a sorted run: the figure that bounds the memory
-	// of building a digest, whatever the number of bindings.
-	DefaultSortBytes = 64 << 20
+	// of building a digest, whatever the number of bindings. It is half a
+	// row group (DefaultRowGroupBytes), so that publishing needs less
+	// memory than reading.
+	DefaultSortBytes = 32 << 20
 	// mergeFanIn is how many runs one merge reads at once; more runs are
 	// merged in several passes. Each open run costs under a megabyte.
 	mergeFanIn = 32

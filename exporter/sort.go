@@ -19,7 +19,7 @@ const (
 	// memory than reading.
 	DefaultSortBytes = 32 << 20
 	// mergeFanIn is how many runs one merge reads at once; more runs are
-	// merged in several passes. Each open run costs under a megabyte.
+	// merged in several passes. Each open run costs about half a megabyte.
 	mergeFanIn = 32
 	// arenaChunk is the size of the blocks records are copied into, so
 	// that a run of small records is a few large allocations.

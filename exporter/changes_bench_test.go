@@ -135,17 +135,21 @@ func (p *heapPeak) Stop() uint64 {
 }
 
 // BenchmarkChanges builds the digests of two daily snapshots from their
-// parts and the changes between them, the work a publish adds for the
-// changes table. BINDSYNC_BENCH_ROWS sets the size (default 200,000
-// bindings); the figures of one run with 5,000,000, on a 2-core machine:
+// parts and the changes between them: twice the work a publish adds for
+// the changes table. BINDSYNC_BENCH_ROWS sets the size (default 200,000
+// bindings). Measured on a shared 2-core machine (AMD EPYC):
 //
-//	BenchmarkChanges  1  ~140 s  5,000,000 bindings  rows/s ~75,000
-//	                  peak-heap-MiB ~105  digest-B/row ~60  changes 350,000
+//	bindings   time    rows/s   peak-heap-MiB  digest-B/row  changes
+//	  200,000    7.8s  51,300   104            161           15,884
+//	1,000,000   32.7s  61,200   142            164           79,342
+//	5,000,000  224.5s  44,500   155            164           399,300
 //
 // peak-heap-MiB is the highest heap (live and garbage) sampled during the
-// work above the heap before it: about DefaultSortBytes for the sort's
-// buffer plus a Parquet row group being read or written. It does not grow
-// with the number of bindings; the sort's runs go to disk instead.
+// work, above the heap before it: the sort's buffer (DefaultSortBytes),
+// a row group of the parts being read, the row group of changes being
+// written (up to DefaultRowGroupRows rows) and the runs being merged (at
+// most mergeFanIn, half a megabyte each). It stops growing once the
+// changes fill a row group; the sort's runs go to disk instead.
 func BenchmarkChanges(b *testing.B) {
 	rows := 200_000
 	if v := os.Getenv("BINDSYNC_BENCH_ROWS"); v != "" {

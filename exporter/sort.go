@@ -311,7 +311,11 @@ func (m *mergeStream) next() ([]byte, error) {
 		if ok {
 			heap.Fix(&m.h, 0)
 		} else {
-			heap.Pop(&m.h).(*runHead).release()
+			// A run read to its end is no longer needed: its disk space
+			// goes back at once, not when the whole merge ends.
+			done := heap.Pop(&m.h).(*runHead)
+			done.release()
+			os.Remove(done.f.Name())
 		}
 		m.cur = nil
 	}

@@ -131,6 +131,7 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 
 // Of is the snapshot of cp as publishers see it: its committed parts as
 // the bindings table, then users, the users part, as the users table.
+// Snapshot adds the changes table after them.
 func Of(cp *checkpoint.Log, store staging.Store, runID string, users exporter.PartInfo) exporter.Snapshot {
 	st := cp.State()
 	parts := make([]exporter.PartInfo, len(st.Parts))

@@ -35,8 +35,9 @@ const (
 // runs, into one sorted stream. Fewer records than fit the buffer never
 // touch the disk.
 type sorter struct {
-	dir   string
-	limit int64
+	dir     string
+	release func()
+	limit   int64
 
 	recs  [][]byte
 	used  int64
@@ -47,16 +48,16 @@ type sorter struct {
 }
 
 // newSorter starts a sort whose runs go to a new directory under tempDir
-// (os.TempDir when empty); close removes it.
+// (os.TempDir when empty, see TempDir); close removes it.
 func newSorter(tempDir string, limit int64) (*sorter, error) {
 	if limit <= 0 {
 		limit = DefaultSortBytes
 	}
-	dir, err := os.MkdirTemp(tempDir, "bindsync-sort-")
+	dir, release, err := TempDir(tempDir, "bindsync-sort-")
 	if err != nil {
-		return nil, fmt.Errorf("sort: make a temporary directory: %w", err)
+		return nil, fmt.Errorf("sort: %w", err)
 	}
-	return &sorter{dir: dir, limit: limit}, nil
+	return &sorter{dir: dir, release: release, limit: limit}, nil
 }
 
 // add copies rec into the sort.
@@ -201,7 +202,7 @@ func (s *sorter) mergeRuns(runs []string) (string, error) {
 // close removes the runs and releases the buffer.
 func (s *sorter) close() {
 	s.recs, s.chunk = nil, nil
-	os.RemoveAll(s.dir)
+	s.release()
 }
 
 // recordStream yields records in order; next returns io.EOF after the

@@ -107,6 +107,8 @@ type changesStage struct {
 	opts  Options
 	log   *zap.Logger
 	tmp   string // temporary directory for rebuilt digests, made on demand
+	// releaseTmp removes tmp.
+	releaseTmp func()
 
 	// logged are the dates with a checkpoint log, oldest first, and
 	// digests the dates with a digest object; read once per stage.
@@ -120,7 +122,7 @@ func newChangesStage(cp *checkpoint.Log, opts Options, log *zap.Logger) *changes
 // close removes the digests rebuilt for this stage.
 func (c *changesStage) close() {
 	if c.tmp != "" {
-		os.RemoveAll(c.tmp)
+		c.releaseTmp()
 		c.tmp = ""
 	}
 }
@@ -527,11 +529,11 @@ func (c *changesStage) digestOf(ctx context.Context, p *published) (*exporter.Di
 // stage's temporary directory.
 func (c *changesStage) rebuild(ctx context.Context, date time.Time, src exporter.RowSource, from string, log *zap.Logger) (*exporter.DigestRef, string, error) {
 	if c.tmp == "" {
-		dir, err := os.MkdirTemp(c.opts.TempDir, "bindsync-digests-")
+		dir, release, err := exporter.TempDir(c.opts.TempDir, "bindsync-digests-")
 		if err != nil {
 			return nil, "", fmt.Errorf("rebuild a digest: %w", err)
 		}
-		c.tmp = dir
+		c.tmp, c.releaseTmp = dir, release
 	}
 	store, err := staging.NewDir(c.tmp)
 	if err != nil {

@@ -332,14 +332,33 @@ func (c *changesStage) remove(ctx context.Context, name string) {
 	}
 }
 
-// changesTable is the changes table of a record.
+// changesTable is the changes table of a record. A part without rows is
+// left out: publishers empty the day's partition for a table without
+// parts (as for a snapshot without bindings), rather than load an empty
+// file.
 func changesTable(rec *changesRecord) exporter.Table {
-	return exporter.Table{
+	t := exporter.Table{
 		Name:    exporter.ChangesTable,
 		Schema:  schemas.Changes(),
-		Parts:   []exporter.PartInfo{rec.Part},
 		Version: "v" + strconv.Itoa(rec.Version),
 	}
+	if rec.Part.Rows > 0 {
+		t.Parts = []exporter.PartInfo{rec.Part}
+	}
+	return t
+}
+
+// files returns the staging files of the changes and refresh parts the
+// stage uses, published or not, for the clean-up after publishing.
+func (c *changesStage) files() []string {
+	var out []string
+	for _, key := range []string{keyChanges, keyRefresh} {
+		var rec changesRecord
+		if v := c.cp.State().Publish[key]; v != "" && json.Unmarshal([]byte(v), &rec) == nil && rec.Part.Name != "" {
+			out = append(out, rec.Part.Name)
+		}
+	}
+	return out
 }
 
 // refresh returns, when a snapshot newer than this one is published, the

@@ -726,3 +726,33 @@ func TestChangesSurviveAKillAtEveryStep(t *testing.T) {
 		})
 	}
 }
+
+// TestNoChangesEmptyThePartition: a snapshot equal to the previous one has
+// an empty partition of changes, in BigQuery too, where it replaces what
+// an earlier publication of the date put there.
+func TestNoChangesEmptyThePartition(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	srv, pubs := bigQuery(t, e.store)
+	ctx := context.Background()
+	w1 := firstWorld(30)
+	w2 := evolve(w1, 1, 1000, 3)
+	publishAll := func(date time.Time, w world) {
+		stage(t, e.store, date, w)
+		e.publishStaged(date, e.options(e.store, pubs...))
+	}
+	publishAll(days[0], w1)
+	publishAll(days[1], w2)
+	checkBQChanges(t, srv, days[1], expected(w1, w2, &days[0]))
+
+	if err := checkpoint.Reset(ctx, e.store, days[1]); err != nil {
+		t.Fatal(err)
+	}
+	publishAll(days[1], w1)
+	e.checkChanges(days[1], nil)
+	checkBQChanges(t, srv, days[1], nil)
+	left, err := e.store.List(ctx, checkpoint.Dir(days[1])+"/changes/")
+	if err != nil || len(left) != 0 {
+		t.Errorf("left in staging: %v (%v)", left, err)
+	}
+}

@@ -115,12 +115,21 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 	}
 	stage.prune(ctx)
 	var failed []error
+	var names []string
 	for _, t := range snap.Tables {
 		for _, p := range t.Parts {
-			if err := opts.Store.Delete(ctx, p.Name); err != nil && !errors.Is(err, staging.ErrNotExist) {
-				log.Warn("remove published part from staging", zap.String("part", opts.Store.URI(p.Name)), zap.Error(err))
-				failed = append(failed, fmt.Errorf("remove %s: %w", opts.Store.URI(p.Name), err))
-			}
+			names = append(names, p.Name)
+		}
+	}
+	for _, name := range stage.files() {
+		if !slices.Contains(names, name) {
+			names = append(names, name) // a part of changes without rows
+		}
+	}
+	for _, name := range names {
+		if err := opts.Store.Delete(ctx, name); err != nil && !errors.Is(err, staging.ErrNotExist) {
+			log.Warn("remove published part from staging", zap.String("part", opts.Store.URI(name)), zap.Error(err))
+			failed = append(failed, fmt.Errorf("remove %s: %w", opts.Store.URI(name), err))
 		}
 	}
 	if len(failed) > 0 {

@@ -390,7 +390,7 @@ func (c *changesStage) refresh(ctx context.Context, cur exporter.DigestRef) (*ex
 	}
 	if nextRef == nil {
 		c.log.Warn("the changes of the later snapshot "+nextDay+" are stale: they compare with a snapshot older than "+day+
-			", and cannot be computed again because "+why+"; run it again with `bindsync run --force --snapshot-date "+nextDay+"` to make them exact (that reads Twilio as it is now)",
+			" (their previous_snapshot_date says which), and cannot be computed again because "+why,
 			zap.String("stale", nextDay))
 		return nil, nil
 	}

@@ -756,3 +756,41 @@ func TestNoChangesEmptyThePartition(t *testing.T) {
 		t.Errorf("left in staging: %v (%v)", left, err)
 	}
 }
+
+// TestStaleLaterChangesAreReported: a date published late cannot refresh
+// the next snapshot's changes without that snapshot's digest; it says so
+// and publishes itself all the same.
+func TestStaleLaterChangesAreReported(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	rec := &recorder{}
+	opts := func() publish.Options {
+		o := e.options(e.store)
+		o.Publishers = []exporter.Publisher{rec} // no local warehouse to rebuild from
+		return o
+	}
+	w1 := firstWorld(20)
+	w2 := evolve(w1, 1, 1000, 2)
+	w3 := evolve(w2, 2, 2000, 2)
+	for _, d := range []struct {
+		date time.Time
+		w    world
+	}{{days[0], w1}, {days[2], w3}} {
+		stage(t, e.store, d.date, d.w)
+		e.publishStaged(d.date, opts())
+	}
+	if err := e.store.Delete(ctx, publish.DigestName(days[2])); err != nil {
+		t.Fatal(err)
+	}
+	stage(t, e.store, days[1], w2)
+	e.publishStaged(days[1], opts())
+	logged := e.logs.FilterField(zap.String("stale", "2026-11-22")).All()
+	if len(logged) != 1 || !strings.Contains(logged[0].Message, "2026-11-22 are stale") || !strings.Contains(logged[0].Message, "is gone") {
+		t.Errorf("stale changes logged as %v", logged)
+	}
+	last := rec.got[len(rec.got)-1]
+	if last.Refresh || !last.Date.Equal(days[1]) {
+		t.Errorf("the last publication is of %v (refresh %v), want the late date alone", last.Date, last.Refresh)
+	}
+}

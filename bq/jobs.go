@@ -41,8 +41,11 @@ type publish struct {
 // newPublish reads (or starts) the snapshot's publishing state. The token
 // is the ID of the run that first published the snapshot: every job ID of
 // the snapshot includes it, so a snapshot read again with --force (which
-// starts a new checkpoint) never adopts the jobs of the old one.
-func (p *Publisher) newPublish(ctx context.Context, s exporter.Snapshot, parts []exporter.PartInfo) (*publish, error) {
+// starts a new checkpoint) never adopts the jobs of the old one. A table
+// with a Version keeps its state per version, and the version is part of
+// the token, so that a new version is loaded by new jobs rather than taken
+// for done.
+func (p *Publisher) newPublish(ctx context.Context, s exporter.Snapshot, t exporter.Table) (*publish, error) {
 	j := s.Journal
 	if j == nil {
 		j = &memJournal{}
@@ -50,16 +53,23 @@ func (p *Publisher) newPublish(ctx context.Context, s exporter.Snapshot, parts [
 	pub := &publish{
 		p:       p,
 		s:       s,
-		parts:   parts,
+		parts:   t.Parts,
 		journal: j,
 		prefix:  "bigquery/" + p.opts.Project + "." + p.opts.Dataset + "." + p.opts.Table + "/",
 		log:     p.log.With(zap.String("snapshot", day(s.Date))),
+	}
+	version := sanitizeID(t.Version)
+	if version != "" {
+		pub.prefix += version + "/"
 	}
 	pub.token = j.Get(pub.prefix + "token")
 	if pub.token == "" {
 		pub.token = sanitizeID(s.RunID)
 		if pub.token == "" {
 			pub.token = strconv.FormatInt(p.opts.Now().UnixNano(), 36)
+		}
+		if version != "" {
+			pub.token += "_" + version
 		}
 		if err := j.Set(ctx, map[string]string{pub.prefix + "token": pub.token}); err != nil {
 			return nil, fmt.Errorf("bigquery: save publishing state: %w", err)

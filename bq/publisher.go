@@ -21,6 +21,7 @@ package bq
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +49,12 @@ const (
 	// UsersSuffix names the users table beside a bindings table:
 	// <table>_users.
 	UsersSuffix = "_users"
+	// ChangesSuffix names the changes table beside a bindings table:
+	// <table>_changes.
+	ChangesSuffix = "_changes"
+	// HistorySuffix names the view of validity intervals derived from the
+	// changes table: <table>_history.
+	HistorySuffix = "_history"
 )
 
 // Options configure a Publisher. Project, Dataset and Table are required.
@@ -62,8 +69,16 @@ type Options struct {
 	// Source is the table of the snapshot that this Publisher loads into
 	// Table; "" means exporter.BindingsTable. A Publisher of the users
 	// table has Source exporter.UsersTable and Schema
-	// schemas.UsersBigQuery() (or the privacy policy's UsersBigQuery).
+	// schemas.UsersBigQuery() (or the privacy policy's UsersBigQuery); one
+	// of the changes table has Source exporter.ChangesTable and Schema
+	// schemas.ChangesBigQuery() (or the policy's ChangesBigQuery).
 	Source string
+	// HistoryView names the view of validity intervals that a Publisher
+	// of the changes table keeps beside it (see HistoryQuery). "" means
+	// Table less ChangesSuffix plus HistorySuffix (user_bindings_history
+	// beside user_bindings_changes); "-" means none. Publishers of other
+	// tables keep no such view.
+	HistoryView string
 	// Schema is the schema of the table; nil means schemas.BigQuery().
 	// A column added here is added to an existing table; none is dropped.
 	// Descriptions, and a REQUIRED column made NULLABLE here, are updated
@@ -122,6 +137,12 @@ func New(client *bigquery.Client, opts Options) (*Publisher, error) {
 	if opts.Schema == nil {
 		opts.Schema = schemas.BigQuery()
 	}
+	switch {
+	case opts.Source != exporter.ChangesTable || opts.HistoryView == "-":
+		opts.HistoryView = ""
+	case opts.HistoryView == "":
+		opts.HistoryView = strings.TrimSuffix(opts.Table, ChangesSuffix) + HistorySuffix
+	}
 	if opts.Principal == "" {
 		opts.Principal = "the credentials in use"
 	}
@@ -177,10 +198,14 @@ func (p *Publisher) ensureReady(ctx context.Context) error {
 // Options.Source of s. It is idempotent: called again after a crash, or in
 // a rerun, it skips the steps the journal marks done and adopts the jobs
 // it had submitted. Parts of a store that offers them in place
-// (staging.InPlace) are loaded from there; the others are uploaded.
+// (staging.InPlace) are loaded from there; the others are uploaded. A
+// refresh (s.Refresh) without that table leaves the table alone.
 func (p *Publisher) Publish(ctx context.Context, s exporter.Snapshot) error {
 	t, ok := s.Table(p.opts.Source)
 	if !ok {
+		if s.Refresh {
+			return nil
+		}
 		return fmt.Errorf("bigquery: snapshot %s has no table %q to publish to %s", day(s.Date), p.opts.Source, p.opts.Table)
 	}
 	if err := p.ensureReady(ctx); err != nil {
@@ -193,7 +218,7 @@ func (p *Publisher) Publish(ctx context.Context, s exporter.Snapshot) error {
 	if s.Store == nil {
 		return fmt.Errorf("bigquery: snapshot %s has no staging store", day(s.Date))
 	}
-	pub, err := p.newPublish(ctx, s, t.Parts)
+	pub, err := p.newPublish(ctx, s, t)
 	if err != nil {
 		return err
 	}

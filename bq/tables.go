@@ -8,12 +8,14 @@ import (
 	"cloud.google.com/go/bigquery"
 	"go.uber.org/zap"
 
+	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/schemas"
 )
 
 // EnsureTables checks the dataset and creates or updates what bindsync
 // owns in it: the snapshot table (partitioned by snapshot_date, clustered
-// by service and user), the <table>_latest view and the sync_runs table.
+// by service and user), the <table>_latest view, for the changes table the
+// history view (Options.HistoryView), and the sync_runs table.
 // An existing table gains the columns its schema lacks, a REQUIRED column
 // that became NULLABLE is relaxed and descriptions are refreshed; no column
 // is ever dropped or retyped, so no data is lost. It fails with one clear
@@ -25,7 +27,7 @@ func (p *Publisher) EnsureTables(ctx context.Context) error {
 	tp := &bigquery.TimePartitioning{Type: bigquery.DayPartitioningType, Field: schemas.PartitionField, Expiration: p.opts.PartitionExpiration}
 	main := tableSpec{
 		name:         p.opts.Table,
-		description:  "Twilio Programmable Chat v2 user bindings, one partition per daily snapshot, written by bindsync.",
+		description:  p.tableDescription(),
 		schema:       p.opts.Schema,
 		partitioning: tp,
 		clustering:   &bigquery.Clustering{Fields: schemas.ClusterFields},
@@ -33,8 +35,15 @@ func (p *Publisher) EnsureTables(ctx context.Context) error {
 	if err := p.ensureTable(ctx, main); err != nil {
 		return err
 	}
-	if err := p.ensureView(ctx); err != nil {
+	latest := p.opts.Table + LatestSuffix
+	if err := p.ensureView(ctx, latest, p.latestQuery(), "The newest snapshot of "+p.opts.Table+", written by bindsync.", "the view of the newest snapshot"); err != nil {
 		return err
+	}
+	if h := p.opts.HistoryView; h != "" {
+		desc := "Validity intervals of every version of every binding, derived from " + p.opts.Table + " by bindsync: a version holds from valid_from (included) to valid_to (excluded; null while it holds)."
+		if err := p.ensureView(ctx, h, HistoryQuery(p.opts.Project, p.opts.Dataset, p.opts.Table), desc, "the history view"); err != nil {
+			return err
+		}
 	}
 	runs := tableSpec{
 		name:        RunsTable,
@@ -145,16 +154,26 @@ func (p *Publisher) ensureTable(ctx context.Context, spec tableSpec) error {
 	return nil
 }
 
-// ensureView creates or updates the view of the newest snapshot.
-func (p *Publisher) ensureView(ctx context.Context) error {
-	name := p.opts.Table + LatestSuffix
+// tableDescription is the description of the table a Publisher loads.
+func (p *Publisher) tableDescription() string {
+	switch p.opts.Source {
+	case exporter.UsersTable:
+		return "One row per user of each daily snapshot of Twilio Programmable Chat v2 user bindings, with its number of bindings, written by bindsync."
+	case exporter.ChangesTable:
+		return "One row per Twilio Programmable Chat v2 user binding added, removed or changed between a daily snapshot and the newest published snapshot before it, one partition per snapshot, written by bindsync."
+	}
+	return "Twilio Programmable Chat v2 user bindings, one partition per daily snapshot, written by bindsync."
+}
+
+// ensureView creates the view name with query, or brings its query up to
+// date; what names the view in messages.
+func (p *Publisher) ensureView(ctx context.Context, name, query, description, what string) error {
 	sc := p.scope(name)
-	query := p.latestQuery()
 	v := p.dataset().Table(name)
 	md, err := v.Metadata(ctx)
 	if isNotFound(err) {
 		err = v.Create(ctx, &bigquery.TableMetadata{
-			Description: "The newest snapshot of " + p.opts.Table + ", written by bindsync.",
+			Description: description,
 			ViewQuery:   query,
 		})
 		if err == nil || isDuplicate(err) {
@@ -167,7 +186,7 @@ func (p *Publisher) ensureView(ctx context.Context) error {
 	}
 	if md.Type != bigquery.ViewTable {
 		return &Error{Kind: ErrSchema, Msg: fmt.Sprintf(
-			"%s exists but is a %s, not a view: drop it so that bindsync can create the view of the newest snapshot", sc.tableName(), md.Type)}
+			"%s exists but is a %s, not a view: drop it so that bindsync can create %s", sc.tableName(), md.Type, what)}
 	}
 	if md.ViewQuery == query && !md.UseLegacySQL {
 		return nil
@@ -182,6 +201,47 @@ func (p *Publisher) ensureView(ctx context.Context) error {
 func (p *Publisher) latestQuery() string {
 	ref := fmt.Sprintf("`%s.%s.%s`", p.opts.Project, p.opts.Dataset, p.opts.Table)
 	return fmt.Sprintf("SELECT * FROM %s WHERE %s = (SELECT MAX(%s) FROM %s)", ref, schemas.PartitionField, schemas.PartitionField, ref)
+}
+
+// HistoryQuery is the SQL of the history view over the changes table
+// project.dataset.changes: one row per version of a binding, that is per
+// row of the changes table that is not a removal, with the binding's
+// values, the change that began the version, valid_from (the snapshot
+// where it was first seen) and valid_to (the first snapshot where it no
+// longer held: the next change of the same (service_sid, sid), or the
+// next baseline day, whichever comes first; null while it holds).
+//
+// A baseline day (rows of kind initial: the first snapshot, or one that
+// had nothing to compare with) restates every binding, so it ends every
+// version begun before it, including those of bindings it no longer
+// holds, whose removal nobody saw.
+func HistoryQuery(project, dataset, changes string) string {
+	ref := fmt.Sprintf("`%s.%s.%s`", project, dataset, changes)
+	return `WITH days AS (
+  SELECT day,
+    MIN(IF(baseline, day, NULL)) OVER (ORDER BY day ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_baseline
+  FROM (
+    SELECT snapshot_date AS day, LOGICAL_OR(change = 'initial') AS baseline
+    FROM ` + ref + `
+    GROUP BY snapshot_date)
+),
+versions AS (
+  SELECT c.*,
+    LEAD(c.snapshot_date) OVER (PARTITION BY c.service_sid, c.sid ORDER BY c.snapshot_date) AS next_change,
+    d.next_baseline
+  FROM ` + ref + ` AS c
+  JOIN days AS d ON d.day = c.snapshot_date
+)
+SELECT * EXCEPT (snapshot_date, previous_snapshot_date, synced_at, next_change, next_baseline),
+  snapshot_date AS valid_from,
+  CASE
+    WHEN next_change IS NULL THEN next_baseline
+    WHEN next_baseline IS NULL THEN next_change
+    ELSE LEAST(next_change, next_baseline)
+  END AS valid_to,
+  synced_at
+FROM versions
+WHERE change != 'removed'`
 }
 
 // mergeSchema returns the schema an existing table must get so that it

@@ -28,7 +28,8 @@ type Snapshot struct {
 	Store staging.Store
 	// Tables are the tables of the snapshot, in the order they are
 	// published: BindingsTable first, then the tables derived from it
-	// (UsersTable). A new table of the snapshot is one more entry.
+	// (UsersTable, ChangesTable). A new table of the snapshot is one more
+	// entry.
 	Tables []Table
 	// RunID identifies the run that produced the snapshot, for logs and
 	// for publishers that need deterministic job names.
@@ -36,6 +37,12 @@ type Snapshot struct {
 	// Journal keeps a publisher's progress durably; nil when the caller
 	// has none. Publishers that do not need it ignore it.
 	Journal Journal
+	// Refresh marks a snapshot that replaces some derived tables of a
+	// date published before (the changes of a later snapshot, computed
+	// again when an older snapshot is published after it): its Tables
+	// are published as usual, and a publisher of a table it does not
+	// hold leaves that table alone instead of failing.
+	Refresh bool
 }
 
 // Table is one table of a snapshot: the day's partition of that table is
@@ -49,6 +56,13 @@ type Table struct {
 	Schema *arrow.Schema
 	// Parts are the committed parts of the table, in any order.
 	Parts []PartInfo
+	// Version names the content of Parts when a table of one date may be
+	// computed again with another content before it is published (the
+	// changes, when the snapshot they compare with changes meanwhile). A
+	// publisher that keeps its progress per table keeps it per version,
+	// so that a new version is loaded afresh rather than taken for done.
+	// Empty for tables whose parts are fixed once the snapshot is read.
+	Version string
 }
 
 // Names of the tables of a snapshot.

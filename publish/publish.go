@@ -1,10 +1,12 @@
 // Package publish is the second stage of a snapshot: it takes a snapshot
 // whose users are all read and whose parts are committed and verified (the
 // worker's stage), and makes it visible. It owns what happens from there
-// on: the users table, derived from the checkpoint; the tables handed to
-// every publisher; the "published" record in the checkpoint; and the
-// removal of the snapshot's files from staging. It never reads Twilio and
-// never needs the worker, so `bindsync publish` can run it on its own.
+// on: the users table, derived from the checkpoint; the changes table and
+// the snapshot's digest, derived from its parts and the previous
+// snapshot's digest; the tables handed to every publisher; the
+// "published" record in the checkpoint; and the removal of the snapshot's
+// files from staging. It never reads Twilio and never needs the worker, so
+// `bindsync publish` can run it on its own.
 package publish
 
 import (
@@ -42,6 +44,17 @@ type Options struct {
 	SyncedAt time.Time
 	// Logger receives a line per publisher; nil means no logs.
 	Logger *zap.Logger
+
+	// TempDir holds the runs of the external sort that builds digests
+	// (os.TempDir when empty): at most about the compressed size of a
+	// snapshot, removed as the sort ends.
+	TempDir string
+	// SortBytes bounds the memory of that sort (exporter.DefaultSortBytes
+	// when zero).
+	SortBytes int64
+	// KeepDigests is how many snapshots' digests staging keeps, the
+	// newest ones (DefaultKeepDigests when zero).
+	KeepDigests int
 }
 
 // ErrNotCleaned is returned (wrapped, with every file named) when the
@@ -51,10 +64,12 @@ type Options struct {
 var ErrNotCleaned = errors.New("snapshot published, but files left in staging")
 
 // Snapshot publishes the snapshot of cp, which must be read completely:
-// it writes the users part from the checkpoint, hands the tables to every
-// publisher in order, records the snapshot as published, and removes its
-// part files from staging. It returns the Describe() of every publisher
-// that published it.
+// it writes the users part from the checkpoint, the snapshot's digest and
+// its changes (see the comment at the top of changes.go), hands the tables
+// to every publisher in order, refreshes the changes of a later snapshot
+// published already, records the snapshot as published, prunes old
+// digests, and removes its part files from staging. It returns the
+// Describe() of every publisher that published it.
 //
 // An error before the "published" record leaves the snapshot unpublished
 // (a later call publishes it again; publishers are idempotent). An error
@@ -73,10 +88,17 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 	}
 	snap := Of(cp, opts.Store, opts.RunID, users)
 	// Parts read before a change of privacy policy or key must not reach
-	// a warehouse under the new one.
+	// a warehouse under the new one, nor the digest of the snapshot.
 	if err := exporter.CheckPrivacy(ctx, snap, opts.PartOptions.Privacy); err != nil {
 		return nil, fmt.Errorf("publish snapshot %s: %w", date.Format(time.DateOnly), err)
 	}
+	stage := newChangesStage(cp, opts, log)
+	defer stage.close()
+	changes, refresh, err := stage.prepare(ctx)
+	if err != nil {
+		return nil, err
+	}
+	snap.Tables = append(snap.Tables, changes)
 	rows := st.Rows()
 	for _, p := range opts.Publishers {
 		log.Info("publishing", zap.String("to", p.Describe()), zap.Int("parts", len(st.Parts)), zap.Int64("rows", rows))
@@ -85,16 +107,36 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 		}
 		published = append(published, p.Describe())
 	}
+	if refresh != nil {
+		for _, p := range opts.Publishers {
+			log.Info("publishing the refreshed changes of a later snapshot", zap.String("to", p.Describe()), zap.String("changes_of", refresh.Date.Format(time.DateOnly)))
+			if err := p.Publish(ctx, *refresh); err != nil {
+				return published, fmt.Errorf("publish the changes of snapshot %s, computed again against %s, to %s: %w",
+					refresh.Date.Format(time.DateOnly), date.Format(time.DateOnly), p.Describe(), err)
+			}
+		}
+		snap.Tables = append(snap.Tables, refresh.Tables...) // their parts are removed below
+	}
 	if err := cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindPublished, RunID: opts.RunID}); err != nil {
 		return published, err
 	}
+	stage.prune(ctx)
 	var failed []error
+	var names []string
 	for _, t := range snap.Tables {
 		for _, p := range t.Parts {
-			if err := opts.Store.Delete(ctx, p.Name); err != nil && !errors.Is(err, staging.ErrNotExist) {
-				log.Warn("remove published part from staging", zap.String("part", opts.Store.URI(p.Name)), zap.Error(err))
-				failed = append(failed, fmt.Errorf("remove %s: %w", opts.Store.URI(p.Name), err))
-			}
+			names = append(names, p.Name)
+		}
+	}
+	for _, name := range stage.files() {
+		if !slices.Contains(names, name) {
+			names = append(names, name) // a part of changes without rows
+		}
+	}
+	for _, name := range names {
+		if err := opts.Store.Delete(ctx, name); err != nil && !errors.Is(err, staging.ErrNotExist) {
+			log.Warn("remove published part from staging", zap.String("part", opts.Store.URI(name)), zap.Error(err))
+			failed = append(failed, fmt.Errorf("remove %s: %w", opts.Store.URI(name), err))
 		}
 	}
 	if len(failed) > 0 {
@@ -105,6 +147,7 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 
 // Of is the snapshot of cp as publishers see it: its committed parts as
 // the bindings table, then users, the users part, as the users table.
+// Snapshot adds the changes table after them.
 func Of(cp *checkpoint.Log, store staging.Store, runID string, users exporter.PartInfo) exporter.Snapshot {
 	st := cp.State()
 	parts := make([]exporter.PartInfo, len(st.Parts))

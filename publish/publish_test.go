@@ -130,7 +130,7 @@ func TestSnapshotTablesAndCleanup(t *testing.T) {
 	for _, tb := range s.Tables {
 		names = append(names, tb.Name)
 	}
-	if strings.Join(names, ",") != exporter.BindingsTable+","+exporter.UsersTable {
+	if strings.Join(names, ",") != exporter.BindingsTable+","+exporter.UsersTable+","+exporter.ChangesTable {
 		t.Errorf("tables = %v", names)
 	}
 	b, _ := s.Table(exporter.BindingsTable)

@@ -177,6 +177,27 @@ func (p Policy) UsersSchema() *arrow.Schema {
 	return buildFrom(withTreatments(userColumns, map[string]Treatment{ColUser: p.UsersUser, ColIdentity: p.UsersIdentity}))
 }
 
+// ChangesSchema returns the Arrow schema of the change rows of bindings
+// written under p: Changes, with the descriptions of the binding's hashed
+// and dropped columns saying so (the changes are computed from the rows as
+// written). It returns Changes itself when p keeps both columns.
+func (p Policy) ChangesSchema() *arrow.Schema {
+	if p.Endpoint.or() == Keep && p.Identity.or() == Keep {
+		return Changes()
+	}
+	return buildFrom(withTreatments(changeColumns, map[string]Treatment{ColEndpoint: p.Endpoint, ColIdentity: p.Identity}))
+}
+
+// ChangesBigQuery returns the BigQuery schema of the changes table
+// written under p, derived from ChangesSchema.
+func (p Policy) ChangesBigQuery() bigquery.Schema {
+	s, err := bigQuerySchema(p.ChangesSchema())
+	if err != nil {
+		panic(fmt.Sprintf("schemas: derive BigQuery schema of changes: %v", err))
+	}
+	return s
+}
+
 // BigQuery returns the BigQuery schema of the user_bindings table written
 // under p, derived from BindingSchema.
 func (p Policy) BigQuery() bigquery.Schema {

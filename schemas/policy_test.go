@@ -124,3 +124,28 @@ func TestUsersDroppedUserRoundTrip(t *testing.T) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
 	}
 }
+
+// TestPolicyChangesSchema: the changes table's binding columns say what the
+// policy did to them, as user_bindings' do; its own columns are untouched,
+// and a policy that keeps both columns keeps Changes itself.
+func TestPolicyChangesSchema(t *testing.T) {
+	if (Policy{UsersUser: Hash}).ChangesSchema() != Changes() {
+		t.Error("a users-only policy changed the changes schema")
+	}
+	p := Policy{Endpoint: Hash, Identity: Drop}
+	got := map[string]string{}
+	for _, f := range p.ChangesBigQuery() {
+		got[f.Name] = f.Description
+	}
+	if len(got) != len(ChangesBigQuery()) {
+		t.Fatalf("%d columns, want %d", len(got), len(ChangesBigQuery()))
+	}
+	if !strings.HasPrefix(got[ColEndpoint], hashedNote) || !strings.HasPrefix(got[ColIdentity], droppedNote) {
+		t.Errorf("endpoint %q, identity %q: the treatments are not said", got[ColEndpoint], got[ColIdentity])
+	}
+	for _, col := range []string{ColChange, ColChangedColumns, ColSID, ColUserSID} {
+		if strings.Contains(got[col], "privacy policy") {
+			t.Errorf("description of %s = %q says it is treated", col, got[col])
+		}
+	}
+}

@@ -312,6 +312,38 @@ func TestView(t *testing.T) {
 	}
 }
 
+// TestViewNeedsItsTables: BigQuery checks a view's query when the view is
+// created or changed, so a view naming a table that does not exist yet is
+// refused.
+func TestViewNeedsItsTables(t *testing.T) {
+	e := newEnv(t, bqtest.Options{})
+	ctx := testContext(t)
+	const query = "SELECT * FROM `proj.ds.user_bindings_changes` WHERE change != 'removed'"
+	view := e.ds.Table("user_bindings_history")
+	err := view.Create(ctx, &bigquery.TableMetadata{ViewQuery: query})
+	wantAPIError(t, err, http.StatusNotFound, "notFound")
+	if !strings.Contains(err.Error(), "proj:ds.user_bindings_changes was not found") {
+		t.Errorf("error does not name the missing table: %v", err)
+	}
+	err = view.Create(ctx, &bigquery.TableMetadata{ViewQuery: "SELECT * FROM `proj.nods.t`"})
+	wantAPIError(t, err, http.StatusNotFound, "notFound")
+
+	e.createBindings(t, "user_bindings_changes")
+	if err := view.Create(ctx, &bigquery.TableMetadata{ViewQuery: query}); err != nil {
+		t.Fatalf("create the view once its table exists: %v", err)
+	}
+	// Short references are in the server's project; other projects are
+	// not checked.
+	if _, err := view.Update(ctx, bigquery.TableMetadataToUpdate{ViewQuery: "SELECT * FROM `ds.user_bindings_changes` JOIN `other.x.y` USING (sid)"}, ""); err != nil {
+		t.Fatalf("update the view: %v", err)
+	}
+	_, err = view.Update(ctx, bigquery.TableMetadataToUpdate{ViewQuery: "SELECT * FROM `ds.missing`"}, "")
+	wantAPIError(t, err, http.StatusNotFound, "notFound")
+	if got := e.srv.ViewQuery("ds", "user_bindings_history"); !strings.Contains(got, "other.x.y") {
+		t.Errorf("a refused update changed the view: %s", got)
+	}
+}
+
 func TestDeny(t *testing.T) {
 	e := newEnv(t, bqtest.Options{})
 	ctx := testContext(t)

@@ -7,7 +7,9 @@
 // duplicate, 400 invalid, 403 accessDenied), keeps every job ID it ever
 // accepted (a failed job keeps its ID too), applies load and copy jobs
 // atomically when they complete, enforces partition decorators and the rules
-// for changing a table's schema, and decodes Parquet and newline-delimited
+// for changing a table's schema, refuses a view whose query names a table
+// of its project that does not exist (views are not otherwise run: query
+// jobs are refused), and decodes Parquet and newline-delimited
 // JSON media the way a load job would. Only the parts of the API a nightly
 // loader needs are implemented: datasets, tables (including views),
 // tabledata.list and insertAll, and load and copy jobs with multipart and

@@ -159,7 +159,44 @@ func (s *Server) insertTable(r *http.Request, dataset string) (any, *apiError) {
 	if _, ok := ds.tables[ref.TableId]; ok {
 		return nil, errDuplicate("Already Exists: Table %s", s.tableName(dataset, ref.TableId))
 	}
+	if spec.View != nil {
+		if aerr := s.checkViewRefsLocked(spec.View.Query); aerr != nil {
+			return nil, aerr
+		}
+	}
 	return cloneJSON(s.addTableLocked(ds, spec).meta), nil
+}
+
+// viewRef matches a quoted table reference in a view's SQL:
+// `project.dataset.table` or `dataset.table`.
+var viewRef = regexp.MustCompile("`([^`]+)`")
+
+// checkViewRefsLocked fails, as BigQuery does when it validates a view's
+// query, if a table the query names in this project is missing: a view
+// must be created after the tables it reads. References to other projects
+// are not checked.
+func (s *Server) checkViewRefsLocked(query string) *apiError {
+	for _, m := range viewRef.FindAllStringSubmatch(query, -1) {
+		parts := strings.Split(m[1], ".")
+		switch len(parts) {
+		case 2:
+			parts = append([]string{s.opts.Project}, parts...)
+		case 3:
+		default:
+			continue
+		}
+		if parts[0] != s.opts.Project {
+			continue
+		}
+		ds, ok := s.datasets[parts[1]]
+		if !ok {
+			return errNotFound("Not found: Dataset %s:%s", parts[0], parts[1])
+		}
+		if _, ok := ds.tables[parts[2]]; !ok {
+			return errNotFound("Not found: Table %s:%s.%s was not found in location %s", parts[0], parts[1], parts[2], ds.meta.Location)
+		}
+	}
+	return nil
 }
 
 // lookupTableLocked finds a table for a request, with BigQuery's 404
@@ -329,6 +366,9 @@ func (s *Server) patchTable(r *http.Request, dataset, table string, replace bool
 	if present.View != nil {
 		if t.meta.View == nil || in.View == nil {
 			return nil, errInvalid("Cannot change the type of table %s between table and view", name)
+		}
+		if aerr := s.checkViewRefsLocked(in.View.Query); aerr != nil {
+			return nil, aerr
 		}
 		next.View = in.View
 	}

@@ -40,9 +40,11 @@ func setupBigQuery(ctx context.Context, j *job) error {
 	}
 	// One publisher per table of the snapshot: the bindings table, then
 	// the users table, one row per user of each snapshot, for the users
-	// that no binding reaches. A new table of the snapshot is one more
-	// entry here. The schemas are those of the privacy policy, so that
-	// the column descriptions say which columns are hashed or dropped.
+	// that no binding reaches, then the changes since the previous
+	// snapshot (whose publisher also keeps the history view). A new table
+	// of the snapshot is one more entry here. The schemas are those of the
+	// privacy policy, so that the column descriptions say which columns
+	// are hashed or dropped.
 	policy := j.cfg.Export.Columns.Policy()
 	tables := []struct {
 		source, table string
@@ -50,6 +52,7 @@ func setupBigQuery(ctx context.Context, j *job) error {
 	}{
 		{exporter.BindingsTable, c.Table, policy.BigQuery()},
 		{exporter.UsersTable, c.Table + bq.UsersSuffix, policy.UsersBigQuery()},
+		{exporter.ChangesTable, c.Table + bq.ChangesSuffix, policy.ChangesBigQuery()},
 	}
 	checkCtx, cancel := context.WithTimeout(ctx, bigQueryCallTimeout)
 	defer cancel()

@@ -257,7 +257,7 @@ func (e *bqE2E) snapshotJobs() []string {
 	var out []string
 	for _, j := range e.bq.Jobs() {
 		id := j.JobReference.JobId
-		if !strings.HasPrefix(id, "bindsync_sync_runs_") && !strings.HasPrefix(id, "bindsync_user_bindings_users_") {
+		if !strings.HasPrefix(id, "bindsync_sync_runs_") && !strings.HasPrefix(id, "bindsync_user_bindings_users_") && !strings.HasPrefix(id, "bindsync_user_bindings_changes_") {
 			out = append(out, j.JobReference.JobId)
 		}
 	}

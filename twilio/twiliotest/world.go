@@ -10,7 +10,10 @@
 //
 // A World is deterministic for its WorldSpec: the same spec always yields the
 // same services, users and bindings, so a test can build the expected result
-// from the spec alone.
+// from the spec alone. With WorldSpec.Evolution it also lives from day to
+// day, bindings being added, removed and updated: World.OnDay gives it on a
+// day (serve that world to read the day), and World.Changes says what
+// changed between two days.
 package twiliotest
 
 import (
@@ -92,6 +95,10 @@ type WorldSpec struct {
 	// the same spec without it; like the special identities, each of these
 	// users has at least one binding.
 	ControlIdentities bool
+	// Evolution makes the world change from day to day: World.OnDay
+	// gives it on a later day, World.Changes what changed in between. It
+	// changes nothing of the world NewWorld returns (day 0).
+	Evolution Evolution
 }
 
 // World is a generated account: its services, their users and the users'
@@ -138,6 +145,12 @@ type User struct {
 
 	seed uint64
 	ctx  *serviceContext
+	// baseBindings is the number of bindings of day 0.
+	baseBindings int
+	// day is the user's day since Evolution.Start (World.OnDay), and
+	// evolution how its bindings change from one day to the next.
+	day       int
+	evolution Evolution
 }
 
 // NewWorld generates the world of spec. It is deterministic for the spec and
@@ -202,6 +215,9 @@ func newService(rng *rand.Rand, spec WorldSpec) Service {
 	if !heavy && len(users) > 0 && spec.MaxBindingsPerUser >= HeavyBindings {
 		u := &users[rng.IntN(len(users))]
 		u.NumBindings = HeavyBindings + rng.IntN(spec.MaxBindingsPerUser-HeavyBindings+1)
+	}
+	for i := range users {
+		users[i].baseBindings = users[i].NumBindings
 	}
 	slices.SortFunc(users, func(a, b User) int { return cmp.Compare(a.SID, b.SID) })
 	byKey := make(map[string]int, 2*len(users))
@@ -317,16 +333,17 @@ func (w *World) AllBindings() iter.Seq[twilio.Binding] {
 	}
 }
 
-// Bindings generates the user's bindings, sorted by SID. Every call returns
-// an equal, freshly allocated list (never nil), so callers may modify it.
+// Bindings generates the user's bindings, sorted by SID: those of day 0,
+// changed by every day since (World.OnDay). Every call returns an equal,
+// freshly allocated list (never nil), so callers may modify it.
 func (u *User) Bindings() []twilio.Binding {
-	out := make([]twilio.Binding, u.NumBindings)
+	out := make([]twilio.Binding, u.baseBindings)
 	rng := rand.New(rand.NewPCG(u.seed, bindingStream))
 	for i := range out {
 		out[i] = u.newBinding(rng)
 	}
 	slices.SortFunc(out, func(a, b twilio.Binding) int { return cmp.Compare(*a.SID, *b.SID) })
-	return out
+	return u.evolve(out)
 }
 
 // newBinding draws one binding. About 1 in 40 has a null endpoint, 1 in 6 a

@@ -378,7 +378,17 @@ func TestE2EPrivacyPolicyChangedMidSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The killed run's last requests may still be finishing in the
+	// server: count from when the server has settled.
 	before := e.srv.Stats().Requests
+	for settled := 0; settled < 3; {
+		time.Sleep(30 * time.Millisecond)
+		if n := e.srv.Stats().Requests; n != before {
+			before, settled = n, 0
+			continue
+		}
+		settled++
+	}
 	r := e.runSnapshot()
 	if r.code == 0 {
 		t.Fatalf("a snapshot half read in clear was published under a hashing policy:\n%s", r.stdout)

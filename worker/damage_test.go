@@ -181,7 +181,7 @@ func TestNullBindingTypeStaysNullAndIsCounted(t *testing.T) {
 // reasons, counts them all, and the checkpoint stays small.
 func TestManyFailedUsersStayBounded(t *testing.T) {
 	t.Parallel()
-	const users = 1500
+	const users = MaxNamedFailures + 100
 	e := newEnv(t, twiliotest.WorldSpec{Seed: 67, Services: 1, UsersPerService: users, MaxBindingsPerUser: 1}, twiliotest.Faults{})
 	fail := map[string]int{}
 	e.services = []Service{{SID: e.world.Services[0].SID}}

@@ -13,8 +13,11 @@ build:
 # deploy/'s tests start no goroutines; built with -race, kustomize, Kubernetes
 # and Prometheus would cost about two more minutes of compiling on a fresh
 # 2-core machine, while without it they reuse what `make lint` compiled.
+# GOGC=400: the tests are CPU-bound under the race detector, and fewer
+# collections (each of which also empties the pools of zstd encoders that
+# every Parquet part draws on) cut their time by about a fifth.
 test:
-	$(GO) test -race -count=1 ./...
+	GOGC=400 $(GO) test -race -count=1 ./...
 	cd deploy && $(GO) test -count=1 ./...
 
 ## deploy-check: render and check the Kubernetes manifests and alert rules after editing them

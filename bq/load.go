@@ -9,6 +9,7 @@ import (
 
 	"cloud.google.com/go/bigquery"
 	"go.uber.org/zap"
+	"google.golang.org/api/googleapi"
 
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/staging"
@@ -164,6 +165,7 @@ func (pub *publish) uploadStep(stage string, gen, i int, part exporter.PartInfo)
 			src := bigquery.NewReaderSource(io.NewSectionReader(obj, 0, obj.Size()))
 			parquetSource(&src.FileConfig)
 			l := pub.p.dataset().Table(stage).LoaderFrom(src)
+			l.MediaOptions = uploadOptions(obj.Size())
 			l.JobIDConfig = bigquery.JobIDConfig{JobID: id, Location: pub.p.opts.Location}
 			l.CreateDisposition = bigquery.CreateNever
 			l.WriteDisposition = write
@@ -240,4 +242,15 @@ func (p *Publisher) createStagingTable(ctx context.Context, name string) error {
 		return sc.explain("create the staging table", err)
 	}
 	return nil
+}
+
+// uploadOptions fit the buffer of an upload to its size: the client
+// otherwise allocates its default chunk (16 MiB) for every upload, however
+// small. A part under one chunk goes in a single request, as it would
+// with the default.
+func uploadOptions(size int64) []googleapi.MediaOption {
+	if size >= googleapi.DefaultUploadChunkSize {
+		return nil
+	}
+	return []googleapi.MediaOption{googleapi.ChunkSize(int(size) + 1)}
 }

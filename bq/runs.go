@@ -195,6 +195,7 @@ func (p *Publisher) RecordRun(ctx context.Context, r Run) error {
 			src := bigquery.NewReaderSource(bytes.NewReader(line))
 			src.SourceFormat = bigquery.JSON
 			l := p.dataset().Table(RunsTable).LoaderFrom(src)
+			l.MediaOptions = uploadOptions(int64(len(line)))
 			l.JobIDConfig = bigquery.JobIDConfig{JobID: id, Location: p.opts.Location}
 			l.CreateDisposition = bigquery.CreateNever
 			l.WriteDisposition = bigquery.WriteAppend

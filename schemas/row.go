@@ -90,47 +90,117 @@ func appendTimestamp(b array.Builder, t *time.Time) {
 // list stays nil and an empty list stays empty, and times are in UTC. The
 // returned rows do not reference rec's memory, so rec may be released.
 func BindingsFromRecord(rec arrow.RecordBatch) ([]Row, error) {
-	c, err := columnsOf(rec)
+	rows := make([]Row, 0, rec.NumRows())
+	err := VisitBindings(rec, func(r *Row) error {
+		rows = append(rows, r.Clone())
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	n := int(rec.NumRows())
-	rows := make([]Row, n)
-	for i := range rows {
-		r := &rows[i]
-		r.SID = stringAt(c.sid, i)
-		r.AccountSID = stringAt(c.accountSID, i)
-		r.ServiceSID = stringAt(c.serviceSID, i)
-		r.DateCreated = timeAt(c.dateCreated, i)
-		r.DateUpdated = timeAt(c.dateUpdated, i)
-		r.Endpoint = stringAt(c.endpoint, i)
-		r.Identity = stringAt(c.identity, i)
-		r.UserSID = stringAt(c.userSID, i)
-		r.CredentialSID = stringAt(c.credentialSID, i)
-		r.URL = stringAt(c.url, i)
-		r.BindingType = stringAt(c.bindingType, i)
+	return rows, nil
+}
 
+// VisitBindings calls fn for every row of rec, decoded as by
+// BindingsFromRecord, and stops at fn's first error. The row is one value
+// reused from row to row, whose strings share rec's memory: it is valid
+// only until fn returns. It spares a reader that encodes each row at once
+// an allocation per field.
+func VisitBindings(rec arrow.RecordBatch, fn func(*Row) error) error {
+	c, err := columnsOf(rec)
+	if err != nil {
+		return err
+	}
+	var (
+		r     Row
+		strs  [9]string
+		times [2]time.Time
+		types = make([]string, 0, 4)
+	)
+	view := func(a *array.String, i int, slot *string) *string {
+		if a.IsNull(i) {
+			return nil
+		}
+		*slot = a.Value(i)
+		return slot
+	}
+	at := func(c timestampColumn, i int, slot *time.Time) *time.Time {
+		if c.arr.IsNull(i) {
+			return nil
+		}
+		*slot = c.arr.Value(i).ToTime(c.unit)
+		return slot
+	}
+	for i := range int(rec.NumRows()) {
+		r.SID = view(c.sid, i, &strs[0])
+		r.AccountSID = view(c.accountSID, i, &strs[1])
+		r.ServiceSID = view(c.serviceSID, i, &strs[2])
+		r.DateCreated = at(c.dateCreated, i, &times[0])
+		r.DateUpdated = at(c.dateUpdated, i, &times[1])
+		r.Endpoint = view(c.endpoint, i, &strs[3])
+		r.Identity = view(c.identity, i, &strs[4])
+		r.UserSID = view(c.userSID, i, &strs[5])
+		r.CredentialSID = view(c.credentialSID, i, &strs[6])
+		r.URL = view(c.url, i, &strs[7])
+		r.BindingType = view(c.bindingType, i, &strs[8])
+
+		r.MessageTypes = nil
 		if c.messageTypes.IsValid(i) {
+			types = types[:0]
 			start, end := c.messageTypes.ValueOffsets(i)
-			r.MessageTypes = make([]string, 0, end-start)
 			for j := int(start); j < int(end); j++ {
 				if c.messageValues.IsNull(j) {
-					return nil, fmt.Errorf("row %d: null element in %s", i, ColMessageTypes)
+					return fmt.Errorf("row %d: null element in %s", i, ColMessageTypes)
 				}
-				r.MessageTypes = append(r.MessageTypes, strings.Clone(c.messageValues.Value(j)))
+				types = append(types, c.messageValues.Value(j))
 			}
+			r.MessageTypes = types
 		}
 
 		if c.snapshotDate.IsNull(i) {
-			return nil, fmt.Errorf("row %d: %w", i, nullError(ColSnapshotDate))
+			return fmt.Errorf("row %d: %w", i, nullError(ColSnapshotDate))
 		}
 		r.SnapshotDate = c.snapshotDate.Value(i).ToTime()
 		if c.syncedAt.arr.IsNull(i) {
-			return nil, fmt.Errorf("row %d: %w", i, nullError(ColSyncedAt))
+			return fmt.Errorf("row %d: %w", i, nullError(ColSyncedAt))
 		}
 		r.SyncedAt = c.syncedAt.arr.Value(i).ToTime(c.syncedAt.unit)
+		if err := fn(&r); err != nil {
+			return err
+		}
 	}
-	return rows, nil
+	return nil
+}
+
+// Clone returns a copy of r that shares no memory with it.
+func (r *Row) Clone() Row {
+	out := Row{SnapshotDate: r.SnapshotDate, SyncedAt: r.SyncedAt}
+	str := func(s *string) *string {
+		if s == nil {
+			return nil
+		}
+		c := strings.Clone(*s)
+		return &c
+	}
+	tm := func(t *time.Time) *time.Time {
+		if t == nil {
+			return nil
+		}
+		c := *t
+		return &c
+	}
+	b, o := &r.Binding, &out.Binding
+	o.SID, o.AccountSID, o.ServiceSID = str(b.SID), str(b.AccountSID), str(b.ServiceSID)
+	o.DateCreated, o.DateUpdated = tm(b.DateCreated), tm(b.DateUpdated)
+	o.Endpoint, o.Identity, o.UserSID = str(b.Endpoint), str(b.Identity), str(b.UserSID)
+	o.CredentialSID, o.URL, o.BindingType = str(b.CredentialSID), str(b.URL), str(b.BindingType)
+	if b.MessageTypes != nil {
+		o.MessageTypes = make([]string, len(b.MessageTypes))
+		for i, mt := range b.MessageTypes {
+			o.MessageTypes[i] = strings.Clone(mt)
+		}
+	}
+	return out
 }
 
 func nullError(col string) error {
@@ -203,22 +273,6 @@ func decodable(want, got arrow.DataType) bool {
 		return decodable(wl.Elem(), got.(*arrow.ListType).Elem())
 	}
 	return true
-}
-
-func stringAt(a *array.String, i int) *string {
-	if a.IsNull(i) {
-		return nil
-	}
-	s := strings.Clone(a.Value(i))
-	return &s
-}
-
-func timeAt(c timestampColumn, i int) *time.Time {
-	if c.arr.IsNull(i) {
-		return nil
-	}
-	t := c.arr.Value(i).ToTime(c.unit)
-	return &t
 }
 
 // Kinds of contract violations: records that break what the API reference

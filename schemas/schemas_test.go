@@ -11,6 +11,7 @@ import (
 	"testing"
 	"text/tabwriter"
 	"time"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -301,5 +302,59 @@ func TestViolations(t *testing.T) {
 		if got := Violations(&twilio.Binding{BindingType: ptr(typ)}); got != nil {
 			t.Errorf("binding_type %q: Violations = %q, want none", typ, got)
 		}
+	}
+}
+
+// VisitBindings hands out the rows BindingsFromRecord returns, sharing
+// rec's memory, while BindingsFromRecord's rows share none of it.
+func TestVisitBindingsSharesWhatBindingsFromRecordCopies(t *testing.T) {
+	s := func(v string) *string { return &v }
+	created := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	in := []twilio.Binding{
+		{SID: s("BS1"), AccountSID: s("AC1"), ServiceSID: s("IS1"), DateCreated: &created, Endpoint: s("e1"), Identity: s("i1"),
+			UserSID: s("US1"), CredentialSID: s("CR1"), BindingType: s("apn"), MessageTypes: []string{"a", "b"}, URL: s("u1")},
+		{SID: s("BS2"), MessageTypes: []string{}},
+		{SID: s("BS3")},
+	}
+	meta := RowMeta{SnapshotDate: time.Date(2025, 3, 14, 0, 0, 0, 0, time.UTC), SyncedAt: created}
+	b := array.NewRecordBuilder(memory.NewGoAllocator(), Binding())
+	defer b.Release()
+	for i := range in {
+		AppendBinding(b, meta, &in[i])
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	rows, err := BindingsFromRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := rec.Column(rec.Schema().FieldIndices(ColSID)[0]).(*array.String).ValueBytes()
+	inside := func(p *string) bool {
+		if p == nil || len(*p) == 0 {
+			return false
+		}
+		d := uintptr(unsafe.Pointer(unsafe.StringData(*p)))
+		start := uintptr(unsafe.Pointer(&values[0]))
+		return d >= start && d < start+uintptr(len(values))
+	}
+	i := 0
+	err = VisitBindings(rec, func(r *Row) error {
+		if !reflect.DeepEqual(*r, rows[i]) {
+			t.Errorf("row %d: visited\n%+v\nBindingsFromRecord\n%+v", i, *r, rows[i])
+		}
+		if !inside(r.SID) {
+			t.Errorf("row %d: the visited sid is a copy", i)
+		}
+		if inside(rows[i].SID) {
+			t.Errorf("row %d: BindingsFromRecord's sid shares the record's memory", i)
+		}
+		i++
+		return nil
+	})
+	if err != nil || i != len(in) {
+		t.Fatalf("visited %d rows of %d: %v", i, len(in), err)
+	}
+	if rows[1].MessageTypes == nil || len(rows[1].MessageTypes) != 0 || rows[2].MessageTypes != nil {
+		t.Errorf("lists: empty %#v, null %#v", rows[1].MessageTypes, rows[2].MessageTypes)
 	}
 }

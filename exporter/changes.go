@@ -84,12 +84,15 @@ func WriteChanges(ctx context.Context, opts ChangesOptions) (ChangesInfo, error)
 	}
 	date := midnight(opts.Current.Date)
 	counts := map[string]int64{}
+	// Rows are views of the records, which stay valid until the next
+	// record is read: the writer copies what it appends.
+	var oldView, newView rowView
 	emit := func(kind string, rec []byte, from *digestReader) error {
-		row, err := decodeRecord(rec)
+		row, err := newView.decode(rec)
 		if err != nil {
 			return from.damaged(err)
 		}
-		return w.append(kind, nil, date, prevDate, &row)
+		return w.append(kind, nil, date, prevDate, row)
 	}
 	err = mergeDigests(prev, cur, func(old, new []byte) error {
 		switch {
@@ -103,11 +106,11 @@ func WriteChanges(ctx context.Context, opts ChangesOptions) (ChangesInfo, error)
 			counts[schemas.ChangeAdded]++
 			return emit(schemas.ChangeAdded, new, cur)
 		}
-		o, err := decodeRecord(old)
+		o, err := oldView.decode(old)
 		if err != nil {
 			return prev.damaged(err)
 		}
-		n, err := decodeRecord(new)
+		n, err := newView.decode(new)
 		if err != nil {
 			return cur.damaged(err)
 		}
@@ -116,7 +119,7 @@ func WriteChanges(ctx context.Context, opts ChangesOptions) (ChangesInfo, error)
 			return nil
 		}
 		counts[schemas.ChangeChanged]++
-		return w.append(schemas.ChangeChanged, cols, date, prevDate, &n)
+		return w.append(schemas.ChangeChanged, cols, date, prevDate, n)
 	})
 	if err == nil {
 		err = ctx.Err()

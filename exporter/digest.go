@@ -62,15 +62,14 @@ type DigestOptions struct {
 }
 
 // RowSource calls fn for every row of a snapshot, in any order, and stops
-// at fn's first error.
+// at fn's first error. The row may be valid only until fn returns.
 type RowSource func(ctx context.Context, fn func(*schemas.Row) error) error
 
 // PartsSource is the rows of parts in store.
 func PartsSource(store staging.Store, parts []PartInfo) RowSource {
 	return func(ctx context.Context, fn func(*schemas.Row) error) error {
 		for _, p := range parts {
-			err := ReadPart(ctx, store, p.Name, func(r schemas.Row) error { return fn(&r) })
-			if err != nil {
+			if err := visitPart(ctx, store, p.Name, fn); err != nil {
 				return err
 			}
 		}
@@ -109,7 +108,7 @@ func readFile(ctx context.Context, path string, fn func(*schemas.Row) error) err
 	if err != nil {
 		return err
 	}
-	if err := ReadParquetFile(ctx, f, st.Size(), func(r schemas.Row) error { return fn(&r) }); err != nil {
+	if err := visitParquetFile(ctx, f, st.Size(), fn); err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
 	return nil

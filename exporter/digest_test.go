@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"reflect"
 	"slices"
@@ -444,6 +445,59 @@ func TestWriteChanges(t *testing.T) {
 func deref(s *string) string {
 	if s == nil {
 		return "<nil>"
+	}
+	return *s
+}
+
+// The shortcut of compareKeys for keys of equal lengths orders records
+// exactly as decoding their keys does, whatever the keys: null, empty,
+// of other lengths, longer than a one-byte length prefix.
+func TestCompareKeysShortcutAgreesWithDecoding(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	key := func() *string {
+		switch rng.IntN(8) {
+		case 0:
+			return nil
+		case 1:
+			s := ""
+			return &s
+		case 2:
+			s := strings.Repeat("x", 120+rng.IntN(20)) // around the one-byte prefix's limit
+			return &s
+		}
+		alphabet := "0123456789abcdef"
+		n := 34
+		if rng.IntN(4) == 0 {
+			n = 30 + rng.IntN(8)
+		}
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = alphabet[rng.IntN(2)] // few letters, so that prefixes are often equal
+		}
+		s := string(b)
+		return &s
+	}
+	var recs [][]byte
+	for range 400 {
+		var r schemas.Row
+		r.ServiceSID, r.SID = key(), key()
+		recs = append(recs, appendRecord(nil, &r))
+	}
+	sign := func(c int) int { return min(max(c, -1), 1) }
+	for _, a := range recs {
+		for _, b := range recs {
+			if got, want := sign(compareKeys(a, b)), sign(compareKeysDecoded(a, b)); got != want {
+				ra, _ := decodeRecord(a)
+				rb, _ := decodeRecord(b)
+				t.Fatalf("compareKeys(%v/%v, %v/%v) = %d, decoding the keys gives %d", str(ra.ServiceSID), str(ra.SID), str(rb.ServiceSID), str(rb.SID), got, want)
+			}
+		}
+	}
+}
+
+func str(s *string) string {
+	if s == nil {
+		return "<null>"
 	}
 	return *s
 }

@@ -69,6 +69,36 @@ func ReadParquetFile(ctx context.Context, r io.ReaderAt, size int64, fn func(sch
 	})
 }
 
+// visitPart calls fn for every row of the part name with a row valid only
+// until fn returns (schemas.VisitBindings), sparing a copy of every field.
+func visitPart(ctx context.Context, store staging.Store, name string, fn func(*schemas.Row) error) error {
+	obj, err := store.Open(ctx, name)
+	if err != nil {
+		return fmt.Errorf("read part %q: %w", name, err)
+	}
+	defer obj.Close()
+	if err := visitParquetFile(ctx, obj, obj.Size(), fn); err != nil {
+		return fmt.Errorf("read part %q: %w", name, err)
+	}
+	return nil
+}
+
+// visitParquetFile is ReadParquetFile with a row valid only until fn
+// returns.
+func visitParquetFile(ctx context.Context, r io.ReaderAt, size int64, fn func(*schemas.Row) error) error {
+	return readRecords(ctx, r, size, func(rec arrow.RecordBatch) error {
+		var fnErr error
+		err := schemas.VisitBindings(rec, func(row *schemas.Row) error {
+			fnErr = fn(row)
+			return fnErr
+		})
+		if err != nil && fnErr == nil {
+			return fmt.Errorf("decode rows: %w", err)
+		}
+		return err
+	})
+}
+
 // ReadUsersFile calls fn for every row of a users part file (schemas.Users).
 func ReadUsersFile(ctx context.Context, r io.ReaderAt, size int64, fn func(schemas.UserRow) error) error {
 	return readRecords(ctx, r, size, func(rec arrow.RecordBatch) error {

@@ -17,7 +17,7 @@ const (
 	// of building a digest, whatever the number of bindings. It is half a
 	// row group (DefaultRowGroupBytes), so that publishing needs less
 	// memory than reading.
-	DefaultSortBytes = 32 << 20
+	DefaultSortBytes = DefaultRowGroupBytes / 2
 	// mergeFanIn is how many runs one merge reads at once; more runs are
 	// merged in several passes. Each open run costs about half a megabyte.
 	mergeFanIn = 32
@@ -118,13 +118,11 @@ func (s *sorter) writeRun(fill func(*recordWriter) error) (string, error) {
 		return "", fmt.Errorf("sort: %w", err)
 	}
 	buf := bufio.NewWriterSize(f, recordReadBuffer)
-	w, err := newRecordWriter(buf)
-	if err == nil {
-		if err = fill(w); err != nil {
-			w.abort()
-		} else {
-			err = w.finish()
-		}
+	w := newRunWriter(buf)
+	if err = fill(w); err != nil {
+		w.abort()
+	} else {
+		err = w.finish()
 	}
 	if err == nil {
 		err = buf.Flush()
@@ -261,12 +259,7 @@ func openMerge(runs []string) (*mergeStream, error) {
 			m.close()
 			return nil, fmt.Errorf("sort: %w", err)
 		}
-		r, err := newRecordReader(f)
-		if err != nil {
-			f.Close()
-			m.close()
-			return nil, err
-		}
+		r := newRunReader(f)
 		head := &runHead{f: f, r: r}
 		ok, err := head.advance()
 		if err != nil {

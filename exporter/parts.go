@@ -32,14 +32,15 @@ import (
 // efficient when rows are small; bytes keep memory bounded and every batch
 // and row group readable whatever the field sizes (a binding can carry a
 // megabyte-long endpoint). A record batch of 8192 ordinary rows is a few MB
-// of Arrow memory, well under DefaultBatchBytes; a row group of 64Ki
-// ordinary rows is some tens of MB before compression, near
-// DefaultRowGroupBytes, which is what a reader decodes at a time.
+// of Arrow memory, well under DefaultBatchBytes; a row group is cut at
+// DefaultRowGroupBytes, some 45,000 ordinary rows (about 700 bytes each)
+// before DefaultRowGroupRows, and is what the writer buffers and a reader
+// decodes at a time: it bounds the memory of both.
 const (
 	DefaultBatchRows     = 8192
 	DefaultBatchBytes    = 16 << 20
 	DefaultRowGroupRows  = 64 * 1024
-	DefaultRowGroupBytes = 64 << 20
+	DefaultRowGroupBytes = 32 << 20
 )
 
 // MaxBatchBytes caps PartOptions.BatchBytes. A string column of a batch
@@ -348,6 +349,7 @@ func (w *PartWriter) flush() error {
 	}
 	rec := w.b.NewRecordBatch()
 	defer rec.Release()
+	reserveLike(w.b, rec)
 	sizes := w.sizes
 	w.sizes, w.pending = w.sizes[:0], 0
 	if err := w.writeGroups(rec, sizes); err != nil {
@@ -355,6 +357,34 @@ func (w *PartWriter) flush() error {
 		return w.err
 	}
 	return nil
+}
+
+// reserveLike makes room in the builders of b for a batch like rec, the
+// batch they just built, and an eighth more: a builder left to grow from
+// nothing reallocates each of its buffers some twenty times per batch.
+func reserveLike(b *array.RecordBuilder, rec arrow.RecordBatch) {
+	n := int(rec.NumRows())
+	n += n / 8
+	for i, fb := range b.Fields() {
+		reserveBuilder(fb, rec.Column(i), n)
+	}
+}
+
+func reserveBuilder(b array.Builder, like arrow.Array, n int) {
+	b.Reserve(n)
+	switch b := b.(type) {
+	case *array.StringBuilder:
+		if s, ok := like.(*array.String); ok {
+			m := len(s.ValueBytes())
+			b.ReserveData(m + m/8)
+		}
+	case *array.ListBuilder:
+		if l, ok := like.(*array.List); ok && l.Len() > 0 {
+			values := l.ListValues()
+			m := values.Len() * n / l.Len()
+			reserveBuilder(b.ValueBuilder(), values, m)
+		}
+	}
 }
 
 // writeGroups writes rec, whose rows have the given sizes, into the open

@@ -720,6 +720,12 @@ func TestChangesSurviveAKillAtEveryStep(t *testing.T) {
 		t.Fatalf("publishing took %d durable steps: the mortal store misses some", steps)
 	}
 	for kill := range steps {
+		if raceEnabled && kill%4 != 1 && kill != steps-1 {
+			// Under the race detector, whose cost here is the same code
+			// run 36 times, every fourth step and the last; `make test`
+			// runs every step without it.
+			continue
+		}
 		t.Run(fmt.Sprintf("kill_before_step_%d", kill), func(t *testing.T) {
 			t.Parallel()
 			run(t, kill)

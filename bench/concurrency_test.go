@@ -87,6 +87,20 @@ func sparseWorld(services, users int) twiliotest.WorldSpec {
 	return twiliotest.WorldSpec{Seed: worldSeed, Services: services, UsersPerService: users, MaxBindingsPerUser: 2}
 }
 
+// loadWorld is sparseWorld(services, users), or the world that
+// BINDSYNC_BENCH_LOAD_WORLD names as SERVICESxUSERS (users per service),
+// for a measurement on the world of issue 8 ("3x3000"), where a run's fixed
+// cost (lock, checkpoint, publishing: some 40 ms) weighs less than on the
+// short default runs.
+func loadWorld(b *testing.B, services, users int) twiliotest.WorldSpec {
+	if v := os.Getenv("BINDSYNC_BENCH_LOAD_WORLD"); v != "" {
+		if _, err := fmt.Sscanf(v, "%dx%d", &services, &users); err != nil || services < 1 || users < 1 {
+			b.Fatalf("BINDSYNC_BENCH_LOAD_WORLD=%q: want SERVICESxUSERS, such as 3x3000", v)
+		}
+	}
+	return sparseWorld(services, users)
+}
+
 // loadRun is what one iteration did.
 type loadRun struct {
 	elapsed     time.Duration
@@ -295,13 +309,13 @@ func benchLoad(b *testing.B, lc loadCase, pipeline bool) {
 // bindsync allowed 32; the client alone with and without Twilio's load
 // headers, and the pipeline. About 5 s per sub-benchmark at -benchtime 3x.
 func BenchmarkConcurrencyLimit(b *testing.B) {
-	lc := loadCase{latency: 20 * time.Millisecond, limit: 8, inFlight: 32, world: sparseWorld(1, 600)}
+	lc := loadCase{latency: 20 * time.Millisecond, limit: 8, inFlight: 32, world: loadWorld(b, 1, 600)}
 	b.Run("client", func(b *testing.B) { benchLoad(b, lc, false) })
 	noHeaders := lc
 	noHeaders.noLoadHeaders = true
 	b.Run("client-no-load-headers", func(b *testing.B) { benchLoad(b, noHeaders, false) })
 	pipe := lc
-	pipe.world = sparseWorld(2, 300)
+	pipe.world = loadWorld(b, 2, 300)
 	b.Run("pipeline", func(b *testing.B) { benchLoad(b, pipe, true) })
 }
 
@@ -310,11 +324,26 @@ func BenchmarkConcurrencyLimit(b *testing.B) {
 // busy across users and services. About 6 s per sub-benchmark at
 // -benchtime 3x.
 func BenchmarkLatencyBound(b *testing.B) {
-	lc := loadCase{latency: 50 * time.Millisecond, inFlight: 16, world: sparseWorld(1, 600)}
+	lc := loadCase{latency: 50 * time.Millisecond, inFlight: 16, world: loadWorld(b, 1, 600)}
 	b.Run("client", func(b *testing.B) { benchLoad(b, lc, false) })
 	pipe := lc
-	pipe.world = sparseWorld(2, 300)
+	pipe.world = loadWorld(b, 2, 300)
 	b.Run("pipeline", func(b *testing.B) { benchLoad(b, pipe, true) })
+}
+
+// BenchmarkAccountLimits: 50 ms latency, an account limit of N in flight
+// (429 past it, no Retry-After) for N of 4, 16 and 64, bindsync allowed N
+// and 4N; the client alone and the pipeline, on a world of 100×N users so
+// that each run lasts about 5 s, the client's slow start (some 6 round
+// trips to reach 64) included. The ideal is N ÷ 50 ms.
+func BenchmarkAccountLimits(b *testing.B) {
+	for _, n := range []int{4, 16, 64} {
+		for _, allowed := range []int{n, 4 * n} {
+			lc := loadCase{latency: 50 * time.Millisecond, limit: n, inFlight: allowed, world: sparseWorld(1, 100*n)}
+			b.Run(fmt.Sprintf("N=%d/concurrency=%d/client", n, allowed), func(b *testing.B) { benchLoad(b, lc, false) })
+			b.Run(fmt.Sprintf("N=%d/concurrency=%d/pipeline", n, allowed), func(b *testing.B) { benchLoad(b, lc, true) })
+		}
+	}
 }
 
 // BenchmarkSparseWorld: 20 ms latency, 16 in flight, no account limit; three

@@ -39,15 +39,7 @@ const readBufferBytes = 1 << 20
 // one record batch at a time so memory does not grow with the part. It stops
 // at the first error of fn and returns it wrapped.
 func ReadPart(ctx context.Context, store staging.Store, name string, fn func(schemas.Row) error) error {
-	obj, err := store.Open(ctx, name)
-	if err != nil {
-		return fmt.Errorf("read part %q: %w", name, err)
-	}
-	defer obj.Close()
-	if err := ReadParquetFile(ctx, obj, obj.Size(), fn); err != nil {
-		return fmt.Errorf("read part %q: %w", name, err)
-	}
-	return nil
+	return visitPart(ctx, store, name, func(r *schemas.Row) error { return fn(r.Clone()) })
 }
 
 // ReadParquetFile calls fn for every row of the Parquet file of size bytes
@@ -55,22 +47,11 @@ func ReadPart(ctx context.Context, store staging.Store, name string, fn func(sch
 // columns are ignored); any Parquet file with those columns works, not only
 // the parts this package writes.
 func ReadParquetFile(ctx context.Context, r io.ReaderAt, size int64, fn func(schemas.Row) error) error {
-	return readRecords(ctx, r, size, func(rec arrow.RecordBatch) error {
-		rows, err := schemas.BindingsFromRecord(rec)
-		if err != nil {
-			return fmt.Errorf("decode rows: %w", err)
-		}
-		for _, row := range rows {
-			if err := fn(row); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return visitParquetFile(ctx, r, size, func(r *schemas.Row) error { return fn(r.Clone()) })
 }
 
-// visitPart calls fn for every row of the part name with a row valid only
-// until fn returns (schemas.VisitBindings), sparing a copy of every field.
+// visitPart is ReadPart with a row valid only until fn returns
+// (schemas.VisitBindings), sparing a copy of every field.
 func visitPart(ctx context.Context, store staging.Store, name string, fn func(*schemas.Row) error) error {
 	obj, err := store.Open(ctx, name)
 	if err != nil {

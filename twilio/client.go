@@ -650,7 +650,11 @@ func (c *Client) attempt(ctx context.Context, kind, ref, path string, paged bool
 			return fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
 		}
 	}
-	slot, err := c.limit.acquire(ctx)
+	take := c.limit.acquire
+	if kind == "users" {
+		take = c.limit.acquireAhead // the fetchers wait for the users it lists
+	}
+	slot, err := take(ctx)
 	if err != nil {
 		return fmt.Errorf("twilio: %s %s: %w", http.MethodGet, path, err)
 	}

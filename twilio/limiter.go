@@ -92,15 +92,16 @@ const (
 //
 // It keeps no clock: every decision follows from the order of requests and
 // answers, which makes it deterministic to test, and its waiters are served
-// first come, first served.
+// first come, first served, pages of the Users list first.
 type limiter struct {
 	mu       sync.Mutex
 	max      int
 	limit    int
 	inFlight int
 	// waiters are the callers of acquire waiting for a slot, first come
-	// first served: a freed slot goes to the first of them, so that a
-	// release wakes one goroutine, not all.
+	// first served (those of acquireAhead before the others): a freed slot
+	// goes to the first of them, so that a release wakes one goroutine,
+	// not all.
 	waiters []*waiter
 
 	lastSeq uint64
@@ -131,6 +132,7 @@ type limiter struct {
 type waiter struct {
 	ready chan struct{} // closed once t is granted
 	t     ticket
+	ahead bool // queued ahead of the others (acquireAhead)
 }
 
 // ticket is what the limiter remembers of a request it let through.
@@ -157,7 +159,16 @@ func newLimiter(max int, onChange func(limit int, reason string)) *limiter {
 
 // acquire blocks until a request may start, or returns ctx's error. A free
 // slot is taken even when ctx is done; only waiting needs a live ctx.
-func (l *limiter) acquire(ctx context.Context) (ticket, error) {
+func (l *limiter) acquire(ctx context.Context) (ticket, error) { return l.take(ctx, false) }
+
+// acquireAhead is acquire for a request that waits ahead of those of
+// acquire (behind earlier ones of its own kind): a page of the Users list,
+// which the fetchers of bindings wait for. Queued behind a full cap of
+// bindings requests, the list would advance by one page per round trip
+// and more, fewer users than 64 fetchers read in that time.
+func (l *limiter) acquireAhead(ctx context.Context) (ticket, error) { return l.take(ctx, true) }
+
+func (l *limiter) take(ctx context.Context, ahead bool) (ticket, error) {
 	l.mu.Lock()
 	if l.inFlight < l.limit && len(l.waiters) == 0 {
 		t := l.grant()
@@ -170,8 +181,15 @@ func (l *limiter) acquire(ctx context.Context) (ticket, error) {
 		l.mu.Unlock()
 		return ticket{}, err
 	}
-	w := &waiter{ready: make(chan struct{})}
-	l.waiters = append(l.waiters, w)
+	w := &waiter{ready: make(chan struct{}), ahead: ahead}
+	i := len(l.waiters)
+	if ahead {
+		i = 0
+		for i < len(l.waiters) && l.waiters[i].ahead {
+			i++
+		}
+	}
+	l.waiters = slices.Insert(l.waiters, i, w)
 	l.mu.Unlock()
 
 	select {

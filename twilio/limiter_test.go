@@ -409,3 +409,42 @@ func TestLimiterFirstComeFirstServed(t *testing.T) {
 		t.Errorf("%d slots still taken", l.inFlight)
 	}
 }
+
+// A page of the Users list waits ahead of the bindings requests that came
+// before it, behind the Users pages that did.
+func TestLimiterUsersPagesWaitAhead(t *testing.T) {
+	l := newLimiter(1, nil)
+	first, err := l.acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 4)
+	for i, w := range []struct {
+		name  string
+		ahead bool
+	}{{"bindings-1", false}, {"bindings-2", false}, {"users-1", true}, {"users-2", true}} {
+		go func() {
+			take := l.acquire
+			if w.ahead {
+				take = l.acquireAhead
+			}
+			tk, err := take(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			got <- w.name
+			l.release(tk, outcomeOK, 0)
+		}()
+		for l.waiting() != i+1 { // queue them in a known order
+			runtime.Gosched()
+		}
+	}
+	l.release(first, outcomeOK, 0)
+	var order []string
+	for range 4 {
+		order = append(order, <-got)
+	}
+	if want := []string{"users-1", "users-2", "bindings-1", "bindings-2"}; !slices.Equal(order, want) {
+		t.Errorf("slots went to %v, want %v", order, want)
+	}
+}

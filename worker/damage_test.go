@@ -189,7 +189,9 @@ func TestManyFailedUsersStayBounded(t *testing.T) {
 		fail[u.SID] = 400
 		e.services[0].Users = append(e.services[0].Users, u.SID)
 	}
-	e.srv.SetFaults(twiliotest.Faults{FailUsers: fail, HostileErrors: true})
+	// Messages of 4 KB, well past what a reason keeps (600 bytes), and
+	// 1,100 of them: the default 64 KB would make this test read 70 MB.
+	e.srv.SetFaults(twiliotest.Faults{FailUsers: fail, HostileErrors: true, HostileErrorBytes: 4 << 10})
 	res, err := Run(context.Background(), e.client, e.options(), day)
 	if !errors.Is(err, ErrUsersFailed) {
 		t.Fatalf("err = %v", err)

@@ -2,6 +2,7 @@ package twiliotest
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -878,7 +879,7 @@ func hostileError(e *apiError, r *http.Request, f *faultState) {
 	}
 	if f.HostileErrors {
 		msg := hostilePrefix + e.Message + hostileNewline
-		e.Message = msg + strings.Repeat("A", max(hostileSize-len(msg), 0))
+		e.Message = msg + strings.Repeat("A", max(cmp.Or(f.HostileErrorBytes, hostileSize)-len(msg), 0))
 	}
 }
 

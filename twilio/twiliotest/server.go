@@ -173,6 +173,9 @@ type Faults struct {
 	// and a forged "snapshot published" line, hold newlines and carriage
 	// returns, and run to 64 KB.
 	HostileErrors bool
+	// HostileErrorBytes, when set, is the size of the hostile messages
+	// instead of 64 KB.
+	HostileErrorBytes int
 }
 
 // PagingFault is a way for a list to page without end. The zero value is

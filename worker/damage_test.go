@@ -24,7 +24,7 @@ func interruptedEnv(t *testing.T, seed int64) (*env, Options) {
 	e := newEnv(t, twiliotest.WorldSpec{Seed: seed, Services: 2, UsersPerService: 60, MaxBindingsPerUser: 90}, twiliotest.Faults{})
 	opts := e.options()
 	opts.PageSize = 20
-	opts.PartRows = 120
+	opts.PartRows = 250
 	opts.Concurrency = 4
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -201,15 +201,17 @@ func (m *Metrics) RunSkipped() { m.runsTotal.WithLabelValues(string(checkpoint.R
 // summary does not hold that number.
 func (m *Metrics) AddUsersSkipped(n int64) { m.users.WithLabelValues("skipped").Add(float64(n)) }
 
+// ended records the end of a run. The run is counted last, so that a
+// scrape that sees it counted sees its duration and timestamps too.
 func (m *Metrics) ended(status checkpoint.RunStatus, dur time.Duration) {
 	now := float64(m.now().UnixNano()) / 1e9
-	m.runsTotal.WithLabelValues(string(status)).Inc()
 	m.duration.Observe(dur.Seconds())
 	m.lastRun.WithLabelValues().Set(now)
 	if status == checkpoint.RunSucceeded {
 		m.lastSuccess.WithLabelValues().Set(now)
 	}
 	m.inProgress.Set(0)
+	m.runsTotal.WithLabelValues(string(status)).Inc()
 }
 
 func statusOf(err error) checkpoint.RunStatus {

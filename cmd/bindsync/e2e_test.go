@@ -119,8 +119,19 @@ type result struct {
 
 func (e *e2e) run(token string, args ...string) result {
 	e.t.Helper()
+	return e.runEnv(e.env(token), args...)
+}
+
+// runBare runs the binary with none of the configuration's secrets set.
+func (e *e2e) runBare(args ...string) result {
+	e.t.Helper()
+	return e.runEnv(withoutSecrets(), args...)
+}
+
+func (e *e2e) runEnv(env []string, args ...string) result {
+	e.t.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Env = e.env(token)
+	cmd.Env = env
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -62,8 +62,18 @@ func newJob(ctx context.Context, cfg *config.Config, log *zap.Logger) (*job, err
 // serve builds a fresh job, and so fresh worker.Stats, for every run, and
 // serves one m all along.
 func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (*job, error) {
+	return buildJob(ctx, cfg, log, m, true)
+}
+
+// newPublishJob is newJob without a Twilio client, for publish, which
+// never calls Twilio: its configuration need not hold the Twilio secrets
+// (publishReads).
+func newPublishJob(ctx context.Context, cfg *config.Config, log *zap.Logger) (*job, error) {
+	return buildJob(ctx, cfg, log, metrics.New(), false)
+}
+
+func buildJob(ctx context.Context, cfg *config.Config, log *zap.Logger, m *metrics.Metrics, withClient bool) (*job, error) {
 	j := &job{cfg: cfg, log: log, stats: &worker.Stats{}, metrics: m}
-	observe := m.Hooks()
 	var err error
 	// Validate has checked the policy; a failure here is a configuration
 	// built in code that skipped it. The error never holds the key.
@@ -77,6 +87,28 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 	if c, ok := j.store.(io.Closer); ok {
 		j.closers = append(j.closers, c.Close)
 	}
+	if withClient {
+		if err := j.connectTwilio(m); err != nil {
+			j.close()
+			return nil, err
+		}
+	}
+	if l := cfg.Warehouse.Local; l != nil {
+		j.publishers = append(j.publishers, exporter.LocalWarehouse{Path: l.Path})
+	}
+	if cfg.Warehouse.BigQuery != nil {
+		if err := setupBigQuery(ctx, j); err != nil {
+			j.close()
+			return nil, err
+		}
+	}
+	return j, nil
+}
+
+// connectTwilio makes the job's Twilio client, counting into m.
+func (j *job) connectTwilio(m *metrics.Metrics) error {
+	cfg, log, observe := j.cfg, j.log, m.Hooks()
+	var err error
 	j.client, err = twilio.New(twilio.Config{
 		BaseURL:           cfg.Twilio.BaseURL,
 		Username:          cfg.Twilio.Username(),
@@ -107,20 +139,10 @@ func newJobWithMetrics(ctx context.Context, cfg *config.Config, log *zap.Logger,
 		},
 	})
 	if err != nil {
-		j.close()
-		return nil, usagef("twilio: %v", err)
+		return usagef("twilio: %v", err)
 	}
 	m.SetConcurrencyLimit(j.client.InFlightLimit())
-	if l := cfg.Warehouse.Local; l != nil {
-		j.publishers = append(j.publishers, exporter.LocalWarehouse{Path: l.Path})
-	}
-	if cfg.Warehouse.BigQuery != nil {
-		if err := setupBigQuery(ctx, j); err != nil {
-			j.close()
-			return nil, err
-		}
-	}
-	return j, nil
+	return nil
 }
 
 func openStaging(ctx context.Context, cfg *config.Config) (staging.Store, error) {

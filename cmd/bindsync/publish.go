@@ -9,9 +9,15 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/bindsync/bindsync/config"
 	"github.com/bindsync/bindsync/publish"
 	"github.com/bindsync/bindsync/worker"
 )
+
+// publishReads are the sections of the configuration that publish uses:
+// everything but Twilio's and the services', so that a snapshot can be
+// published where the Twilio secrets are not set.
+var publishReads = config.Options{Reads: []string{"staging", "warehouse", "export", "log"}}
 
 // cmdPublish publishes a snapshot that a run read completely but did not
 // publish (a warehouse refused it, or the run was stopped while
@@ -32,7 +38,7 @@ func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(&c)
+	cfg, err := loadConfigWith(&c, publishReads)
 	if err != nil {
 		return err
 	}
@@ -43,7 +49,7 @@ func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	j, err := newJob(ctx, cfg, log)
+	j, err := newPublishJob(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -113,15 +113,6 @@ func (d *recordDecoder) optBytes() (b []byte, null bool) {
 	return d.bytes(n - 1), false
 }
 
-func (d *recordDecoder) optString() *string {
-	b, null := d.optBytes()
-	if null || d.err != nil {
-		return nil
-	}
-	s := string(b)
-	return &s
-}
-
 func (d *recordDecoder) varint() int64 {
 	if d.err != nil {
 		return 0
@@ -135,25 +126,26 @@ func (d *recordDecoder) varint() int64 {
 	return v
 }
 
-func (d *recordDecoder) optTime() *time.Time {
+// optTime returns a timestamp field: its value, or false when it is null.
+func (d *recordDecoder) optTime() (time.Time, bool) {
 	if d.err != nil {
-		return nil
+		return time.Time{}, false
 	}
 	if len(d.data) == 0 {
 		d.err = fmt.Errorf("%w: a timestamp runs past the end", errBadRecord)
-		return nil
+		return time.Time{}, false
 	}
 	flag := d.data[0]
 	d.data = d.data[1:]
 	switch flag {
 	case 0:
-		return nil
+		return time.Time{}, false
 	case 1:
 		t := time.UnixMicro(d.varint()).UTC()
-		return &t
+		return t, d.err == nil
 	}
 	d.err = fmt.Errorf("%w: timestamp flag %d", errBadRecord, flag)
-	return nil
+	return time.Time{}, false
 }
 
 // decodeRecord decodes a record into a row (snapshot_date left zero). The
@@ -188,11 +180,11 @@ func (v *rowView) decode(rec []byte) (*schemas.Row, error) {
 		return slot
 	}
 	tm := func(slot *time.Time) *time.Time {
-		t := d.optTime()
-		if t == nil {
+		t, ok := d.optTime()
+		if !ok {
 			return nil
 		}
-		*slot = *t
+		*slot = t
 		return slot
 	}
 	b := &v.row.Binding
@@ -390,9 +382,10 @@ func newRecordWriter(w io.Writer) (*recordWriter, error) {
 
 // runBlock is the block size of the runs of the external sort, which are
 // compressed with S2 rather than zstd: they live for one sort, on local
-// disk, where encoding and decoding speed matter more than size (S2
-// takes about a third of zstd's time for runs some 40% larger). Each
-// open run costs about two blocks of memory.
+// disk, where speed matters more than size. Measured on sorted binding
+// records, S2 runs take 215 bytes a record against zstd's 160, and
+// BenchmarkChanges (16 MiB runs) takes 3.0 s instead of 3.9 s. Each open
+// run costs about two blocks of memory.
 const runBlock = 128 << 10
 
 // newRunWriter is newRecordWriter for a run of the external sort.

@@ -356,6 +356,16 @@ func TestLimitChangeHookDropsOvertakenChanges(t *testing.T) {
 	}
 }
 
+// waitInLine runs take, which waits for a slot of l, in a goroutine, and
+// returns once n callers wait: callers queued this way queue in a known
+// order.
+func waitInLine(l *limiter, n int, take func()) {
+	go take()
+	for l.waiting() != n {
+		runtime.Gosched()
+	}
+}
+
 // Waiting callers get freed slots in the order they came, one per slot.
 func TestLimiterFirstComeFirstServed(t *testing.T) {
 	l := newLimiter(1, nil)
@@ -366,28 +376,22 @@ func TestLimiterFirstComeFirstServed(t *testing.T) {
 	got := make(chan string, 3)
 	tickets := make(chan ticket, 3)
 	for i, name := range []string{"a", "b", "c"} {
-		go func() {
+		waitInLine(l, i+1, func() {
 			tk, err := l.acquire(context.Background())
 			if err != nil {
 				t.Error(err)
 			}
 			got <- name
 			tickets <- tk
-		}()
-		for l.waiting() != i+1 { // queue them in a known order
-			runtime.Gosched()
-		}
+		})
 	}
 	// A caller whose context ends leaves the queue without taking a slot.
 	ctx, cancel := context.WithCancel(context.Background())
 	gone := make(chan error)
-	go func() {
+	waitInLine(l, 4, func() {
 		_, err := l.acquire(ctx)
 		gone <- err
-	}()
-	for l.waiting() != 4 {
-		runtime.Gosched()
-	}
+	})
 	cancel()
 	if err := <-gone; !errors.Is(err, context.Canceled) || l.waiting() != 3 {
 		t.Fatalf("canceled waiter: %v, %d still waiting", err, l.waiting())
@@ -423,7 +427,7 @@ func TestLimiterUsersPagesWaitAhead(t *testing.T) {
 		name  string
 		ahead bool
 	}{{"bindings-1", false}, {"bindings-2", false}, {"users-1", true}, {"users-2", true}} {
-		go func() {
+		waitInLine(l, i+1, func() {
 			take := l.acquire
 			if w.ahead {
 				take = l.acquireAhead
@@ -434,10 +438,7 @@ func TestLimiterUsersPagesWaitAhead(t *testing.T) {
 			}
 			got <- w.name
 			l.release(tk, outcomeOK, 0)
-		}()
-		for l.waiting() != i+1 { // queue them in a known order
-			runtime.Gosched()
-		}
+		})
 	}
 	l.release(first, outcomeOK, 0)
 	var order []string

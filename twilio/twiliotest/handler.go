@@ -668,7 +668,7 @@ func (s *Server) listBindings(rt route, q url.Values, f *faultState) (any, strin
 	for _, t := range types {
 		l.filter += "&BindingType=" + url.QueryEscape(t)
 	}
-	all := filterBindings(u.Bindings(), types)
+	all := filterBindings(u.served(), types)
 	sidOf := func(b twilio.Binding) string { return *b.SID }
 	items, meta := window(s, l, all, sidOf, p, f.BindingsPaging)
 	if f.NextPageOtherUser && meta.NextPageURL != nil && len(svc.Users) > 1 {

@@ -106,7 +106,7 @@ func (it serviceItem) before(user, binding string) bool {
 // from user index from on, until yield returns false.
 func serviceItems(users []*User, types []string, from int, yield func(serviceItem) bool) {
 	for _, u := range users[from:] {
-		for pos, b := range filterBindings(u.Bindings(), types) {
+		for pos, b := range filterBindings(u.served(), types) {
 			if !yield(serviceItem{user: u, binding: b, pos: pos}) {
 				return
 			}
@@ -118,7 +118,7 @@ func serviceItems(users []*User, types []string, from int, yield func(serviceIte
 // from down to the first binding of the first user.
 func serviceItemsBackward(users []*User, types []string, from int, yield func(serviceItem) bool) {
 	for i := from; i >= 0; i-- {
-		bs := filterBindings(users[i].Bindings(), types)
+		bs := filterBindings(users[i].served(), types)
 		for pos := len(bs) - 1; pos >= 0; pos-- {
 			if !yield(serviceItem{user: users[i], binding: bs[pos], pos: pos}) {
 				return

@@ -22,6 +22,7 @@ import (
 	"iter"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/bindsync/bindsync/twilio"
@@ -132,6 +133,54 @@ type serviceContext struct {
 	serviceSID  string
 	roleSID     string
 	credentials map[string]string // binding type -> credential SID
+	// memo keeps the bindings of the users generated last, so that the
+	// pages of one user's list do not each generate the whole list again.
+	memo bindingMemo
+}
+
+// memoSlots is how many users' bindings a service keeps: a few times the
+// users any test or benchmark reads at once.
+const memoSlots = 256
+
+// bindingMemo is a direct-mapped cache of generated binding lists, keyed
+// by what a user's list depends on. A slot holds one user; a collision
+// replaces it, which costs one generation more, never a wrong answer.
+type bindingMemo struct {
+	mu    sync.Mutex
+	slots [memoSlots]memoEntry
+}
+
+type memoEntry struct {
+	key      memoKey
+	bindings []twilio.Binding
+}
+
+type memoKey struct {
+	sid       string
+	seed      uint64
+	base      int
+	day       int
+	evolution Evolution
+}
+
+func (m *bindingMemo) slot(k memoKey) *memoEntry {
+	return &m.slots[(k.seed^uint64(k.day)*0x9e3779b97f4a7c15)%memoSlots]
+}
+
+func (m *bindingMemo) get(k memoKey) ([]twilio.Binding, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.slot(k)
+	if e.bindings == nil || e.key != k {
+		return nil, false
+	}
+	return e.bindings, true
+}
+
+func (m *bindingMemo) put(k memoKey, bs []twilio.Binding) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	*m.slot(k) = memoEntry{key: k, bindings: bs}
 }
 
 // User is one Chat user. Its bindings are generated on demand by Bindings.
@@ -336,7 +385,23 @@ func (w *World) AllBindings() iter.Seq[twilio.Binding] {
 // Bindings generates the user's bindings, sorted by SID: those of day 0,
 // changed by every day since (World.OnDay). Every call returns an equal,
 // freshly allocated list (never nil), so callers may modify it.
-func (u *User) Bindings() []twilio.Binding {
+func (u *User) Bindings() []twilio.Binding { return u.generate() }
+
+// served returns the user's bindings as Bindings does, from the service's
+// memo when the user was generated lately: the list and what it points to
+// are shared with other calls, and must not be modified.
+func (u *User) served() []twilio.Binding {
+	k := memoKey{sid: u.SID, seed: u.seed, base: u.baseBindings, day: u.day, evolution: u.evolution}
+	if bs, ok := u.ctx.memo.get(k); ok {
+		return bs
+	}
+	bs := u.generate()
+	u.ctx.memo.put(k, bs)
+	return bs
+}
+
+// generate draws the user's bindings as Bindings returns them.
+func (u *User) generate() []twilio.Binding {
 	out := make([]twilio.Binding, u.baseBindings)
 	rng := rand.New(rand.NewPCG(u.seed, bindingStream))
 	for i := range out {

@@ -345,3 +345,38 @@ func BenchmarkUserBindings(b *testing.B) {
 		heavy.Bindings()
 	}
 }
+
+// The server serves bindings from a memo of the users generated last; what
+// it serves must be what Bindings generates, for every user and day, also
+// once more users than the memo's slots have evicted each other.
+func TestServedBindingsAreGenerated(t *testing.T) {
+	w := NewWorld(WorldSpec{Seed: 5, Services: 1, UsersPerService: memoSlots + 60, MaxBindingsPerUser: 12, Evolution: DefaultEvolution(evolveStart)})
+	for d := range 3 {
+		day := w.OnDay(evolveStart.AddDate(0, 0, d))
+		for round := range 2 {
+			for i := range day.Services[0].Users {
+				u := &day.Services[0].Users[i]
+				if got, want := u.served(), u.Bindings(); !reflect.DeepEqual(got, want) {
+					t.Fatalf("day %d, round %d, user %s: served %d bindings unlike the %d generated", d, round, u.SID, len(got), len(want))
+				}
+			}
+		}
+	}
+	// The memo is keyed by day: a user read on day 0 and then on day 2
+	// (where it changed) gets day 2's bindings.
+	d0, d2 := w.OnDay(evolveStart), w.OnDay(evolveStart.AddDate(0, 0, 2))
+	changed := 0
+	for i := range d0.Services[0].Users {
+		a, b := &d0.Services[0].Users[i], &d2.Services[0].Users[i]
+		a.served()
+		if !reflect.DeepEqual(b.served(), b.Bindings()) {
+			t.Fatalf("user %s: day 2 served what another day generated", b.SID)
+		}
+		if !reflect.DeepEqual(a.Bindings(), b.Bindings()) {
+			changed++
+		}
+	}
+	if changed == 0 {
+		t.Fatal("no user changed in two days: the test would not tell days apart")
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/bindsync/bindsync/checkpoint"
 	"github.com/bindsync/bindsync/exporter"
@@ -82,20 +83,37 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 	}
 	st := cp.State()
 	date := st.Date
-	users, err := writeUsers(ctx, cp, opts)
-	if err != nil {
-		return nil, err
-	}
-	snap := Of(cp, opts.Store, opts.RunID, users)
+	snap := Of(cp, opts.Store, opts.RunID, exporter.PartInfo{})
 	// Parts read before a change of privacy policy or key must not reach
 	// a warehouse under the new one, nor the digest of the snapshot.
-	if err := exporter.CheckPrivacy(ctx, snap, opts.PartOptions.Privacy); err != nil {
-		return nil, fmt.Errorf("publish snapshot %s: %w", date.Format(time.DateOnly), err)
+	if err := checkPrivacy(ctx, snap, exporter.BindingsTable, opts); err != nil {
+		return nil, err
 	}
+	// The users part and the changes stage read and write different files
+	// (the log is safe to read while an entry is appended), and each is
+	// mostly one core's work: at the end of a run, when the other core is
+	// idle, they run side by side.
 	stage := newChangesStage(cp, opts, log)
 	defer stage.close()
-	changes, refresh, err := stage.prepare(ctx)
-	if err != nil {
+	var (
+		users   exporter.PartInfo
+		changes exporter.Table
+		refresh *exporter.Snapshot
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		users, err = writeUsers(gctx, cp, opts)
+		return err
+	})
+	g.Go(func() (err error) {
+		changes, refresh, err = stage.prepare(gctx)
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	snap.Tables[1].Parts = []exporter.PartInfo{users}
+	if err := checkPrivacy(ctx, snap, exporter.UsersTable, opts); err != nil {
 		return nil, err
 	}
 	snap.Tables = append(snap.Tables, changes)
@@ -164,6 +182,22 @@ func Of(cp *checkpoint.Log, store staging.Store, runID string, users exporter.Pa
 		RunID:   runID,
 		Journal: Journal{cp},
 	}
+}
+
+// checkPrivacy checks that the parts of table in snap were written under
+// the configured privacy policy.
+func checkPrivacy(ctx context.Context, snap exporter.Snapshot, table string, opts Options) error {
+	one := snap
+	one.Tables = nil
+	for _, t := range snap.Tables {
+		if t.Name == table {
+			one.Tables = append(one.Tables, t)
+		}
+	}
+	if err := exporter.CheckPrivacy(ctx, one, opts.PartOptions.Privacy); err != nil {
+		return fmt.Errorf("publish snapshot %s: %w", snap.Date.Format(time.DateOnly), err)
+	}
+	return nil
 }
 
 // writeUsers writes the users part of the snapshot from its checkpoint

@@ -330,6 +330,11 @@ func (l *Log) InFlightParts(u UserRef) ([]string, bool) {
 // with ErrLogDamaged before fn sees any entry after it, and the error says
 // how to recover without losing rows.
 func Each(ctx context.Context, store staging.Store, date time.Time, fn func(*Entry) error) error {
+	return each(ctx, store, date, func(data []byte, e *Entry) error { return json.Unmarshal(data, e) }, fn)
+}
+
+// each is Each with the decoding of an entry's bytes given.
+func each(ctx context.Context, store staging.Store, date time.Time, decode func([]byte, *Entry) error, fn func(*Entry) error) error {
 	dir := Dir(date)
 	names, err := store.List(ctx, dir+"/_log/")
 	if err != nil {
@@ -357,7 +362,7 @@ func Each(ctx context.Context, store staging.Store, date time.Time, fn func(*Ent
 			return fmt.Errorf("read checkpoint entry %s: %w", store.URI(name), err)
 		}
 		var e Entry
-		if err := json.Unmarshal(data, &e); err != nil {
+		if err := decode(data, &e); err != nil {
 			return damaged(store, date, seq, seqs[i+1:], fmt.Sprintf("is corrupt (%v)", err))
 		}
 		if e.Seq != seq {

@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -189,6 +190,21 @@ func UsersInParts(ctx context.Context, store staging.Store, date time.Time, part
 	return out, nil
 }
 
+// decodeSkippingDone decodes an entry as json.Unmarshal does, except that
+// its Done list stays empty (the bytes are still checked to be JSON).
+func decodeSkippingDone(data []byte, e *Entry) error {
+	v := struct {
+		*Entry
+		Done skipped `json:"done,omitempty"`
+	}{Entry: e}
+	return json.Unmarshal(data, &v)
+}
+
+// skipped is a JSON value decoded into nothing.
+type skipped struct{}
+
+func (*skipped) UnmarshalJSON([]byte) error { return nil }
+
 // EachDone calls fn, in log order, for every finished user whose record
 // still stands: a user un-finished later (Entry.Undone) is skipped, and
 // only its latest Done counts if it finished again. Then it calls fn for
@@ -200,7 +216,9 @@ func UsersInParts(ctx context.Context, store staging.Store, date time.Time, part
 func EachDone(ctx context.Context, store staging.Store, date time.Time, fn func(*UserDone) error) error {
 	undone := map[UserRef]int64{} // user -> seq of its last Undone
 	walks := newWalkState()
-	err := Each(ctx, store, date, func(e *Entry) error {
+	// The first pass needs every field but the users done, most of the
+	// log's bytes: it leaves them undecoded.
+	err := each(ctx, store, date, decodeSkippingDone, func(e *Entry) error {
 		for _, d := range e.Undone {
 			undone[d.UserRef] = e.Seq
 		}

@@ -1,7 +1,9 @@
 package checkpoint
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"hash/crc32"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bindsync/bindsync/staging"
 )
@@ -262,5 +265,42 @@ func TestDoneKey(t *testing.T) {
 	st.apply(&Entry{Done: []UserDone{{UserRef: pairs[0][0]}}})
 	if !st.isDone(pairs[0][0]) || st.isDone(pairs[0][1]) {
 		t.Error("done set confuses users")
+	}
+}
+
+// EachDone's first pass decodes entries without their Done lists: every
+// other field must come out as a whole decode gives it, and a Done list
+// that is not JSON still fails.
+func TestDecodeSkippingDoneKeepsEveryOtherField(t *testing.T) {
+	u := UserRef{Service: "IS1", User: "US1"}
+	e := Entry{
+		Seq: 7, Kind: KindCommit, RunID: "r", Time: time.Date(2026, 11, 26, 1, 2, 3, 0, time.UTC),
+		Parts:    []Part{{Name: "p1", Rows: 3}},
+		Replaced: []Replace{{Old: "p0"}},
+		Done:     []UserDone{{UserRef: u, Bindings: 3, Pages: 1, Identity: "alice"}},
+		Gone:     []UserRef{{Service: "IS1", User: "US2"}},
+		NotFound: []UserRef{{Service: "IS1", User: "bob"}},
+		Dropped:  []UserRef{{Service: "IS1", User: "US3"}},
+		Invalid:  []string{"p9"},
+		Undone:   []UserDone{{UserRef: u, Bindings: 1}},
+		Walks:    []Walk{{Service: "IS2", Next: "n", Parts: []string{"p1"}, Bindings: 4}},
+		Publish:  map[string]string{"k": "v"},
+	}
+	data, err := json.Marshal(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Entry
+	if err := decodeSkippingDone(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := e
+	want.Done = nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("decoded\n%+v\nwant\n%+v", got, want)
+	}
+	bad := bytes.Replace(data, []byte(`"done":[`), []byte(`"done":[}`), 1)
+	if err := decodeSkippingDone(bad, &got); err == nil {
+		t.Error("an entry whose done list is not JSON decoded")
 	}
 }

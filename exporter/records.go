@@ -358,6 +358,13 @@ const (
 	maxRecordBytes = 1 << 30
 )
 
+// streamConcurrency is the blocks of a record stream compressed or
+// decompressed at once: 2 compresses (or decompresses) one block in a
+// goroutine of its own while the caller fills (or reads) the next, so a
+// digest or a sort run costs the caller about its records' encoding alone
+// and uses a second core, at the price of a block or two more of memory.
+const streamConcurrency = 2
+
 // recordWriter writes a stream of records: each as uvarint(len) and its
 // bytes, then uvarint(0) and uvarint(count) to mark a complete stream,
 // all compressed with zstd.
@@ -372,7 +379,7 @@ func newRecordWriter(w io.Writer) (*recordWriter, error) {
 	enc, err := zstd.NewWriter(w,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithWindowSize(recordWindow),
-		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderConcurrency(streamConcurrency),
 		zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		return nil, fmt.Errorf("start compressed records: %w", err)
@@ -390,7 +397,7 @@ const runBlock = 128 << 10
 
 // newRunWriter is newRecordWriter for a run of the external sort.
 func newRunWriter(w io.Writer) *recordWriter {
-	enc := s2.NewWriter(w, s2.WriterConcurrency(1), s2.WriterBlockSize(runBlock))
+	enc := s2.NewWriter(w, s2.WriterConcurrency(streamConcurrency), s2.WriterBlockSize(runBlock))
 	return &recordWriter{enc: enc, buf: bufio.NewWriterSize(enc, recordReadBuffer)}
 }
 
@@ -443,7 +450,7 @@ type recordReader struct {
 
 func newRecordReader(r io.Reader) (*recordReader, error) {
 	dec, err := zstd.NewReader(r,
-		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderConcurrency(streamConcurrency),
 		zstd.WithDecoderLowmem(true),
 		zstd.WithDecoderMaxWindow(recordWindow))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -150,10 +151,17 @@ type PartInfo struct {
 }
 
 // PartWriter streams binding rows into one Parquet part file in a staging
-// store. Memory is bounded by one Arrow batch plus one buffered row group,
-// each bounded in rows and in bytes, whatever the number of rows and the
-// size of their fields. Nothing is visible under the part's name until
-// Close succeeds. A PartWriter is not safe for concurrent use.
+// store. Memory is bounded by two Arrow batches (one being filled, one
+// being encoded) plus one buffered row group, each bounded in rows and in
+// bytes, whatever the number of rows and the size of their fields.
+// Nothing is visible under the part's name until Close succeeds. A
+// PartWriter is not safe for concurrent use; every writer must end with
+// Close or Abort.
+//
+// A full batch is encoded into Parquet by a goroutine of the writer's own
+// while the caller fills the next, so that encoding and compressing (most
+// of a part's cost) use a second core. An encoding error is returned by
+// the Append after it, or by Close.
 type PartWriter struct {
 	ctx     context.Context
 	name    string
@@ -168,11 +176,26 @@ type PartWriter struct {
 	b       *array.RecordBuilder
 	sizes   []int64 // estimated bytes of each row in b
 	pending int64   // estimated bytes of the rows in b
-	rgRows  int     // rows in the open row group
-	rgBytes int64   // estimated bytes of the open row group
 	rows    int64   // rows appended in total
 	err     error   // first write error; the part is then unusable
 	done    bool
+
+	// The encoder: started by the first flush, it receives batches on
+	// jobs (unbuffered: one batch is encoded while the next is filled)
+	// and owns fw, rgRows and rgBytes until it stops. It stops when jobs
+	// is closed or at its first error (encErr), and then closes stopped.
+	jobs    chan encodeJob
+	stopped chan struct{}
+	encErr  error
+	rgRows  int   // rows in the open row group
+	rgBytes int64 // estimated bytes of the open row group
+}
+
+// encodeJob is a batch for the encoder and the estimated size of each of
+// its rows.
+type encodeJob struct {
+	rec   arrow.RecordBatch
+	sizes []int64
 }
 
 // NewPartWriter starts the part file name in store. Every row gets the
@@ -348,15 +371,47 @@ func (w *PartWriter) flush() error {
 		return w.err
 	}
 	rec := w.b.NewRecordBatch()
-	defer rec.Release()
 	reserveLike(w.b, rec)
-	sizes := w.sizes
+	job := encodeJob{rec: rec, sizes: slices.Clone(w.sizes)}
 	w.sizes, w.pending = w.sizes[:0], 0
-	if err := w.writeGroups(rec, sizes); err != nil {
-		w.err = fmt.Errorf("write part %q: %w", w.name, err)
+	if w.jobs == nil {
+		w.jobs, w.stopped = make(chan encodeJob), make(chan struct{})
+		go w.encode()
+	}
+	select {
+	case w.jobs <- job:
+		return nil
+	case <-w.stopped:
+		rec.Release()
+		w.err = w.encErr
 		return w.err
 	}
-	return nil
+}
+
+// encode is the encoder's goroutine: it writes each batch received into
+// the Parquet writer until jobs is closed or a write fails.
+func (w *PartWriter) encode() {
+	defer close(w.stopped)
+	for job := range w.jobs {
+		err := w.writeGroups(job.rec, job.sizes)
+		job.rec.Release()
+		if err != nil {
+			w.encErr = fmt.Errorf("write part %q: %w", w.name, err)
+			return
+		}
+	}
+}
+
+// stopEncoder stops the encoder, once the batch it holds is written, and
+// returns its error; after it, fw is the caller's again.
+func (w *PartWriter) stopEncoder() error {
+	if w.jobs == nil {
+		return nil
+	}
+	close(w.jobs)
+	<-w.stopped
+	w.jobs = nil
+	return w.encErr
 }
 
 // reserveLike makes room in the builders of b for a batch like rec, the
@@ -443,6 +498,9 @@ func (w *PartWriter) Close() (PartInfo, error) {
 	}
 	w.done = true
 	w.b.Release()
+	if eerr := w.stopEncoder(); err == nil {
+		err = eerr
+	}
 	if cerr := w.fw.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("finish parquet part %q: %w", w.name, cerr)
 	}
@@ -469,6 +527,7 @@ func (w *PartWriter) Abort() {
 	}
 	w.done = true
 	w.b.Release()
+	_ = w.stopEncoder() // the part is discarded: its error does not matter
 	// Closing the Parquet writer frees its buffered row group; the footer
 	// it writes goes to a staging writer that is discarded right after.
 	w.fw.Close()

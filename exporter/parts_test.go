@@ -389,3 +389,73 @@ func TestPartEncodings(t *testing.T) {
 		}
 	}
 }
+
+// failingStore is a store whose writers fail every write.
+type failingStore struct {
+	staging.Store
+	err error
+}
+
+func (s failingStore) Create(ctx context.Context, name string) (staging.Writer, error) {
+	w, err := s.Store.Create(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return failingWriter{w, s.err}, nil
+}
+
+type failingWriter struct {
+	staging.Writer
+	err error
+}
+
+func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
+
+// Batches are encoded by the writer's own goroutine: a write that fails
+// there is returned by a later Append or by Close, and nothing is
+// committed, whether the writer is then closed or aborted. (Arrow's
+// Parquet writer leaves some of its own buffers unreleased after a failed
+// write, so the allocator is not checked here; the Go allocator's memory
+// goes to the garbage collector anyway.)
+func TestPartWriterEncodingFailure(t *testing.T) {
+	boom := errors.New("disk full")
+	for _, end := range []string{"close", "abort"} {
+		t.Run(end, func(t *testing.T) {
+			ctx := context.Background()
+			dir := newDirStore(t)
+			store := failingStore{dir, boom}
+			w, err := NewPartWriter(ctx, store, "p", testMeta, PartOptions{BatchRows: 100, RowGroupRows: 200})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Row groups of 200 rows are written out as they fill: enough
+			// of them pass the writer's 256 KiB buffer and reach the store.
+			var appendErr error
+			for i := 0; i < 400 && appendErr == nil; i++ {
+				appendErr = w.Append(testBindings(i*100, 100))
+			}
+			switch end {
+			case "close":
+				_, err := w.Close()
+				if appendErr == nil {
+					appendErr = err
+				} else if err == nil {
+					t.Error("Close after a failed Append succeeded")
+				}
+			case "abort":
+				w.Abort()
+			}
+			if end == "close" || appendErr != nil {
+				if !errors.Is(appendErr, boom) || !strings.Contains(appendErr.Error(), `write part "p"`) {
+					t.Errorf("err = %v, want the store's error naming the part", appendErr)
+				}
+			}
+			if end == "abort" && appendErr == nil {
+				t.Error("40,000 rows appended without reaching the failing store")
+			}
+			if names, _ := dir.List(ctx, ""); len(names) != 0 {
+				t.Errorf("a part that failed was committed: %v", names)
+			}
+		})
+	}
+}

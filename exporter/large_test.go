@@ -165,7 +165,7 @@ func (p *peakAllocator) Free(b []byte) {
 }
 
 // TestPartArrowMemoryBounded is the quick form of TestPartLargeRows: 120
-// rows of 1 MiB, far fewer than a batch's 8192 rows, must not all be held
+// rows of 1 MiB, far fewer than a batch's 4096 rows, must not all be held
 // in Arrow memory at once; the batch ends at DefaultBatchBytes.
 func TestPartArrowMemoryBounded(t *testing.T) {
 	const rows, size = 120, 1 << 20

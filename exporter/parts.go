@@ -32,13 +32,14 @@ import (
 // Default bounds of a part file, in rows and in bytes. Rows keep scans
 // efficient when rows are small; bytes keep memory bounded and every batch
 // and row group readable whatever the field sizes (a binding can carry a
-// megabyte-long endpoint). A record batch of 8192 ordinary rows is a few MB
-// of Arrow memory, well under DefaultBatchBytes; a row group is cut at
+// megabyte-long endpoint). A record batch of 4096 ordinary rows is about
+// 3 MB of Arrow memory, well under DefaultBatchBytes (a part writer holds
+// two: one filling, one being encoded); a row group is cut at
 // DefaultRowGroupBytes, some 45,000 ordinary rows (about 700 bytes each)
 // before DefaultRowGroupRows, and is what the writer buffers and a reader
 // decodes at a time: it bounds the memory of both.
 const (
-	DefaultBatchRows     = 8192
+	DefaultBatchRows     = 4096
 	DefaultBatchBytes    = 16 << 20
 	DefaultRowGroupRows  = 64 * 1024
 	DefaultRowGroupBytes = 32 << 20

@@ -319,8 +319,8 @@ func (d *digestReader) close() {
 }
 
 // ReadDigest calls fn for every row of the digest ref names, in digest
-// order, with snapshot_date set to ref.Date. It is for tests and tools;
-// the changes are computed without decoding every row.
+// order, with snapshot_date set to ref.Date. It is for tests and tools: it
+// copies every row, where the changes decode records as views.
 func ReadDigest(ctx context.Context, ref DigestRef, fn func(schemas.Row) error) error {
 	d, err := openDigest(ctx, ref)
 	if err != nil {

@@ -344,11 +344,10 @@ func changedColumns(old, new *twilio.Binding) []string {
 	return out
 }
 
-// Compression of record streams: zstd at its fastest level with a small
-// window, so that each open stream (the merge of the external sort holds
-// up to mergeFanIn of them) costs about half a megabyte of decoder memory
-// (a 512 KiB window costs 1.2 MiB, for under 1% smaller streams), and a
-// damaged stream cannot ask for more.
+// Compression of digests: zstd at its fastest level with a small window,
+// so that an open digest costs about half a megabyte of decoder memory (a
+// 512 KiB window costs 1.2 MiB, for under 1% smaller streams), and a
+// damaged one cannot ask for more. Sort runs use S2 instead (runBlock).
 const (
 	recordWindow     = 128 << 10
 	recordReadBuffer = 64 << 10
@@ -367,7 +366,7 @@ const streamConcurrency = 2
 
 // recordWriter writes a stream of records: each as uvarint(len) and its
 // bytes, then uvarint(0) and uvarint(count) to mark a complete stream,
-// all compressed with zstd.
+// all compressed (zstd for a digest, S2 for a sort run).
 type recordWriter struct {
 	enc  io.WriteCloser
 	buf  *bufio.Writer

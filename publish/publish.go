@@ -83,10 +83,9 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 	}
 	st := cp.State()
 	date := st.Date
-	snap := Of(cp, opts.Store, opts.RunID, exporter.PartInfo{})
 	// Parts read before a change of privacy policy or key must not reach
 	// a warehouse under the new one, nor the digest of the snapshot.
-	if err := checkPrivacy(ctx, snap, exporter.BindingsTable, opts); err != nil {
+	if err := checkPrivacy(ctx, Of(cp, opts.Store, opts.RunID, exporter.PartInfo{}), exporter.BindingsTable, opts); err != nil {
 		return nil, err
 	}
 	// The users part and the changes stage read and write different files
@@ -112,7 +111,7 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	snap.Tables[1].Parts = []exporter.PartInfo{users}
+	snap := Of(cp, opts.Store, opts.RunID, users)
 	if err := checkPrivacy(ctx, snap, exporter.UsersTable, opts); err != nil {
 		return nil, err
 	}
@@ -189,10 +188,8 @@ func Of(cp *checkpoint.Log, store staging.Store, runID string, users exporter.Pa
 func checkPrivacy(ctx context.Context, snap exporter.Snapshot, table string, opts Options) error {
 	one := snap
 	one.Tables = nil
-	for _, t := range snap.Tables {
-		if t.Name == table {
-			one.Tables = append(one.Tables, t)
-		}
+	if t, ok := snap.Table(table); ok {
+		one.Tables = []exporter.Table{t}
 	}
 	if err := exporter.CheckPrivacy(ctx, one, opts.PartOptions.Privacy); err != nil {
 		return fmt.Errorf("publish snapshot %s: %w", snap.Date.Format(time.DateOnly), err)

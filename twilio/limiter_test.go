@@ -366,13 +366,21 @@ func waitInLine(l *limiter, n int, take func()) {
 	}
 }
 
-// Waiting callers get freed slots in the order they came, one per slot.
-func TestLimiterFirstComeFirstServed(t *testing.T) {
+// busyLimiter returns a limiter of one slot and the ticket that holds it,
+// so that the next callers queue.
+func busyLimiter(t *testing.T) (*limiter, ticket) {
+	t.Helper()
 	l := newLimiter(1, nil)
 	first, err := l.acquire(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l, first
+}
+
+// Waiting callers get freed slots in the order they came, one per slot.
+func TestLimiterFirstComeFirstServed(t *testing.T) {
+	l, first := busyLimiter(t)
 	got := make(chan string, 3)
 	tickets := make(chan ticket, 3)
 	for i, name := range []string{"a", "b", "c"} {
@@ -417,11 +425,7 @@ func TestLimiterFirstComeFirstServed(t *testing.T) {
 // A page of the Users list waits ahead of the bindings requests that came
 // before it, behind the Users pages that did.
 func TestLimiterUsersPagesWaitAhead(t *testing.T) {
-	l := newLimiter(1, nil)
-	first, err := l.acquire(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, first := busyLimiter(t)
 	got := make(chan string, 4)
 	for i, w := range []struct {
 		name  string

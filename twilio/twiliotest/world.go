@@ -385,7 +385,15 @@ func (w *World) AllBindings() iter.Seq[twilio.Binding] {
 // Bindings generates the user's bindings, sorted by SID: those of day 0,
 // changed by every day since (World.OnDay). Every call returns an equal,
 // freshly allocated list (never nil), so callers may modify it.
-func (u *User) Bindings() []twilio.Binding { return u.generate() }
+func (u *User) Bindings() []twilio.Binding {
+	out := make([]twilio.Binding, u.baseBindings)
+	rng := rand.New(rand.NewPCG(u.seed, bindingStream))
+	for i := range out {
+		out[i] = u.newBinding(rng)
+	}
+	slices.SortFunc(out, func(a, b twilio.Binding) int { return cmp.Compare(*a.SID, *b.SID) })
+	return u.evolve(out)
+}
 
 // served returns the user's bindings as Bindings does, from the service's
 // memo when the user was generated lately: the list and what it points to
@@ -395,20 +403,9 @@ func (u *User) served() []twilio.Binding {
 	if bs, ok := u.ctx.memo.get(k); ok {
 		return bs
 	}
-	bs := u.generate()
+	bs := u.Bindings()
 	u.ctx.memo.put(k, bs)
 	return bs
-}
-
-// generate draws the user's bindings as Bindings returns them.
-func (u *User) generate() []twilio.Binding {
-	out := make([]twilio.Binding, u.baseBindings)
-	rng := rand.New(rand.NewPCG(u.seed, bindingStream))
-	for i := range out {
-		out[i] = u.newBinding(rng)
-	}
-	slices.SortFunc(out, func(a, b twilio.Binding) int { return cmp.Compare(*a.SID, *b.SID) })
-	return u.evolve(out)
 }
 
 // newBinding draws one binding. About 1 in 40 has a null endpoint, 1 in 6 a

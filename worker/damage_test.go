@@ -21,7 +21,7 @@ import (
 // users; it returns the environment and the options to resume with.
 func interruptedEnv(t *testing.T, seed int64) (*env, Options) {
 	t.Helper()
-	e := newEnv(t, twiliotest.WorldSpec{Seed: seed, Services: 2, UsersPerService: 60, MaxBindingsPerUser: 90}, twiliotest.Faults{})
+	e := newEnv(t, twiliotest.WorldSpec{Seed: seed, Services: 2, UsersPerService: 40, MaxBindingsPerUser: 90}, twiliotest.Faults{})
 	opts := e.options()
 	opts.PageSize = 20
 	opts.PartRows = 250

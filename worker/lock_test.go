@@ -107,7 +107,7 @@ func (s *losingSource) ListBindings(ctx context.Context, q twilio.BindingsQuery)
 // must publish the snapshot exactly.
 func TestLostLockStopsTheRun(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, twiliotest.WorldSpec{Seed: 21, Services: 2, UsersPerService: 60, MaxBindingsPerUser: 200}, twiliotest.Faults{})
+	e := newEnv(t, twiliotest.WorldSpec{Seed: 21, Services: 2, UsersPerService: 30, MaxBindingsPerUser: 200}, twiliotest.Faults{})
 	locker := &lossyLocker{Locker: e.store}
 	opts := e.options()
 	opts.Locker = locker

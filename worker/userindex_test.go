@@ -104,9 +104,9 @@ func TestUserIndex(t *testing.T) {
 // same users (about 150 bytes a user).
 func TestUserIndexBytesPerUser(t *testing.T) {
 	if testing.Short() {
-		t.Skip("250,000 users")
+		t.Skip("100,000 users")
 	}
-	const n = 250_000
+	const n = 100_000
 	sids := make([]string, n)
 	for i := range sids {
 		sids[i] = sidOf(i)

@@ -239,6 +239,7 @@ func (s *walkInterrupting) ListServiceBindings(ctx context.Context, q twilio.Ser
 // walk drops its rows and starts over, still exact.
 func TestServiceWalkResumes(t *testing.T) {
 	t.Parallel()
+	const usersPerService = 40
 	for _, tt := range []struct {
 		name   string
 		revoke bool
@@ -246,7 +247,7 @@ func TestServiceWalkResumes(t *testing.T) {
 	}{{"mid-list", false, false}, {"tokens revoked", true, false}, {"after the last page", false, true}} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			e := walkEnv(t, twiliotest.WorldSpec{Seed: 75, Services: 2, UsersPerService: 80, MaxBindingsPerUser: 200}, twiliotest.Faults{}, StrategyService)
+			e := walkEnv(t, twiliotest.WorldSpec{Seed: 75, Services: 2, UsersPerService: usersPerService, MaxBindingsPerUser: 80}, twiliotest.Faults{}, StrategyService)
 			opts := e.options()
 			opts.PageSize = 20
 			opts.PartRows = 150
@@ -308,7 +309,7 @@ func TestServiceWalkResumes(t *testing.T) {
 					t.Errorf("%d pages fetched twice", twice)
 				}
 			}
-			if res.Summary.UsersDone != int64(2*80) {
+			if res.Summary.UsersDone != int64(2*usersPerService) {
 				t.Errorf("users done = %d, want every user of both services", res.Summary.UsersDone)
 			}
 		})
@@ -583,7 +584,7 @@ func TestServiceWalkDamagedPart(t *testing.T) {
 // finished walk stands; every case ends exact.
 func TestStrategyChangedWithinASnapshot(t *testing.T) {
 	t.Parallel()
-	spec := twiliotest.WorldSpec{Seed: 85, Services: 2, UsersPerService: 60, MaxBindingsPerUser: 150}
+	spec := twiliotest.WorldSpec{Seed: 85, Services: 2, UsersPerService: 60, MaxBindingsPerUser: 60}
 	interrupt := func(t *testing.T, e *env, opts Options, walks bool) {
 		t.Helper()
 		ctx, cancel := context.WithCancel(context.Background())

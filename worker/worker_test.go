@@ -195,7 +195,8 @@ func TestResumeAfterInterruption(t *testing.T) {
 			name = "tokens revoked"
 		}
 		t.Run(name, func(t *testing.T) {
-			e := newEnv(t, twiliotest.WorldSpec{Seed: 5, Services: 2, UsersPerService: 80, MaxBindingsPerUser: 100}, twiliotest.Faults{})
+			t.Parallel()
+			e := newEnv(t, twiliotest.WorldSpec{Seed: 5, Services: 2, UsersPerService: 40, MaxBindingsPerUser: 100}, twiliotest.Faults{})
 			opts := e.options()
 			// Pages of 10 give most users several, so that users are in
 			// flight when the run is interrupted, whichever services the

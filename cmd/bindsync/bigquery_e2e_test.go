@@ -65,8 +65,6 @@ func newBQE2E(t *testing.T, spec twiliotest.WorldSpec, faults twiliotest.Faults,
 		t.Cleanup(srv.Stop)
 		srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: gcsBucket})
 		e.gcs = srv
-		// The binary's storage client talks to the fake without credentials.
-		t.Setenv("STORAGE_EMULATOR_HOST", srv.URL())
 		opts.GCS = e.readGCS
 		opts.GCSList = e.listGCS
 	}
@@ -82,6 +80,8 @@ func newBQE2E(t *testing.T, spec twiliotest.WorldSpec, faults twiliotest.Faults,
 	extra += "export:\n  part_rows: 150\n  commit_interval: 100ms\n"
 	e.e2e = newE2E(t, spec, faults, extra)
 	if o.gcs {
+		// The binary's storage client talks to the fake without credentials.
+		e.moreEnv = append(e.moreEnv, "STORAGE_EMULATOR_HOST="+e.gcs.URL())
 		e.editConfig("staging: staging\n", "staging: gs://"+gcsBucket+"/runs\n")
 	}
 	return e
@@ -285,12 +285,14 @@ func (e *bqE2E) mustRun(args ...string) result {
 const latestView = "SELECT * FROM `test-project.twilio_chat.user_bindings` WHERE snapshot_date = (SELECT MAX(snapshot_date) FROM `test-project.twilio_chat.user_bindings`)"
 
 func TestE2EBigQuery(t *testing.T) {
+	t.Parallel()
 	for _, gcs := range []bool{false, true} {
 		name := "local staging"
 		if gcs {
 			name = "GCS staging"
 		}
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			e := newBQE2E(t, twiliotest.WorldSpec{Seed: 21, Services: 2, UsersPerService: 40, MaxBindingsPerUser: 60},
 				twiliotest.Faults{}, bqE2EOptions{gcs: gcs})
 			day := e2eDay.Format(time.DateOnly)
@@ -348,6 +350,7 @@ func TestE2EBigQuery(t *testing.T) {
 }
 
 func TestE2EBigQueryKillWhilePublishing(t *testing.T) {
+	t.Parallel()
 	e := newBQE2E(t, twiliotest.WorldSpec{Seed: 22, Services: 1, UsersPerService: 40, MaxBindingsPerUser: 40},
 		twiliotest.Faults{}, bqE2EOptions{jobDelay: 400 * time.Millisecond})
 	cmd := exec.Command(binary, "run", "--config", e.config, "--snapshot-date", e2eDay.Format(time.DateOnly))

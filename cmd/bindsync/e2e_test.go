@@ -59,6 +59,9 @@ type e2e struct {
 	dir      string
 	config   string
 	services []snapshottest.Selection
+	// moreEnv is added to the binary's environment (set in the child
+	// alone, so that tests that differ in it can run in parallel).
+	moreEnv []string
 }
 
 func newE2E(t *testing.T, spec twiliotest.WorldSpec, faults twiliotest.Faults, extra string) *e2e {
@@ -109,7 +112,8 @@ func newE2E(t *testing.T, spec twiliotest.WorldSpec, faults twiliotest.Faults, e
 // env is the environment of the binary: the Twilio credentials, and the
 // hash key of export.columns for the configurations that name it.
 func (e *e2e) env(token string) []string {
-	return append(os.Environ(), "E2E_ACCOUNT_SID="+e.world.AccountSID, "E2E_AUTH_TOKEN="+token, "E2E_HASH_KEY="+e2eHashKey)
+	env := append(os.Environ(), "E2E_ACCOUNT_SID="+e.world.AccountSID, "E2E_AUTH_TOKEN="+token, "E2E_HASH_KEY="+e2eHashKey)
+	return append(env, e.moreEnv...)
 }
 
 type result struct {

@@ -25,7 +25,7 @@ const changesTable = table + bq.ChangesSuffix
 // changesPublisher is a Publisher of the changes table.
 func (e *env) changesPublisher(change func(*bq.Options)) *bq.Publisher {
 	return e.publisher(func(o *bq.Options) {
-		o.Table, o.Source, o.Schema = changesTable, exporter.ChangesTable, schemas.ChangesBigQuery()
+		o.Table, o.Source, o.Schema = changesTable, exporter.ChangesTable, bq.Schema(schemas.Changes())
 		if change != nil {
 			change(o)
 		}
@@ -52,7 +52,7 @@ func TestEnsureTablesChanges(t *testing.T) {
 	if !strings.Contains(md.Description, "added, removed or changed") {
 		t.Errorf("description %q", md.Description)
 	}
-	checkSchema(t, md.Schema, schemas.ChangesBigQuery())
+	checkSchema(t, md.Schema, bq.Schema(schemas.Changes()))
 	history := bq.HistoryQuery(project, dataset, changesTable)
 	if got := e.srv.ViewQuery(dataset, table+bq.HistorySuffix); got != history {
 		t.Errorf("history view SQL:\n got %s\nwant %s", got, history)

@@ -114,9 +114,9 @@ func writePrivacySnapshot(t *testing.T, store staging.Store, date time.Time, bs 
 // policy p, as cmd/bindsync makes them.
 func (e *env) privacyPublishers(p schemas.Policy) []*bq.Publisher {
 	return []*bq.Publisher{
-		e.publisher(func(o *bq.Options) { o.Schema = p.BigQuery() }),
+		e.publisher(func(o *bq.Options) { o.Schema = bq.Schema(p.BindingSchema()) }),
 		e.publisher(func(o *bq.Options) {
-			o.Table, o.Source, o.Schema = usersName, exporter.UsersTable, p.UsersBigQuery()
+			o.Table, o.Source, o.Schema = usersName, exporter.UsersTable, bq.Schema(p.UsersSchema())
 		}),
 	}
 }
@@ -242,7 +242,7 @@ func TestPublishPrivacyPolicy(t *testing.T) {
 				for _, c := range []struct {
 					name string
 					want bigquery.Schema
-				}{{table, p.BigQuery()}, {usersName, p.UsersBigQuery()}} {
+				}{{table, bq.Schema(p.BindingSchema())}, {usersName, bq.Schema(p.UsersSchema())}} {
 					md, err := e.client.Dataset(dataset).Table(c.name).Metadata(ctx)
 					if err != nil {
 						t.Fatal(err)

@@ -1,5 +1,6 @@
 // Package bq publishes bindsync snapshots to BigQuery and records every
-// run in a sync_runs table.
+// run in a sync_runs table. The schemas of its tables are derived from the
+// Arrow schemas of package schemas (Schema), pinned by testdata/.
 //
 // A snapshot replaces one partition of the user_bindings table
 // (user_bindings$YYYYMMDD) with WRITE_TRUNCATE, so readers see the old or
@@ -69,9 +70,10 @@ type Options struct {
 	// Source is the table of the snapshot that this Publisher loads into
 	// Table; "" means exporter.BindingsTable. A Publisher of the users
 	// table has Source exporter.UsersTable and Schema
-	// schemas.UsersBigQuery() (or the privacy policy's UsersBigQuery); one
-	// of the changes table has Source exporter.ChangesTable and Schema
-	// schemas.ChangesBigQuery() (or the policy's ChangesBigQuery).
+	// Schema(schemas.Users()) (or Schema of the privacy policy's
+	// UsersSchema); one of the changes table has Source
+	// exporter.ChangesTable and Schema Schema(schemas.Changes()) (or of the
+	// policy's ChangesSchema).
 	Source string
 	// HistoryView names the view of validity intervals that a Publisher
 	// of the changes table keeps beside it (see HistoryQuery). "" means
@@ -79,7 +81,7 @@ type Options struct {
 	// beside user_bindings_changes); "-" means none. Publishers of other
 	// tables keep no such view.
 	HistoryView string
-	// Schema is the schema of the table; nil means schemas.BigQuery().
+	// Schema is the schema of the table; nil means Schema(schemas.Binding()).
 	// A column added here is added to an existing table; none is dropped.
 	// Descriptions, and a REQUIRED column made NULLABLE here, are updated
 	// on an existing table by a metadata change that rewrites no
@@ -135,7 +137,7 @@ func New(client *bigquery.Client, opts Options) (*Publisher, error) {
 		opts.Source = exporter.BindingsTable
 	}
 	if opts.Schema == nil {
-		opts.Schema = schemas.BigQuery()
+		opts.Schema = Schema(schemas.Binding())
 	}
 	switch {
 	case opts.Source != exporter.ChangesTable || opts.HistoryView == "-":

@@ -37,7 +37,7 @@ func TestEnsureTablesCreates(t *testing.T) {
 	if md.Clustering == nil || strings.Join(md.Clustering.Fields, ",") != "service_sid,user_sid" {
 		t.Errorf("clustering %+v", md.Clustering)
 	}
-	checkSchema(t, md.Schema, schemas.BigQuery())
+	checkSchema(t, md.Schema, bq.Schema(schemas.Binding()))
 
 	if got := e.srv.ViewQuery(dataset, table+"_latest"); got != latestSQL {
 		t.Errorf("view SQL:\n got %s\nwant %s", got, latestSQL)
@@ -84,7 +84,7 @@ func TestEnsureTablesAddsColumn(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	grown := append(schemas.BigQuery(),
+	grown := append(bq.Schema(schemas.Binding()),
 		&bigquery.FieldSchema{Name: "push_token_hash", Type: bigquery.StringFieldType, Description: "A new column."},
 		&bigquery.FieldSchema{Name: "required_later", Type: bigquery.IntegerFieldType, Required: true},
 	)
@@ -100,7 +100,7 @@ func TestEnsureTablesAddsColumn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := append(schemas.BigQuery(),
+	want := append(bq.Schema(schemas.Binding()),
 		&bigquery.FieldSchema{Name: "push_token_hash", Type: bigquery.StringFieldType, Description: "A new column."},
 		// A REQUIRED column cannot be added to a table with rows.
 		&bigquery.FieldSchema{Name: "required_later", Type: bigquery.IntegerFieldType},
@@ -180,7 +180,7 @@ func TestEnsureTablesErrors(t *testing.T) {
 		{
 			name: "column of another type",
 			setup: func(e *env) {
-				s := schemas.BigQuery()
+				s := bq.Schema(schemas.Binding())
 				s[0] = &bigquery.FieldSchema{Name: "sid", Type: bigquery.IntegerFieldType}
 				createTable(e, table, &bigquery.TableMetadata{Schema: s, TimePartitioning: &bigquery.TimePartitioning{Field: "snapshot_date"}})
 			},
@@ -189,13 +189,15 @@ func TestEnsureTablesErrors(t *testing.T) {
 		},
 		{
 			name:     "table not partitioned",
-			setup:    func(e *env) { createTable(e, table, &bigquery.TableMetadata{Schema: schemas.BigQuery()}) },
+			setup:    func(e *env) { createTable(e, table, &bigquery.TableMetadata{Schema: bq.Schema(schemas.Binding())}) },
 			wantErr:  "bigquery: table test-project:twilio_chat.user_bindings is not partitioned by day on snapshot_date (it is not partitioned): drop or rename it, or set warehouse.bigquery.table to a new one, so that bindsync can create it",
 			wantKind: bq.ErrSchema,
 		},
 		{
-			name:     "view name taken by a table",
-			setup:    func(e *env) { createTable(e, table+"_latest", &bigquery.TableMetadata{Schema: schemas.BigQuery()}) },
+			name: "view name taken by a table",
+			setup: func(e *env) {
+				createTable(e, table+"_latest", &bigquery.TableMetadata{Schema: bq.Schema(schemas.Binding())})
+			},
 			wantErr:  "bigquery: test-project:twilio_chat.user_bindings_latest exists but is a TABLE, not a view: drop it so that bindsync can create the view of the newest snapshot",
 			wantKind: bq.ErrSchema,
 		},
@@ -234,7 +236,7 @@ func TestEnsureTablesRelaxesBindingType(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, bqtest.Options{})
 	ctx := testContext(t)
-	old := schemas.BigQuery()
+	old := bq.Schema(schemas.Binding())
 	for _, f := range old {
 		if f.Name == schemas.ColBindingType {
 			f.Required = true
@@ -282,7 +284,7 @@ func TestEnsureTablesRelaxesBindingType(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkSchema(t, md.Schema, schemas.BigQuery())
+	checkSchema(t, md.Schema, bq.Schema(schemas.Binding()))
 	if old := e.srv.Rows(dataset, table, day1.Format("20060102")); len(old) != 1 || old[0][schemas.ColSID] != "BSold" || old[0][schemas.ColBindingType] != "apn" {
 		t.Errorf("the old row is now %v", old)
 	}

@@ -663,9 +663,9 @@ func (s Service) Validate() []string {
 }
 
 // ValidateStaging checks the staging field: a local directory, or a
-// gs://bucket/prefix URI that the GCS store accepts (staging.ParseGCSURI),
-// so that what validates here is what a run opens. Each problem starts
-// with "staging: ".
+// gs://bucket/prefix URI that the GCS store (staging/gcs) accepts: both
+// check it with staging.ParseGCSURI, so that what validates here is what a
+// run opens. Each problem starts with "staging: ".
 func ValidateStaging(s string) []string {
 	var p problems
 	switch {

@@ -531,9 +531,9 @@ func bigQuery(t *testing.T, store staging.Store) (*bqtest.Server, []exporter.Pub
 		source, suffix string
 		schema         bigquery.Schema
 	}{
-		{exporter.BindingsTable, "", schemas.BigQuery()},
-		{exporter.UsersTable, bq.UsersSuffix, schemas.UsersBigQuery()},
-		{exporter.ChangesTable, bq.ChangesSuffix, schemas.ChangesBigQuery()},
+		{exporter.BindingsTable, "", bq.Schema(schemas.Binding())},
+		{exporter.UsersTable, bq.UsersSuffix, bq.Schema(schemas.Users())},
+		{exporter.ChangesTable, bq.ChangesSuffix, bq.Schema(schemas.Changes())},
 	} {
 		p, err := bq.New(client, bq.Options{Project: "test-project", Dataset: "chat", Table: "user_bindings" + tb.suffix, Source: tb.source,
 			Schema: tb.schema, PollInterval: time.Millisecond, MaxPollInterval: 5 * time.Millisecond})

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"cloud.google.com/go/bigquery"
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 
@@ -81,16 +80,6 @@ var changes = buildFrom(changeColumns)
 // user_bindings_changes table). The same value is returned on every call
 // and must not be modified.
 func Changes() *arrow.Schema { return changes }
-
-// ChangesBigQuery returns the BigQuery schema of the changes table,
-// derived from Changes. Each call returns a fresh value.
-func ChangesBigQuery() bigquery.Schema {
-	s, err := bigQuerySchema(Changes())
-	if err != nil {
-		panic(fmt.Sprintf("schemas: derive BigQuery schema of changes: %v", err))
-	}
-	return s
-}
 
 // ChangeRow is one row of the changes table.
 type ChangeRow struct {

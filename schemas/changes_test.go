@@ -15,11 +15,6 @@ import (
 
 func TestGoldenChangesSchemas(t *testing.T) {
 	checkGolden(t, "changes.golden", []byte(dumpSchema(Changes())))
-	js, err := ChangesBigQuery().ToJSONFields()
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkGolden(t, "changes.bigquery.golden.json", append(js, '\n'))
 }
 
 func TestChangesHoldTheBindingColumns(t *testing.T) {

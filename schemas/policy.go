@@ -3,7 +3,6 @@ package schemas
 import (
 	"fmt"
 
-	"cloud.google.com/go/bigquery"
 	"github.com/apache/arrow-go/v18/arrow"
 )
 
@@ -186,34 +185,4 @@ func (p Policy) ChangesSchema() *arrow.Schema {
 		return Changes()
 	}
 	return buildFrom(withTreatments(changeColumns, map[string]Treatment{ColEndpoint: p.Endpoint, ColIdentity: p.Identity}))
-}
-
-// ChangesBigQuery returns the BigQuery schema of the changes table
-// written under p, derived from ChangesSchema.
-func (p Policy) ChangesBigQuery() bigquery.Schema {
-	s, err := bigQuerySchema(p.ChangesSchema())
-	if err != nil {
-		panic(fmt.Sprintf("schemas: derive BigQuery schema of changes: %v", err))
-	}
-	return s
-}
-
-// BigQuery returns the BigQuery schema of the user_bindings table written
-// under p, derived from BindingSchema.
-func (p Policy) BigQuery() bigquery.Schema {
-	s, err := bigQuerySchema(p.BindingSchema())
-	if err != nil {
-		panic(fmt.Sprintf("schemas: derive BigQuery schema: %v", err))
-	}
-	return s
-}
-
-// UsersBigQuery returns the BigQuery schema of the users table written
-// under p, derived from UsersSchema.
-func (p Policy) UsersBigQuery() bigquery.Schema {
-	s, err := bigQuerySchema(p.UsersSchema())
-	if err != nil {
-		panic(fmt.Sprintf("schemas: derive BigQuery schema of users: %v", err))
-	}
-	return s
 }

@@ -1,7 +1,10 @@
-// Package schemas holds the one Arrow schema of a binding row. Everything
-// else that describes a row (the Parquet files of the exporter, the BigQuery
-// table) is derived from it, so a column is added or changed in one place and
-// the golden files in testdata/ show the change in review.
+// Package schemas holds the Arrow schemas of the rows bindsync writes (a
+// binding, a user, a change), what a privacy policy makes of them, and the
+// conversions between rows and Arrow records. Everything else that describes
+// a row (the Parquet files of the exporter, the BigQuery tables, whose
+// schemas package bq derives) comes from them, so a column is added or
+// changed in one place and the golden files in testdata/ (and bq's) show the
+// change in review. It depends on no cloud client.
 package schemas
 
 import (
@@ -9,7 +12,7 @@ import (
 )
 
 // DescriptionKey is the field metadata key holding a column's description.
-// BigQuery column descriptions are taken from it.
+// BigQuery column descriptions are taken from it (bq.Schema).
 const DescriptionKey = "description"
 
 // Column names of a binding row, in schema order.

@@ -64,14 +64,6 @@ func TestGoldenArrowSchema(t *testing.T) {
 	checkGolden(t, "schema.golden", []byte(dumpSchema(Binding())))
 }
 
-func TestGoldenBigQuerySchema(t *testing.T) {
-	js, err := BigQuery().ToJSONFields()
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkGolden(t, "bigquery.golden.json", append(js, '\n'))
-}
-
 func TestColumnOrder(t *testing.T) {
 	want := []string{"sid", "account_sid", "service_sid", "date_created", "date_updated", "endpoint",
 		"identity", "user_sid", "credential_sid", "binding_type", "message_types", "url",
@@ -102,48 +94,6 @@ func TestDescription(t *testing.T) {
 	for _, f := range Binding().Fields() {
 		if Description(f.Name) == "" {
 			t.Errorf("column %s has no description", f.Name)
-		}
-	}
-}
-
-func TestBigQueryFields(t *testing.T) {
-	got := map[string]string{}
-	for _, f := range BigQuery() {
-		got[f.Name] = fmt.Sprintf("%s required=%v repeated=%v", f.Type, f.Required, f.Repeated)
-	}
-	tests := []struct{ name, want string }{
-		{"sid", "STRING required=false repeated=false"},
-		{"binding_type", "STRING required=false repeated=false"}, // null is kept, see Violations
-		{"date_created", "TIMESTAMP required=false repeated=false"},
-		{"message_types", "STRING required=false repeated=true"},
-		{"snapshot_date", "DATE required=true repeated=false"},
-		{"synced_at", "TIMESTAMP required=true repeated=false"},
-	}
-	for _, tt := range tests {
-		if got[tt.name] != tt.want {
-			t.Errorf("%s: got %q, want %q", tt.name, got[tt.name], tt.want)
-		}
-	}
-	if PartitionField != "snapshot_date" {
-		t.Errorf("PartitionField = %q", PartitionField)
-	}
-}
-
-func TestBigQueryUnsupported(t *testing.T) {
-	tests := []struct {
-		name    string
-		typ     arrow.DataType
-		wantErr string
-	}{
-		{"float", arrow.PrimitiveTypes.Float64, "no BigQuery mapping"},
-		{"naive_ts", &arrow.TimestampType{Unit: arrow.Microsecond}, "without time zone"},
-		{"list_of_int", arrow.ListOf(arrow.PrimitiveTypes.Int32), "no BigQuery mapping"},
-	}
-	for _, tt := range tests {
-		s := arrow.NewSchema([]arrow.Field{{Name: tt.name, Type: tt.typ}}, nil)
-		_, err := bigQuerySchema(s)
-		if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), tt.name) {
-			t.Errorf("%s: err = %v, want one naming the column and containing %q", tt.name, err, tt.wantErr)
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"cloud.google.com/go/bigquery"
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 )
@@ -56,16 +55,6 @@ func buildFrom(cols []column) *arrow.Schema {
 // Users returns the Arrow schema of a user row. The same value is returned
 // on every call and must not be modified.
 func Users() *arrow.Schema { return users }
-
-// UsersBigQuery returns the BigQuery schema of the users table, derived
-// from Users.
-func UsersBigQuery() bigquery.Schema {
-	s, err := bigQuerySchema(Users())
-	if err != nil {
-		panic(fmt.Sprintf("schemas: derive BigQuery schema of users: %v", err))
-	}
-	return s
-}
 
 // UserRow is one user of a snapshot.
 type UserRow struct {

@@ -11,11 +11,6 @@ import (
 
 func TestGoldenUsersSchemas(t *testing.T) {
 	checkGolden(t, "users.golden", []byte(dumpSchema(Users())))
-	js, err := UsersBigQuery().ToJSONFields()
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkGolden(t, "users.bigquery.golden.json", append(js, '\n'))
 }
 
 func TestUsersClusterAndPartitionColumnsExist(t *testing.T) {

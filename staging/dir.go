@@ -15,10 +15,6 @@ import (
 	"syscall"
 )
 
-// errBadName is returned (wrapped) for a name that could leave the root or
-// collide with the store's own hidden files.
-var errBadName = errors.New("invalid object name")
-
 const (
 	// tmpPrefix starts the name of a file being written; List skips it.
 	tmpPrefix = ".tmp-"
@@ -56,20 +52,6 @@ func NewDir(root string) (*Dir, error) {
 		return nil, fmt.Errorf("staging dir: %w", err)
 	}
 	return &Dir{root: abs}, nil
-}
-
-// checkName rejects names that are not a clean relative slash path, or that
-// have an element starting with ".".
-func checkName(name string) error {
-	if !fs.ValidPath(name) || name == "." {
-		return fmt.Errorf("%w %q: must be a relative slash-separated path without . or .. elements", errBadName, name)
-	}
-	for _, elem := range strings.Split(name, "/") {
-		if strings.HasPrefix(elem, ".") {
-			return fmt.Errorf("%w %q: elements starting with . are reserved", errBadName, name)
-		}
-	}
-	return nil
 }
 
 // path returns the file path of a checked name.
@@ -138,7 +120,7 @@ func (d *Dir) Create(ctx context.Context, name string) (Writer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("create %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return nil, err
 	}
 	p := d.path(name)
@@ -206,7 +188,7 @@ func (d *Dir) PutIfAbsent(ctx context.Context, name string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return err
 	}
 	p := d.path(name)
@@ -254,7 +236,7 @@ func (d *Dir) Open(ctx context.Context, name string) (Object, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("open %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(d.path(name))
@@ -277,7 +259,7 @@ func (d *Dir) ReadAll(ctx context.Context, name string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("read %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(d.path(name))
@@ -307,7 +289,7 @@ func (d *Dir) List(ctx context.Context, prefix string) ([]string, error) {
 	start := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
 		start = prefix[:i]
-		if err := checkName(start); err != nil {
+		if err := CheckName(start); err != nil {
 			return nil, fmt.Errorf("list %q: %w", prefix, err)
 		}
 	}
@@ -357,7 +339,7 @@ func (d *Dir) Delete(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("delete %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return err
 	}
 	p := d.path(name)
@@ -387,7 +369,7 @@ func (d *Dir) Lock(ctx context.Context, name string) (Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return nil, err
 	}
 	p := filepath.Join(d.root, lockDir, filepath.FromSlash(name))
@@ -454,7 +436,7 @@ func (d *Dir) Checksum(ctx context.Context, name string) (uint32, int64, error) 
 	if err := ctx.Err(); err != nil {
 		return 0, 0, fmt.Errorf("checksum %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return 0, 0, err
 	}
 	f, err := os.Open(d.path(name))

@@ -167,16 +167,6 @@ func TestPutIfAbsent(t *testing.T) {
 	}
 }
 
-// TestBadNames adds to the shared suite's check that a refused name
-// leaves nothing on disk.
-func TestBadNames(t *testing.T) {
-	d := newTestDir(t)
-	storeBadNames(t, d)
-	if disk := filesOnDisk(t, d); len(disk) != 0 {
-		t.Errorf("files on disk = %v, want none", disk)
-	}
-}
-
 func TestURI(t *testing.T) {
 	root := t.TempDir()
 	d, err := NewDir(root)

@@ -1,17 +1,24 @@
 // Package staging is the durable scratch space of a snapshot: Parquet part
 // files and the checkpoint log live here until the snapshot is published.
-// A Store is a flat namespace of objects addressed by slash-separated names,
-// implemented by a local directory (Dir) and by a GCS bucket prefix (GCS).
-// Both also hand out named locks (Locker), which a run holds on the
-// snapshot it works on; a lock is not storage, so it is an interface of its
-// own.
+// It holds the Store interface, a flat namespace of objects addressed by
+// slash-separated names, the Locker interface of the named locks a run
+// holds on the snapshot it works on (a lock is not storage, so it is an
+// interface of its own), and the local directory store (Dir), which is
+// both. The GCS store, a bucket prefix, is in package staging/gcs, so that
+// what needs only these interfaces and Dir does not link the Google Cloud
+// client; the gs:// URI rules it shares with the configuration
+// (ParseGCSURI, ValidBucketName) stay here. The conformance suite every
+// Store passes is in staging/stagingtest.
 package staging
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
+	"strings"
 	"time"
 )
 
@@ -26,7 +33,26 @@ var (
 	// ErrLeaseLost is returned (wrapped) by Lease.Err and Lease.Release
 	// when the lock stopped being held before it was released.
 	ErrLeaseLost = errors.New("lock lease lost")
+	// ErrBadName is returned (wrapped) for a name that could leave the
+	// store's root or collide with the store's own hidden objects.
+	ErrBadName = errors.New("invalid object name")
 )
+
+// CheckName rejects names that are not a clean relative slash path, or that
+// have an element starting with "." (reserved for a store's temporary and
+// lock objects), with an error wrapping ErrBadName. Every Store checks the
+// names it is given with it.
+func CheckName(name string) error {
+	if !fs.ValidPath(name) || name == "." {
+		return fmt.Errorf("%w %q: must be a relative slash-separated path without . or .. elements", ErrBadName, name)
+	}
+	for _, elem := range strings.Split(name, "/") {
+		if strings.HasPrefix(elem, ".") {
+			return fmt.Errorf("%w %q: elements starting with . are reserved", ErrBadName, name)
+		}
+	}
+	return nil
+}
 
 // Writer receives the bytes of one object. Nothing is visible under the
 // object's name until Close returns nil; after that the object is durable
@@ -110,10 +136,10 @@ type Lease interface {
 }
 
 // LockTTL returns how long a lock of l can outlive a holder that died
-// without releasing it: the lease time of a GCS lock, 0 for a Dir, whose
-// locks the kernel drops with their process. A run that finds its lock
-// held waits a little longer than this before giving up, so that it takes
-// over from a run that was killed.
+// without releasing it: the lease time of a GCS lock (staging/gcs), 0 for
+// a Dir, whose locks the kernel drops with their process. A run that finds
+// its lock held waits a little longer than this before giving up, so that
+// it takes over from a run that was killed.
 func LockTTL(l Locker) time.Duration {
 	if t, ok := l.(interface{ LockTTL() time.Duration }); ok {
 		return t.LockTTL()

@@ -115,7 +115,7 @@ type Options struct {
 	MaxEmptyPages int
 	Store         staging.Store
 	// Locker takes the snapshot's lock; nil means Store, which must then
-	// be a staging.Locker too (Dir and GCS are).
+	// be a staging.Locker too (staging.Dir and gcs.Store are).
 	Locker     staging.Locker
 	Publishers []exporter.Publisher
 	Logger     *zap.Logger

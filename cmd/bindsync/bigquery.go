@@ -18,6 +18,7 @@ import (
 	"github.com/bindsync/bindsync/config"
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/staging/gcs"
 	"github.com/bindsync/bindsync/worker"
 )
 
@@ -50,9 +51,9 @@ func setupBigQuery(ctx context.Context, j *job) error {
 		source, table string
 		schema        bigquery.Schema
 	}{
-		{exporter.BindingsTable, c.Table, policy.BigQuery()},
-		{exporter.UsersTable, c.Table + bq.UsersSuffix, policy.UsersBigQuery()},
-		{exporter.ChangesTable, c.Table + bq.ChangesSuffix, policy.ChangesBigQuery()},
+		{exporter.BindingsTable, c.Table, bq.Schema(policy.BindingSchema())},
+		{exporter.UsersTable, c.Table + bq.UsersSuffix, bq.Schema(policy.UsersSchema())},
+		{exporter.ChangesTable, c.Table + bq.ChangesSuffix, bq.Schema(policy.ChangesSchema())},
 	}
 	checkCtx, cancel := context.WithTimeout(ctx, bigQueryCallTimeout)
 	defer cancel()
@@ -198,7 +199,7 @@ func openGCSStaging(ctx context.Context, cfg *config.Config) (staging.Store, err
 	if err != nil {
 		return nil, fmt.Errorf("staging %s: create storage client: %w", cfg.Staging, err)
 	}
-	store, err := staging.NewGCS(ctx, client, cfg.Staging, staging.GCSOptions{LockTTL: gcsLockTTL})
+	store, err := gcs.New(ctx, client, cfg.Staging, gcs.Options{LockTTL: gcsLockTTL})
 	if err != nil {
 		client.Close()
 		var gerr *googleapi.Error
@@ -216,7 +217,7 @@ const gcsLockTTL = 2 * time.Minute
 
 // gcsStaging is the GCS store together with the client it owns.
 type gcsStaging struct {
-	*staging.GCS
+	*gcs.Store
 	client *storage.Client
 }
 

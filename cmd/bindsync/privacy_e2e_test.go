@@ -23,6 +23,7 @@ import (
 
 	"cloud.google.com/go/bigquery"
 
+	"github.com/bindsync/bindsync/bq"
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/internal/snapshottest"
 	"github.com/bindsync/bindsync/schemas"
@@ -266,7 +267,7 @@ func TestE2EPrivacyPolicy(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		want bigquery.Schema
-	}{{bqTable, e2ePolicy.BigQuery()}, {"user_bindings_users", e2ePolicy.UsersBigQuery()}} {
+	}{{bqTable, bq.Schema(e2ePolicy.BindingSchema())}, {"user_bindings_users", bq.Schema(e2ePolicy.UsersSchema())}} {
 		md := e.bq.Table(bqDataset, c.name)
 		if md == nil {
 			t.Fatalf("no table %s", c.name)

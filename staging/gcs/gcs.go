@@ -1,4 +1,11 @@
-package staging
+// Package gcs is the staging store on a Google Cloud Storage bucket prefix:
+// Store implements staging.Store, staging.Locker (locks are leases kept in
+// hidden lock objects) and staging.InPlace (BigQuery loads its objects
+// where they lie). It is apart from package staging so that only the
+// programs that open a gs:// staging link the Google Cloud client; the
+// gs:// URI rules it applies are staging.ParseGCSURI and
+// staging.ValidBucketName.
+package gcs
 
 import (
 	"context"
@@ -7,11 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -23,28 +28,26 @@ import (
 	"google.golang.org/api/iterator"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/bindsync/bindsync/staging"
 )
 
-// Errors of the GCS store; callers only print them, so they stay unexported.
-var (
-	// errBadURI is returned (wrapped) by ParseGCSURI and NewGCS.
-	errBadURI = errors.New("invalid GCS staging URI")
-	// errConditionNotMet means a conditional write found the object in
-	// another state than it required.
-	errConditionNotMet = errors.New("precondition not met")
-)
+// errConditionNotMet means a conditional write found the object in
+// another state than it required; callers only print it, so it stays
+// unexported.
+var errConditionNotMet = errors.New("precondition not met")
 
 const (
 	// DefaultLockTTL is how long a GCS lock outlives its holder's last
-	// refresh when GCSOptions.LockTTL is zero.
+	// refresh when Options.LockTTL is zero.
 	DefaultLockTTL = 10 * time.Minute
 
 	// minLockTTL leaves a lease refresh, every TTL/3, time for a request.
 	minLockTTL = time.Second
 
-	// gcsChunkSize bounds the memory of one upload: the client buffers one
+	// chunkSize bounds the memory of one upload: the client buffers one
 	// chunk so that it can resend it.
-	gcsChunkSize = 8 << 20
+	chunkSize = 8 << 20
 	// writeIDKey is the object metadata key holding a random ID per
 	// conditional write, to recognise our own write after a retry.
 	writeIDKey = "bindsync-write-id"
@@ -58,18 +61,20 @@ const (
 	maxRefreshTimeout = 30 * time.Second
 	// unlockTimeout bounds the delete of a lock object on unlock.
 	unlockTimeout = 30 * time.Second
+	// lockDir holds the lock objects under the store prefix. Its leading
+	// "." keeps it out of every name staging.CheckName accepts, as the
+	// lock directory of a staging.Dir is, so locks never collide with
+	// objects and List skips them.
+	lockDir = ".locks"
 )
 
-// bucketPattern is the shape of a GCS bucket name; lengths are checked apart.
-var bucketPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*[a-z0-9]$`)
-
-// GCS is a Store on a bucket prefix: the object name is stored as
+// Store is a staging.Store on a bucket prefix: the object name is stored as
 // gs://bucket/prefix/<name>. Objects appear only when their upload is
 // finalized, so readers never see part of one. Locks are leases kept in
 // hidden objects under prefix/.locks/, because no server notices that a
 // process died: a crashed holder's lock frees itself LockTTL after its last
 // refresh.
-type GCS struct {
+type Store struct {
 	bucket     *storage.BucketHandle
 	bucketName string
 	prefix     string // "" or ending in "/"
@@ -84,17 +89,18 @@ type GCS struct {
 }
 
 var (
-	_ Store  = (*GCS)(nil)
-	_ Locker = (*GCS)(nil)
+	_ staging.Store   = (*Store)(nil)
+	_ staging.Locker  = (*Store)(nil)
+	_ staging.InPlace = (*Store)(nil)
 )
 
-// GCSOptions tunes a GCS store. The zero value is ready to use.
-type GCSOptions struct {
+// Options tunes a Store. The zero value is ready to use.
+type Options struct {
 	// LockTTL is how long a lock stays held after its holder's last refresh
 	// (every LockTTL/3). After a crash, the next Lock of the same name waits
 	// out the rest of it. Zero means DefaultLockTTL; otherwise at least 1s.
 	LockTTL time.Duration
-	// Owner names the lock holder in lock objects and in ErrLocked
+	// Owner names the lock holder in lock objects and in staging.ErrLocked
 	// messages, e.g. host, pid and run ID. Empty means "host pid N".
 	Owner string
 	// Now is the clock of lease expiry times; time.Now if nil. Hosts
@@ -102,56 +108,16 @@ type GCSOptions struct {
 	Now func() time.Time
 }
 
-// ParseGCSURI splits gs://bucket/prefix into the bucket and the prefix
-// without its trailing slash ("" for a whole bucket). The prefix must be a
-// clean slash path: no empty, "." or ".." elements.
-func ParseGCSURI(uri string) (bucket, prefix string, err error) {
-	rest, ok := strings.CutPrefix(uri, "gs://")
-	if !ok {
-		return "", "", fmt.Errorf("%w %q: must start with gs://", errBadURI, uri)
-	}
-	bucket, prefix, _ = strings.Cut(rest, "/")
-	if !ValidBucketName(bucket) {
-		return "", "", fmt.Errorf("%w %q: %q is not a valid bucket name", errBadURI, uri, bucket)
-	}
-	if prefix == "" {
-		return bucket, "", nil
-	}
-	clean := strings.TrimSuffix(prefix, "/")
-	if !fs.ValidPath(clean) || clean == "." {
-		return "", "", fmt.Errorf("%w %q: prefix %q must be a slash-separated path without empty, . or .. elements", errBadURI, uri, prefix)
-	}
-	return bucket, clean, nil
-}
-
-// ValidBucketName reports whether name follows the GCS bucket naming rules
-// that ParseGCSURI checks: lower-case letters, digits, '-', '_' and '.',
-// starting and ending with a letter or digit, 3 to 63 characters, or up to
-// 222 with dots where each dot-separated part has at most 63.
-func ValidBucketName(name string) bool {
-	if len(name) < 3 || len(name) > 222 || !bucketPattern.MatchString(name) {
-		return false
-	}
-	if !strings.Contains(name, ".") {
-		return len(name) <= 63
-	}
-	for _, part := range strings.Split(name, ".") {
-		if part == "" || len(part) > 63 {
-			return false
-		}
-	}
-	return true
-}
-
-// NewGCS returns the store at uri (gs://bucket/prefix) using client. It
-// lists at most one object to fail early on a missing bucket or missing
-// permissions; that needs only storage.objects.list, which the object roles
-// grant, unlike reading the bucket's own metadata.
-func NewGCS(ctx context.Context, client *storage.Client, uri string, opts GCSOptions) (*GCS, error) {
+// New returns the store at uri (gs://bucket/prefix, checked by
+// staging.ParseGCSURI) using client. It lists at most one object to fail
+// early on a missing bucket or missing permissions; that needs only
+// storage.objects.list, which the object roles grant, unlike reading the
+// bucket's own metadata.
+func New(ctx context.Context, client *storage.Client, uri string, opts Options) (*Store, error) {
 	if client == nil {
 		return nil, fmt.Errorf("staging %s: no storage client", uri)
 	}
-	bucket, prefix, err := ParseGCSURI(uri)
+	bucket, prefix, err := staging.ParseGCSURI(uri)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +137,7 @@ func NewGCS(ctx context.Context, client *storage.Client, uri string, opts GCSOpt
 	if prefix != "" {
 		prefix += "/"
 	}
-	g := &GCS{
+	g := &Store{
 		bucket:     client.Bucket(bucket),
 		bucketName: bucket,
 		prefix:     prefix,
@@ -191,8 +157,8 @@ func NewGCS(ctx context.Context, client *storage.Client, uri string, opts GCSOpt
 	return g, nil
 }
 
-// object returns the handle of a checked name.
-func (g *GCS) object(name string) *storage.ObjectHandle {
+// handle returns the handle of a checked name.
+func (g *Store) handle(name string) *storage.ObjectHandle {
 	return g.bucket.Object(g.prefix + name)
 }
 
@@ -207,11 +173,11 @@ func contentType(name string) string {
 	return "application/octet-stream"
 }
 
-// gcsNotExist turns the client's "no such object" into ErrNotExist,
+// notExist turns the client's "no such object" into staging.ErrNotExist,
 // keeping other errors.
-func gcsNotExist(err error) error {
+func notExist(err error) error {
 	if errors.Is(err, storage.ErrObjectNotExist) {
-		return ErrNotExist
+		return staging.ErrNotExist
 	}
 	return err
 }
@@ -229,32 +195,32 @@ func preconditionFailed(err error) bool {
 // Create starts an upload of name. The object appears, replacing any
 // previous one, only when Close finalizes the upload; Abort cancels it.
 // The writer lives in ctx: cancelling ctx aborts the upload.
-func (g *GCS) Create(ctx context.Context, name string) (Writer, error) {
+func (g *Store) Create(ctx context.Context, name string) (staging.Writer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("create %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := staging.CheckName(name); err != nil {
 		return nil, err
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	// Sending the same bytes twice leaves the same object, so even this
 	// unconditional upload may be retried.
-	obj := g.object(name).Retryer(storage.WithPolicy(storage.RetryAlways))
+	obj := g.handle(name).Retryer(storage.WithPolicy(storage.RetryAlways))
 	w := obj.NewWriter(wctx)
-	w.ChunkSize = gcsChunkSize
+	w.ChunkSize = chunkSize
 	w.ContentType = contentType(name)
-	return &gcsWriter{w: w, cancel: cancel, name: name}, nil
+	return &writer{w: w, cancel: cancel, name: name}, nil
 }
 
-// gcsWriter is the Writer of GCS.Create.
-type gcsWriter struct {
+// writer is the staging.Writer of Store.Create.
+type writer struct {
 	w      *storage.Writer
 	cancel context.CancelFunc
 	name   string
 	done   bool
 }
 
-func (w *gcsWriter) Write(p []byte) (int, error) {
+func (w *writer) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, fmt.Errorf("write %q: writer already closed", w.name)
 	}
@@ -266,7 +232,7 @@ func (w *gcsWriter) Write(p []byte) (int, error) {
 }
 
 // Close finalizes the upload; once it returns nil the object is durable.
-func (w *gcsWriter) Close() error {
+func (w *writer) Close() error {
 	if w.done {
 		return fmt.Errorf("close %q: writer already closed", w.name)
 	}
@@ -280,7 +246,7 @@ func (w *gcsWriter) Close() error {
 
 // Abort cancels the upload before it is finalized, so no object appears;
 // it does nothing after Close.
-func (w *gcsWriter) Abort() {
+func (w *writer) Abort() {
 	if w.done {
 		return
 	}
@@ -327,16 +293,16 @@ func putIf(ctx context.Context, obj *storage.ObjectHandle, conds storage.Conditi
 
 // PutIfAbsent writes data under name with a does-not-exist precondition,
 // which GCS checks and applies atomically.
-func (g *GCS) PutIfAbsent(ctx context.Context, name string, data []byte) error {
+func (g *Store) PutIfAbsent(ctx context.Context, name string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := staging.CheckName(name); err != nil {
 		return err
 	}
-	_, err := putIf(ctx, g.object(name), storage.Conditions{DoesNotExist: true}, data, contentType(name))
+	_, err := putIf(ctx, g.handle(name), storage.Conditions{DoesNotExist: true}, data, contentType(name))
 	if errors.Is(err, errConditionNotMet) {
-		return fmt.Errorf("put %q: %w", name, ErrExists)
+		return fmt.Errorf("put %q: %w", name, staging.ErrExists)
 	}
 	if err != nil {
 		return fmt.Errorf("put %q: %w", name, err)
@@ -347,23 +313,23 @@ func (g *GCS) PutIfAbsent(ctx context.Context, name string, data []byte) error {
 // Open reads the attributes of name and returns an Object whose reads are
 // ranged requests of that generation, made in ctx. If name is replaced
 // meanwhile, reads fail rather than mix two versions.
-func (g *GCS) Open(ctx context.Context, name string) (Object, error) {
+func (g *Store) Open(ctx context.Context, name string) (staging.Object, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("open %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := staging.CheckName(name); err != nil {
 		return nil, err
 	}
-	obj := g.object(name)
+	obj := g.handle(name)
 	attrs, err := obj.Attrs(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("open %q: %w", name, gcsNotExist(err))
+		return nil, fmt.Errorf("open %q: %w", name, notExist(err))
 	}
-	return &gcsObject{ctx: ctx, obj: obj.Generation(attrs.Generation), name: name, size: attrs.Size}, nil
+	return &object{ctx: ctx, obj: obj.Generation(attrs.Generation), name: name, size: attrs.Size}, nil
 }
 
-// gcsObject is an object opened for reading.
-type gcsObject struct {
+// object is an object opened for reading.
+type object struct {
 	ctx    context.Context
 	obj    *storage.ObjectHandle
 	name   string
@@ -371,10 +337,10 @@ type gcsObject struct {
 	closed atomic.Bool
 }
 
-func (o *gcsObject) Size() int64 { return o.size }
+func (o *object) Size() int64 { return o.size }
 
 // Close makes later reads fail; there is nothing to release.
-func (o *gcsObject) Close() error {
+func (o *object) Close() error {
 	if o.closed.Swap(true) {
 		return fmt.Errorf("close %q: already closed", o.name)
 	}
@@ -383,7 +349,7 @@ func (o *gcsObject) Close() error {
 
 // ReadAt fetches p's range of the object in one request, following the
 // io.ReaderAt contract: io.EOF when the object ends before p is full.
-func (o *gcsObject) ReadAt(p []byte, off int64) (int, error) {
+func (o *object) ReadAt(p []byte, off int64) (int, error) {
 	if o.closed.Load() {
 		return 0, fmt.Errorf("read %q: object closed", o.name)
 	}
@@ -399,7 +365,7 @@ func (o *gcsObject) ReadAt(p []byte, off int64) (int, error) {
 	n := min(int64(len(p)), o.size-off)
 	r, err := o.obj.NewRangeReader(o.ctx, off, n)
 	if err != nil {
-		return 0, fmt.Errorf("read %q at %d: %w", o.name, off, gcsNotExist(err))
+		return 0, fmt.Errorf("read %q at %d: %w", o.name, off, notExist(err))
 	}
 	defer r.Close()
 	got, err := io.ReadFull(r, p[:n])
@@ -413,16 +379,16 @@ func (o *gcsObject) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // ReadAll downloads the whole object name.
-func (g *GCS) ReadAll(ctx context.Context, name string) ([]byte, error) {
+func (g *Store) ReadAll(ctx context.Context, name string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("read %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := staging.CheckName(name); err != nil {
 		return nil, err
 	}
-	r, err := g.object(name).NewReader(ctx)
+	r, err := g.handle(name).NewReader(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read %q: %w", name, gcsNotExist(err))
+		return nil, fmt.Errorf("read %q: %w", name, notExist(err))
 	}
 	defer r.Close()
 	data, err := io.ReadAll(r)
@@ -435,13 +401,13 @@ func (g *GCS) ReadAll(ctx context.Context, name string) ([]byte, error) {
 // List pages through the objects under the store prefix + prefix. It skips
 // lock objects and any object whose name no Store method accepts, such as
 // the "folder/" placeholders of the Cloud Console.
-func (g *GCS) List(ctx context.Context, prefix string) ([]string, error) {
+func (g *Store) List(ctx context.Context, prefix string) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list %q: %w", prefix, err)
 	}
 	// As in Dir, the directory part of the prefix must be a valid name.
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
-		if err := checkName(prefix[:i]); err != nil {
+		if err := staging.CheckName(prefix[:i]); err != nil {
 			return nil, fmt.Errorf("list %q: %w", prefix, err)
 		}
 	}
@@ -460,7 +426,7 @@ func (g *GCS) List(ctx context.Context, prefix string) ([]string, error) {
 			return nil, fmt.Errorf("list %q: %w", prefix, err)
 		}
 		name, ok := strings.CutPrefix(attrs.Name, g.prefix)
-		if ok && checkName(name) == nil {
+		if ok && staging.CheckName(name) == nil {
 			names = append(names, name)
 		}
 	}
@@ -469,15 +435,15 @@ func (g *GCS) List(ctx context.Context, prefix string) ([]string, error) {
 }
 
 // Delete removes name.
-func (g *GCS) Delete(ctx context.Context, name string) error {
+func (g *Store) Delete(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("delete %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := staging.CheckName(name); err != nil {
 		return err
 	}
-	if err := g.object(name).Delete(ctx); err != nil {
-		return fmt.Errorf("delete %q: %w", name, gcsNotExist(err))
+	if err := g.handle(name).Delete(ctx); err != nil {
+		return fmt.Errorf("delete %q: %w", name, notExist(err))
 	}
 	return nil
 }
@@ -486,33 +452,37 @@ func (g *GCS) Delete(ctx context.Context, name string) error {
 // its metadata: one metadata request, no download. The client sends its own
 // CRC32C of every upload, which GCS checks before finalizing, so the value
 // describes the bytes bindsync wrote.
-func (g *GCS) Checksum(ctx context.Context, name string) (uint32, int64, error) {
+func (g *Store) Checksum(ctx context.Context, name string) (uint32, int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, 0, fmt.Errorf("checksum %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := staging.CheckName(name); err != nil {
 		return 0, 0, err
 	}
-	attrs, err := g.object(name).Attrs(ctx)
+	attrs, err := g.handle(name).Attrs(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("checksum %q: %w", name, gcsNotExist(err))
+		return 0, 0, fmt.Errorf("checksum %q: %w", name, notExist(err))
 	}
 	return attrs.CRC32C, attrs.Size, nil
 }
 
 // URI returns gs://bucket/prefix/name.
-func (g *GCS) URI(name string) string {
+func (g *Store) URI(name string) string {
 	return "gs://" + g.bucketName + "/" + g.prefix + name
 }
 
+// GCSURI returns the gs:// URI of the object name (staging.InPlace): GCS
+// objects are always loadable in place.
+func (g *Store) GCSURI(name string) (string, bool) { return g.URI(name), true }
+
 // LockURI returns gs://bucket/prefix/.locks/name, the lock object of name.
-func (g *GCS) LockURI(name string) string {
+func (g *Store) LockURI(name string) string {
 	return "gs://" + g.bucketName + "/" + g.prefix + lockDir + "/" + name
 }
 
 // LockTTL is how long a lock of this store outlives its holder's last
-// refresh (GCSOptions.LockTTL); see the function LockTTL.
-func (g *GCS) LockTTL() time.Duration { return g.ttl }
+// refresh (Options.LockTTL); see staging.LockTTL.
+func (g *Store) LockTTL() time.Duration { return g.ttl }
 
 // leaseRecord is the content of a lock object.
 type leaseRecord struct {
@@ -522,7 +492,7 @@ type leaseRecord struct {
 
 // leaseData returns a fresh lease of this store's owner. Its expiry is
 // at least LockTTL after any time read before the call.
-func (g *GCS) leaseData() []byte {
+func (g *Store) leaseData() []byte {
 	data, err := json.Marshal(leaseRecord{Owner: g.owner, Expires: g.now().Add(g.ttl).UTC()})
 	if err != nil {
 		panic(err) // a string and a time always marshal
@@ -537,13 +507,13 @@ func (g *GCS) leaseData() []byte {
 // channel closed, when a renewal finds that another process replaced or
 // removed the object, or when renewals keep failing until the lease would
 // expire before the next one. A second Lock of a held name, even in the
-// same process, returns ErrLocked, naming the holder and the lease's
+// same process, returns staging.ErrLocked, naming the holder and the lease's
 // expiry.
-func (g *GCS) Lock(ctx context.Context, name string) (Lease, error) {
+func (g *Store) Lock(ctx context.Context, name string) (staging.Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
-	if err := checkName(name); err != nil {
+	if err := staging.CheckName(name); err != nil {
 		return nil, err
 	}
 	obj := g.bucket.Object(g.prefix + lockDir + "/" + name)
@@ -553,7 +523,7 @@ func (g *GCS) Lock(ctx context.Context, name string) (Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
-	l := &gcsLease{
+	l := &lease{
 		g:        g,
 		obj:      obj,
 		name:     name,
@@ -571,7 +541,7 @@ func (g *GCS) Lock(ctx context.Context, name string) (Lease, error) {
 }
 
 // acquire creates or takes over the lock object and returns its generation.
-func (g *GCS) acquire(ctx context.Context, obj *storage.ObjectHandle) (int64, error) {
+func (g *Store) acquire(ctx context.Context, obj *storage.ObjectHandle) (int64, error) {
 	for range lockAttempts {
 		gen, err := putIf(ctx, obj, storage.Conditions{DoesNotExist: true}, g.leaseData(), "application/json")
 		if !errors.Is(err, errConditionNotMet) {
@@ -585,7 +555,7 @@ func (g *GCS) acquire(ctx context.Context, obj *storage.ObjectHandle) (int64, er
 			return 0, err
 		}
 		if g.now().Before(held.Expires) {
-			return 0, fmt.Errorf("%w: %s holds it until %s", ErrLocked, held.Owner, held.Expires.Format(time.RFC3339))
+			return 0, fmt.Errorf("%w: %s holds it until %s", staging.ErrLocked, held.Owner, held.Expires.Format(time.RFC3339))
 		}
 		// The holder stopped renewing: take over, unless another process
 		// changes the object first.
@@ -594,7 +564,7 @@ func (g *GCS) acquire(ctx context.Context, obj *storage.ObjectHandle) (int64, er
 			return gen, err
 		}
 	}
-	return 0, fmt.Errorf("%w: the lock object kept changing", ErrLocked)
+	return 0, fmt.Errorf("%w: the lock object kept changing", staging.ErrLocked)
 }
 
 // readLease returns the lease in the lock object and its generation.
@@ -615,11 +585,11 @@ func readLease(ctx context.Context, obj *storage.ObjectHandle) (leaseRecord, int
 	return rec, r.Attrs.Generation, nil
 }
 
-// gcsLease is a held lock. gen, expires and lost belong to the keep
+// lease is a held lock. gen, expires and lost belong to the keep
 // goroutine until it has stopped; Release reads them after that, and Err
 // reads lost after lostCh is closed, which keep does after setting it.
-type gcsLease struct {
-	g        *GCS
+type lease struct {
+	g        *Store
 	obj      *storage.ObjectHandle
 	name     string
 	ctx      context.Context
@@ -634,9 +604,9 @@ type gcsLease struct {
 	lost    error
 }
 
-func (l *gcsLease) Lost() <-chan struct{} { return l.lostCh }
+func (l *lease) Lost() <-chan struct{} { return l.lostCh }
 
-func (l *gcsLease) Err() error {
+func (l *lease) Err() error {
 	select {
 	case <-l.lostCh:
 		return l.lost
@@ -646,7 +616,7 @@ func (l *gcsLease) Err() error {
 }
 
 // keep renews the lease at every tick until Release or until it is lost.
-func (l *gcsLease) keep(tick <-chan time.Time, stopTicker func()) {
+func (l *lease) keep(tick <-chan time.Time, stopTicker func()) {
 	defer close(l.done)
 	defer stopTicker()
 	for l.lost == nil {
@@ -669,7 +639,7 @@ func (l *gcsLease) keep(tick <-chan time.Time, stopTicker func()) {
 // this lease. A failure other than a lost lease is left to the next tick,
 // unless the lease would expire before that tick: another process may then
 // take it over, so it counts as lost.
-func (l *gcsLease) refresh() error {
+func (l *lease) refresh() error {
 	ctx, cancel := context.WithTimeout(l.ctx, min(l.interval, maxRefreshTimeout))
 	defer cancel()
 	at := l.g.now()
@@ -680,10 +650,10 @@ func (l *gcsLease) refresh() error {
 		l.expires = at.Add(l.g.ttl)
 		return nil
 	case errors.Is(err, errConditionNotMet):
-		l.lost = fmt.Errorf("lock %q: %w: another process replaced or removed gs://%s/%s", l.name, ErrLeaseLost, l.obj.BucketName(), l.obj.ObjectName())
+		l.lost = fmt.Errorf("lock %q: %w: another process replaced or removed gs://%s/%s", l.name, staging.ErrLeaseLost, l.obj.BucketName(), l.obj.ObjectName())
 		return l.lost
 	case !l.g.now().Add(l.interval).Before(l.expires):
-		l.lost = fmt.Errorf("lock %q: %w: could not renew it before it expires at %s: %w", l.name, ErrLeaseLost, l.expires.Format(time.RFC3339), err)
+		l.lost = fmt.Errorf("lock %q: %w: could not renew it before it expires at %s: %w", l.name, staging.ErrLeaseLost, l.expires.Format(time.RFC3339), err)
 		return l.lost
 	}
 	return fmt.Errorf("refresh lease of lock %q: %w", l.name, err)
@@ -691,7 +661,7 @@ func (l *gcsLease) refresh() error {
 
 // Release stops the renewals and deletes the lock object if it is still
 // this lease's generation. Later calls return nil.
-func (l *gcsLease) Release() error {
+func (l *lease) Release() error {
 	var err error
 	l.once.Do(func() {
 		close(l.stop)
@@ -709,7 +679,7 @@ func (l *gcsLease) Release() error {
 		switch {
 		case derr == nil:
 		case preconditionFailed(derr) || errors.Is(derr, storage.ErrObjectNotExist):
-			err = fmt.Errorf("unlock %q: %w: another process replaced or removed gs://%s/%s", l.name, ErrLeaseLost, l.obj.BucketName(), l.obj.ObjectName())
+			err = fmt.Errorf("unlock %q: %w: another process replaced or removed gs://%s/%s", l.name, staging.ErrLeaseLost, l.obj.BucketName(), l.obj.ObjectName())
 		default:
 			err = fmt.Errorf("unlock %q: %w", l.name, derr)
 		}

@@ -1,4 +1,9 @@
-package staging
+// Package stagingtest is the conformance suite of staging stores: Run
+// checks the staging.Store and staging.Locker contracts on any
+// implementation, so that the local directory (staging.Dir) and the GCS
+// store (staging/gcs) behave the same. It also exports the small helpers
+// that store tests share. It is test support, imported only by tests.
+package stagingtest
 
 import (
 	"bytes"
@@ -11,25 +16,29 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/bindsync/bindsync/staging"
 )
 
-// TestDirStore runs the shared Store suite on a local directory.
-func TestDirStore(t *testing.T) {
-	testStore(t, func(t *testing.T) lockingStore { return newTestDir(t) })
+// Store is a staging.Store that is also a staging.Locker, as staging.Dir
+// and gcs.Store are.
+type Store interface {
+	staging.Store
+	staging.Locker
 }
 
-// lockingStore is a Store that is also a Locker, as Dir and GCS are.
-type lockingStore interface {
-	Store
-	Locker
-}
+// UploadChunkSize is the upload chunk of the GCS store (its tests check
+// that the two agree): the suite writes objects larger than it so that a
+// multi-request upload is exercised, and reads across its boundary.
+const UploadChunkSize = 8 << 20
 
-// testStore checks the Store contract on fresh, empty stores made by
-// newStore, so that every implementation behaves the same.
-func testStore(t *testing.T, newStore func(t *testing.T) lockingStore) {
+// Run checks the Store contract on fresh, empty stores made by newStore,
+// one subtest per part of the contract, so that every implementation
+// behaves the same.
+func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	tests := []struct {
 		name string
-		run  func(t *testing.T, s lockingStore)
+		run  func(t *testing.T, s Store)
 	}{
 		{"create and read back", storeCreateReadBack},
 		{"read at offsets", storeReadAt},
@@ -52,8 +61,8 @@ func testStore(t *testing.T, newStore func(t *testing.T) lockingStore) {
 	}
 }
 
-// writeObject stores content under name through Create.
-func writeObject(t *testing.T, s Store, name, content string) {
+// WriteObject stores content under name through Create.
+func WriteObject(t *testing.T, s staging.Store, name, content string) {
 	t.Helper()
 	w, err := s.Create(t.Context(), name)
 	if err != nil {
@@ -68,7 +77,7 @@ func writeObject(t *testing.T, s Store, name, content string) {
 }
 
 // readObject returns the whole content of name through Open and ReadAt.
-func readObject(t *testing.T, s Store, name string) string {
+func readObject(t *testing.T, s staging.Store, name string) string {
 	t.Helper()
 	obj, err := s.Open(t.Context(), name)
 	if err != nil {
@@ -83,7 +92,8 @@ func readObject(t *testing.T, s Store, name string) string {
 	return string(buf[:n])
 }
 
-func listAll(t *testing.T, s Store) []string {
+// ListAll returns the names of every object of s, sorted, through List.
+func ListAll(t *testing.T, s staging.Store) []string {
 	t.Helper()
 	names, err := s.List(t.Context(), "")
 	if err != nil {
@@ -92,7 +102,7 @@ func listAll(t *testing.T, s Store) []string {
 	return names
 }
 
-func storeCreateReadBack(t *testing.T, s lockingStore) {
+func storeCreateReadBack(t *testing.T, s Store) {
 	ctx := t.Context()
 	tests := []struct {
 		name, content string
@@ -104,7 +114,7 @@ func storeCreateReadBack(t *testing.T, s lockingStore) {
 		{"log/000001.json", `{"seq":1}`},
 	}
 	for _, tt := range tests {
-		writeObject(t, s, tt.name, tt.content)
+		WriteObject(t, s, tt.name, tt.content)
 		got, err := s.ReadAll(ctx, tt.name)
 		if err != nil || string(got) != tt.content {
 			t.Errorf("ReadAll(%q) = %q, %v; want %q", tt.name, got, err, tt.content)
@@ -114,14 +124,14 @@ func storeCreateReadBack(t *testing.T, s lockingStore) {
 		}
 	}
 	want := []string{"a", "empty", "log/000001.json", "snap/2025-01-02/part-00001.parquet"}
-	if got := listAll(t, s); !reflect.DeepEqual(got, want) {
+	if got := ListAll(t, s); !reflect.DeepEqual(got, want) {
 		t.Errorf("List = %v, want %v", got, want)
 	}
 }
 
-func storeReadAt(t *testing.T, s lockingStore) {
+func storeReadAt(t *testing.T, s Store) {
 	content := strings.Repeat("0123456789", 10)
-	writeObject(t, s, "obj", content)
+	WriteObject(t, s, "obj", content)
 	obj, err := s.Open(t.Context(), "obj")
 	if err != nil {
 		t.Fatal(err)
@@ -182,14 +192,14 @@ func storeReadAt(t *testing.T, s lockingStore) {
 // storeLargeObject writes more than one upload chunk of the GCS store, so
 // that its multi-request upload is exercised, and reads across the chunk
 // boundary.
-func storeLargeObject(t *testing.T, s lockingStore) {
+func storeLargeObject(t *testing.T, s Store) {
 	ctx := t.Context()
-	const size = gcsChunkSize + 512<<10
+	const size = UploadChunkSize + 512<<10
 	content := make([]byte, size)
 	for i := range content {
 		content[i] = byte(i % 251)
 	}
-	write := func(name string) Writer {
+	write := func(name string) staging.Writer {
 		w, err := s.Create(ctx, name)
 		if err != nil {
 			t.Fatal(err)
@@ -207,7 +217,7 @@ func storeLargeObject(t *testing.T, s lockingStore) {
 	if err := write("big").Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := listAll(t, s); !reflect.DeepEqual(got, []string{"big"}) {
+	if got := ListAll(t, s); !reflect.DeepEqual(got, []string{"big"}) {
 		t.Errorf("List = %v, want [big] (no aborted object)", got)
 	}
 	obj, err := s.Open(ctx, "big")
@@ -218,7 +228,7 @@ func storeLargeObject(t *testing.T, s lockingStore) {
 	if obj.Size() != size {
 		t.Fatalf("Size = %d, want %d", obj.Size(), size)
 	}
-	for _, off := range []int64{0, gcsChunkSize - 1000, size - 500} {
+	for _, off := range []int64{0, UploadChunkSize - 1000, size - 500} {
 		buf := make([]byte, 2000)
 		n, err := obj.ReadAt(buf, off)
 		want := content[off:min(off+2000, size)]
@@ -235,9 +245,9 @@ func storeLargeObject(t *testing.T, s lockingStore) {
 // storeChecksum checks that Checksum answers the CRC32C and size of what
 // was written, through Create (in several chunks on GCS) and PutIfAbsent,
 // and follows a replacement.
-func storeChecksum(t *testing.T, s lockingStore) {
+func storeChecksum(t *testing.T, s Store) {
 	ctx := t.Context()
-	large := make([]byte, gcsChunkSize+300<<10)
+	large := make([]byte, UploadChunkSize+300<<10)
 	for i := range large {
 		large[i] = byte(i*7 + i/1000)
 	}
@@ -247,39 +257,39 @@ func storeChecksum(t *testing.T, s lockingStore) {
 		{"a/large", string(large)},
 	}
 	for _, o := range objects {
-		writeObject(t, s, o.name, o.content)
+		WriteObject(t, s, o.name, o.content)
 	}
 	if err := s.PutIfAbsent(ctx, "log/1.json", []byte(`{"seq":1}`)); err != nil {
 		t.Fatal(err)
 	}
 	objects = append(objects, struct{ name, content string }{"log/1.json", `{"seq":1}`})
-	writeObject(t, s, "a/small", "replaced")
+	WriteObject(t, s, "a/small", "replaced")
 	objects[1].content = "replaced"
 	for _, o := range objects {
 		sum, size, err := s.Checksum(ctx, o.name)
-		want := crc32.Checksum([]byte(o.content), CRC32CTable)
+		want := crc32.Checksum([]byte(o.content), staging.CRC32CTable)
 		if err != nil || sum != want || size != int64(len(o.content)) {
 			t.Errorf("Checksum(%q) = %08x, %d, %v; want %08x, %d", o.name, sum, size, err, want, len(o.content))
 		}
 	}
 	// The standard check value of CRC32C pins the polynomial.
-	if got := crc32.Checksum([]byte("123456789"), CRC32CTable); got != 0xe3069283 {
+	if got := crc32.Checksum([]byte("123456789"), staging.CRC32CTable); got != 0xe3069283 {
 		t.Errorf("CRC32C(123456789) = %08x, want e3069283", got)
 	}
 }
 
-func storeNotVisibleUntilClose(t *testing.T, s lockingStore) {
+func storeNotVisibleUntilClose(t *testing.T, s Store) {
 	ctx := t.Context()
 	tests := []struct {
 		name     string
 		data     string
-		finish   func(t *testing.T, w Writer)
+		finish   func(t *testing.T, w staging.Writer)
 		wantList []string
 	}{
-		{"aborted", "data", func(t *testing.T, w Writer) { w.Abort() }, nil},
-		{"aborted before writing", "", func(t *testing.T, w Writer) { w.Abort() }, nil},
-		{"never closed", "data", func(t *testing.T, w Writer) {}, nil},
-		{"abort after close is a no-op", "data", func(t *testing.T, w Writer) {
+		{"aborted", "data", func(t *testing.T, w staging.Writer) { w.Abort() }, nil},
+		{"aborted before writing", "", func(t *testing.T, w staging.Writer) { w.Abort() }, nil},
+		{"never closed", "data", func(t *testing.T, w staging.Writer) {}, nil},
+		{"abort after close is a no-op", "data", func(t *testing.T, w staging.Writer) {
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -295,14 +305,14 @@ func storeNotVisibleUntilClose(t *testing.T, s lockingStore) {
 		if _, err := io.WriteString(w, tt.data); err != nil {
 			t.Fatal(err)
 		}
-		if names := listAll(t, s); len(names) != 0 {
+		if names := ListAll(t, s); len(names) != 0 {
 			t.Errorf("%s: List before Close = %v, want nothing", tt.name, names)
 		}
-		if _, err := s.Open(ctx, name); !errors.Is(err, ErrNotExist) {
+		if _, err := s.Open(ctx, name); !errors.Is(err, staging.ErrNotExist) {
 			t.Errorf("%s: Open before Close: err = %v, want ErrNotExist", tt.name, err)
 		}
 		tt.finish(t, w)
-		if got := listAll(t, s); !reflect.DeepEqual(got, tt.wantList) {
+		if got := ListAll(t, s); !reflect.DeepEqual(got, tt.wantList) {
 			t.Errorf("%s: List = %v, want %v", tt.name, got, tt.wantList)
 		}
 		if tt.wantList != nil {
@@ -313,7 +323,7 @@ func storeNotVisibleUntilClose(t *testing.T, s lockingStore) {
 	}
 }
 
-func storeWriterAfterClose(t *testing.T, s lockingStore) {
+func storeWriterAfterClose(t *testing.T, s Store) {
 	w, err := s.Create(t.Context(), "x")
 	if err != nil {
 		t.Fatal(err)
@@ -332,13 +342,13 @@ func storeWriterAfterClose(t *testing.T, s lockingStore) {
 	}
 }
 
-func storePutIfAbsent(t *testing.T, s lockingStore) {
+func storePutIfAbsent(t *testing.T, s Store) {
 	ctx := t.Context()
 	if err := s.PutIfAbsent(ctx, "log/000001.json", []byte("one")); err != nil {
 		t.Fatal(err)
 	}
 	err := s.PutIfAbsent(ctx, "log/000001.json", []byte("other"))
-	if !errors.Is(err, ErrExists) {
+	if !errors.Is(err, staging.ErrExists) {
 		t.Fatalf("second PutIfAbsent: err = %v, want ErrExists", err)
 	}
 	got, err := s.ReadAll(ctx, "log/000001.json")
@@ -346,20 +356,20 @@ func storePutIfAbsent(t *testing.T, s lockingStore) {
 		t.Errorf("content = %q, %v; want the first write", got, err)
 	}
 	// An object made by Create is taken as well.
-	writeObject(t, s, "created", "c")
-	if err := s.PutIfAbsent(ctx, "created", []byte("p")); !errors.Is(err, ErrExists) {
+	WriteObject(t, s, "created", "c")
+	if err := s.PutIfAbsent(ctx, "created", []byte("p")); !errors.Is(err, staging.ErrExists) {
 		t.Errorf("PutIfAbsent over a created object: err = %v, want ErrExists", err)
 	}
 	if err := s.PutIfAbsent(ctx, "log/000002.json", nil); err != nil {
 		t.Errorf("PutIfAbsent of empty data: %v", err)
 	}
 	want := []string{"created", "log/000001.json", "log/000002.json"}
-	if got := listAll(t, s); !reflect.DeepEqual(got, want) {
+	if got := ListAll(t, s); !reflect.DeepEqual(got, want) {
 		t.Errorf("List = %v, want %v", got, want)
 	}
 }
 
-func storePutIfAbsentConcurrent(t *testing.T, s lockingStore) {
+func storePutIfAbsentConcurrent(t *testing.T, s Store) {
 	ctx := t.Context()
 	const n = 16
 	errs := make([]error, n)
@@ -370,46 +380,46 @@ func storePutIfAbsentConcurrent(t *testing.T, s lockingStore) {
 		})
 	}
 	wg.Wait()
-	winner := oneWinner(t, errs, ErrExists, "writer")
+	winner := OneWinner(t, errs, staging.ErrExists, "writer")
 	got, err := s.ReadAll(ctx, "commit")
 	if want := fmt.Sprintf("writer %d", winner); err != nil || string(got) != want {
 		t.Errorf("content = %q, %v; want %q", got, err, want)
 	}
 }
 
-func storeNotExist(t *testing.T, s lockingStore) {
+func storeNotExist(t *testing.T, s Store) {
 	ctx := t.Context()
-	writeObject(t, s, "dir/obj", "x")
+	WriteObject(t, s, "dir/obj", "x")
 	for _, name := range []string{"missing", "dir/missing", "dir", "nodir/x", "dir/ob"} {
-		if _, err := s.Open(ctx, name); !errors.Is(err, ErrNotExist) {
+		if _, err := s.Open(ctx, name); !errors.Is(err, staging.ErrNotExist) {
 			t.Errorf("Open(%q): err = %v, want ErrNotExist", name, err)
 		}
-		if _, err := s.ReadAll(ctx, name); !errors.Is(err, ErrNotExist) {
+		if _, err := s.ReadAll(ctx, name); !errors.Is(err, staging.ErrNotExist) {
 			t.Errorf("ReadAll(%q): err = %v, want ErrNotExist", name, err)
 		}
-		if err := s.Delete(ctx, name); !errors.Is(err, ErrNotExist) {
+		if err := s.Delete(ctx, name); !errors.Is(err, staging.ErrNotExist) {
 			t.Errorf("Delete(%q): err = %v, want ErrNotExist", name, err)
 		}
-		if _, _, err := s.Checksum(ctx, name); !errors.Is(err, ErrNotExist) {
+		if _, _, err := s.Checksum(ctx, name); !errors.Is(err, staging.ErrNotExist) {
 			t.Errorf("Checksum(%q): err = %v, want ErrNotExist", name, err)
 		}
 	}
-	if got := listAll(t, s); !reflect.DeepEqual(got, []string{"dir/obj"}) {
+	if got := ListAll(t, s); !reflect.DeepEqual(got, []string{"dir/obj"}) {
 		t.Errorf("List = %v, want [dir/obj]", got)
 	}
 }
 
-func storeDelete(t *testing.T, s lockingStore) {
+func storeDelete(t *testing.T, s Store) {
 	ctx := t.Context()
-	writeObject(t, s, "a/b", "x")
-	writeObject(t, s, "a/c", "y")
+	WriteObject(t, s, "a/b", "x")
+	WriteObject(t, s, "a/c", "y")
 	if err := s.Delete(ctx, "a/b"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Open(ctx, "a/b"); !errors.Is(err, ErrNotExist) {
+	if _, err := s.Open(ctx, "a/b"); !errors.Is(err, staging.ErrNotExist) {
 		t.Errorf("Open after Delete: err = %v, want ErrNotExist", err)
 	}
-	if err := s.Delete(ctx, "a/b"); !errors.Is(err, ErrNotExist) {
+	if err := s.Delete(ctx, "a/b"); !errors.Is(err, staging.ErrNotExist) {
 		t.Errorf("second Delete: err = %v, want ErrNotExist", err)
 	}
 	names, err := s.List(ctx, "a/")
@@ -422,13 +432,13 @@ func storeDelete(t *testing.T, s lockingStore) {
 	}
 }
 
-func storeList(t *testing.T, s lockingStore) {
+func storeList(t *testing.T, s Store) {
 	ctx := t.Context()
 	for _, name := range []string{
 		"snap/2025-01-02/part-00010", "snap/2025-01-02/part-00002", "snap/2025-01-02/manifest",
 		"snap/2025-01-03/part-00001", "snap.x", "snapshot", "other/f",
 	} {
-		writeObject(t, s, name, name)
+		WriteObject(t, s, name, name)
 	}
 	// Unfinished objects and locks must never be listed.
 	w, err := s.Create(ctx, "snap/2025-01-02/part-00003")
@@ -475,43 +485,51 @@ func storeList(t *testing.T, s lockingStore) {
 	}
 }
 
-func storeBadNames(t *testing.T, s lockingStore) {
+// BadNames is the suite's check that every method refuses the names no
+// Store accepts (staging.ErrBadName) and that nothing is stored, for a
+// store's own test that checks more after it.
+func BadNames(t *testing.T, s Store) {
+	t.Helper()
+	storeBadNames(t, s)
+}
+
+func storeBadNames(t *testing.T, s Store) {
 	ctx := t.Context()
 	for _, name := range []string{"", ".", "..", "../x", "a/../../x", "/etc/passwd", "a//b", "a/", "./a", ".hidden", "a/.tmp-x", ".locks/x"} {
-		if _, err := s.Create(ctx, name); !errors.Is(err, errBadName) {
-			t.Errorf("Create(%q): err = %v, want errBadName", name, err)
+		if _, err := s.Create(ctx, name); !errors.Is(err, staging.ErrBadName) {
+			t.Errorf("Create(%q): err = %v, want ErrBadName", name, err)
 		}
-		if err := s.PutIfAbsent(ctx, name, nil); !errors.Is(err, errBadName) {
-			t.Errorf("PutIfAbsent(%q): err = %v, want errBadName", name, err)
+		if err := s.PutIfAbsent(ctx, name, nil); !errors.Is(err, staging.ErrBadName) {
+			t.Errorf("PutIfAbsent(%q): err = %v, want ErrBadName", name, err)
 		}
-		if _, err := s.Open(ctx, name); !errors.Is(err, errBadName) {
-			t.Errorf("Open(%q): err = %v, want errBadName", name, err)
+		if _, err := s.Open(ctx, name); !errors.Is(err, staging.ErrBadName) {
+			t.Errorf("Open(%q): err = %v, want ErrBadName", name, err)
 		}
-		if _, err := s.ReadAll(ctx, name); !errors.Is(err, errBadName) {
-			t.Errorf("ReadAll(%q): err = %v, want errBadName", name, err)
+		if _, err := s.ReadAll(ctx, name); !errors.Is(err, staging.ErrBadName) {
+			t.Errorf("ReadAll(%q): err = %v, want ErrBadName", name, err)
 		}
-		if err := s.Delete(ctx, name); !errors.Is(err, errBadName) {
-			t.Errorf("Delete(%q): err = %v, want errBadName", name, err)
+		if err := s.Delete(ctx, name); !errors.Is(err, staging.ErrBadName) {
+			t.Errorf("Delete(%q): err = %v, want ErrBadName", name, err)
 		}
-		if _, err := s.Lock(ctx, name); !errors.Is(err, errBadName) {
-			t.Errorf("Lock(%q): err = %v, want errBadName", name, err)
+		if _, err := s.Lock(ctx, name); !errors.Is(err, staging.ErrBadName) {
+			t.Errorf("Lock(%q): err = %v, want ErrBadName", name, err)
 		}
-		if _, _, err := s.Checksum(ctx, name); !errors.Is(err, errBadName) {
-			t.Errorf("Checksum(%q): err = %v, want errBadName", name, err)
+		if _, _, err := s.Checksum(ctx, name); !errors.Is(err, staging.ErrBadName) {
+			t.Errorf("Checksum(%q): err = %v, want ErrBadName", name, err)
 		}
 	}
 	for _, prefix := range []string{"../", "../../etc/pa", "/etc/", "a/../../", "a//"} {
-		if _, err := s.List(ctx, prefix); !errors.Is(err, errBadName) {
-			t.Errorf("List(%q): err = %v, want errBadName", prefix, err)
+		if _, err := s.List(ctx, prefix); !errors.Is(err, staging.ErrBadName) {
+			t.Errorf("List(%q): err = %v, want ErrBadName", prefix, err)
 		}
 	}
-	if got := listAll(t, s); len(got) != 0 {
+	if got := ListAll(t, s); len(got) != 0 {
 		t.Errorf("List = %v, want nothing", got)
 	}
 }
 
-func storeCanceledContext(t *testing.T, s lockingStore) {
-	writeObject(t, s, "x", "x")
+func storeCanceledContext(t *testing.T, s Store) {
+	WriteObject(t, s, "x", "x")
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	calls := []struct {
@@ -532,19 +550,19 @@ func storeCanceledContext(t *testing.T, s lockingStore) {
 			t.Errorf("%s: err = %v, want context.Canceled", c.name, err)
 		}
 	}
-	if got := listAll(t, s); !reflect.DeepEqual(got, []string{"x"}) {
+	if got := ListAll(t, s); !reflect.DeepEqual(got, []string{"x"}) {
 		t.Errorf("List = %v, want [x] (nothing changed)", got)
 	}
 }
 
-func storeLock(t *testing.T, s lockingStore) {
+func storeLock(t *testing.T, s Store) {
 	ctx := t.Context()
 	lease, err := s.Lock(ctx, "snap/lock")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Held even against the same process.
-	if _, err := s.Lock(ctx, "snap/lock"); !errors.Is(err, ErrLocked) {
+	if _, err := s.Lock(ctx, "snap/lock"); !errors.Is(err, staging.ErrLocked) {
 		t.Fatalf("second Lock: err = %v, want ErrLocked", err)
 	}
 	other, err := s.Lock(ctx, "snap/other")
@@ -575,31 +593,31 @@ func storeLock(t *testing.T, s lockingStore) {
 	if err := again.Release(); err != nil {
 		t.Fatal(err)
 	}
-	if got := listAll(t, s); len(got) != 0 {
+	if got := ListAll(t, s); len(got) != 0 {
 		t.Errorf("List = %v, want no lock objects", got)
 	}
 }
 
-func storeLockConcurrent(t *testing.T, s lockingStore) {
+func storeLockConcurrent(t *testing.T, s Store) {
 	ctx := t.Context()
 	const n = 8
-	leases := make([]Lease, n)
+	leases := make([]staging.Lease, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() { leases[i], errs[i] = s.Lock(ctx, "run") })
 	}
 	wg.Wait()
-	winner := oneWinner(t, errs, ErrLocked, "locker")
+	winner := OneWinner(t, errs, staging.ErrLocked, "locker")
 	if err := leases[winner].Release(); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// oneWinner checks that exactly one of errs is nil and every other is
-// lost (ErrExists, ErrLocked), and returns the index of the winner. what
+// OneWinner checks that exactly one of errs is nil and every other is
+// lost (staging.ErrExists, staging.ErrLocked), and returns the index of the winner. what
 // names a contender in messages.
-func oneWinner(t *testing.T, errs []error, lost error, what string) int {
+func OneWinner(t *testing.T, errs []error, lost error, what string) int {
 	t.Helper()
 	winner := -1
 	for i, err := range errs {

@@ -1,4 +1,4 @@
-package staging
+package gcs
 
 import (
 	"context"
@@ -18,6 +18,9 @@ import (
 	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
+
+	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/staging/stagingtest"
 )
 
 const testBucket = "bindsync-test"
@@ -150,9 +153,9 @@ func (c *testClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func (f *fakeGCS) store(t *testing.T, uri string, opts GCSOptions) *GCS {
+func (f *fakeGCS) store(t *testing.T, uri string, opts Options) *Store {
 	t.Helper()
-	g, err := NewGCS(t.Context(), f.client, uri, opts)
+	g, err := New(t.Context(), f.client, uri, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,55 +207,15 @@ func (f *fakeGCS) lease(t *testing.T, name string) leaseRecord {
 }
 
 func TestGCSStore(t *testing.T) {
-	testStore(t, func(t *testing.T) lockingStore {
-		return newFakeGCS(t).store(t, "gs://"+testBucket+"/staging/bindsync", GCSOptions{})
+	stagingtest.Run(t, func(t *testing.T) stagingtest.Store {
+		return newFakeGCS(t).store(t, "gs://"+testBucket+"/staging/bindsync", Options{})
 	})
 }
 
 func TestGCSStoreWholeBucket(t *testing.T) {
-	testStore(t, func(t *testing.T) lockingStore {
-		return newFakeGCS(t).store(t, "gs://"+testBucket, GCSOptions{})
+	stagingtest.Run(t, func(t *testing.T) stagingtest.Store {
+		return newFakeGCS(t).store(t, "gs://"+testBucket, Options{})
 	})
-}
-
-func TestParseGCSURI(t *testing.T) {
-	tests := []struct {
-		uri, bucket, prefix string
-		wantErr             string
-	}{
-		{"gs://my-bucket/bindsync", "my-bucket", "bindsync", ""},
-		{"gs://my-bucket/a/b/", "my-bucket", "a/b", ""},
-		{"gs://my-bucket", "my-bucket", "", ""},
-		{"gs://my-bucket/", "my-bucket", "", ""},
-		{"gs://data.example.com/x", "data.example.com", "x", ""},
-		{"gs://b_1/x", "b_1", "x", ""},
-		{"s3://bucket/x", "", "", "must start with gs://"},
-		{"/var/lib/staging", "", "", "must start with gs://"},
-		{"gs://", "", "", `"" is not a valid bucket name`},
-		{"gs:///x", "", "", `"" is not a valid bucket name`},
-		{"gs://B/x", "", "", `"B" is not a valid bucket name`},
-		{"gs://ab/x", "", "", `"ab" is not a valid bucket name`},
-		{"gs://-bucket/x", "", "", "not a valid bucket name"},
-		{"gs://" + strings.Repeat("a", 64) + "/x", "", "", "not a valid bucket name"},
-		{"gs://a..b/x", "", "", "not a valid bucket name"},
-		{"gs://my-bucket/a//b", "", "", `prefix "a//b"`},
-		{"gs://my-bucket/../x", "", "", `prefix "../x"`},
-		{"gs://my-bucket/a/./b", "", "", `prefix "a/./b"`},
-		{"gs://my-bucket//", "", "", `prefix "/"`},
-		{"gs://my-bucket/.", "", "", `prefix "."`},
-	}
-	for _, tt := range tests {
-		bucket, prefix, err := ParseGCSURI(tt.uri)
-		if tt.wantErr != "" {
-			if !errors.Is(err, errBadURI) || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("ParseGCSURI(%q): err = %v, want errBadURI containing %q", tt.uri, err, tt.wantErr)
-			}
-			continue
-		}
-		if err != nil || bucket != tt.bucket || prefix != tt.prefix {
-			t.Errorf("ParseGCSURI(%q) = %q, %q, %v; want %q, %q", tt.uri, bucket, prefix, err, tt.bucket, tt.prefix)
-		}
-	}
 }
 
 func TestNewGCSErrors(t *testing.T) {
@@ -261,17 +224,17 @@ func TestNewGCSErrors(t *testing.T) {
 		name    string
 		client  *storage.Client
 		uri     string
-		opts    GCSOptions
+		opts    Options
 		wantErr string
 	}{
-		{"no client", nil, "gs://" + testBucket + "/x", GCSOptions{}, "no storage client"},
-		{"bad uri", f.client, "gs://Bad/x", GCSOptions{}, "not a valid bucket name"},
-		{"negative ttl", f.client, "gs://" + testBucket + "/x", GCSOptions{LockTTL: -time.Second}, "lock TTL must be at least 1s (got -1s)"},
-		{"tiny ttl", f.client, "gs://" + testBucket + "/x", GCSOptions{LockTTL: time.Millisecond}, "lock TTL must be at least 1s (got 1ms)"},
-		{"missing bucket", f.client, "gs://missing-bucket/x", GCSOptions{}, "gs://missing-bucket/x"},
+		{"no client", nil, "gs://" + testBucket + "/x", Options{}, "no storage client"},
+		{"bad uri", f.client, "gs://Bad/x", Options{}, "not a valid bucket name"},
+		{"negative ttl", f.client, "gs://" + testBucket + "/x", Options{LockTTL: -time.Second}, "lock TTL must be at least 1s (got -1s)"},
+		{"tiny ttl", f.client, "gs://" + testBucket + "/x", Options{LockTTL: time.Millisecond}, "lock TTL must be at least 1s (got 1ms)"},
+		{"missing bucket", f.client, "gs://missing-bucket/x", Options{}, "gs://missing-bucket/x"},
 	}
 	for _, tt := range tests {
-		_, err := NewGCS(t.Context(), tt.client, tt.uri, tt.opts)
+		_, err := New(t.Context(), tt.client, tt.uri, tt.opts)
 		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 			t.Errorf("%s: err = %v, want one containing %q", tt.name, err, tt.wantErr)
 		}
@@ -288,7 +251,7 @@ func TestGCSURI(t *testing.T) {
 		{"gs://" + testBucket, "x", "gs://" + testBucket + "/x"},
 	}
 	for _, tt := range tests {
-		if got := f.store(t, tt.store, GCSOptions{}).URI(tt.name); got != tt.want {
+		if got := f.store(t, tt.store, Options{}).URI(tt.name); got != tt.want {
 			t.Errorf("store %s: URI(%q) = %q, want %q", tt.store, tt.name, got, tt.want)
 		}
 	}
@@ -303,8 +266,8 @@ func TestGCSObjectLayout(t *testing.T) {
 	for _, name := range []string{"stage", "stage-2/x", "stage/", "stage/a//b", "stage/.tmp-x", "other/y"} {
 		f.put(t, name, "foreign")
 	}
-	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})
-	writeObject(t, s, "snap/part-00001.parquet", "PAR1")
+	s := f.store(t, "gs://"+testBucket+"/stage", Options{})
+	stagingtest.WriteObject(t, s, "snap/part-00001.parquet", "PAR1")
 	if err := s.PutIfAbsent(ctx, "snap/_log/000001.json", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +283,7 @@ func TestGCSObjectLayout(t *testing.T) {
 		t.Errorf("objects in the bucket =\n%q\nwant\n%q", got, want)
 	}
 	wantList := []string{"snap/_log/000001.json", "snap/part-00001.parquet"}
-	if got := listAll(t, s); !reflect.DeepEqual(got, wantList) {
+	if got := stagingtest.ListAll(t, s); !reflect.DeepEqual(got, wantList) {
 		t.Errorf("List = %q, want %q", got, wantList)
 	}
 	types := map[string]string{
@@ -338,18 +301,18 @@ func TestGCSObjectLayout(t *testing.T) {
 
 func TestGCSOpenKeepsGeneration(t *testing.T) {
 	f := newFakeGCS(t)
-	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})
-	writeObject(t, s, "part", "first version")
+	s := f.store(t, "gs://"+testBucket+"/stage", Options{})
+	stagingtest.WriteObject(t, s, "part", "first version")
 	obj, err := s.Open(t.Context(), "part")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer obj.Close()
-	writeObject(t, s, "part", "second version")
+	stagingtest.WriteObject(t, s, "part", "second version")
 	// The opened generation is gone: reading it must fail, not return
 	// bytes of the new version.
 	buf := make([]byte, 5)
-	if n, err := obj.ReadAt(buf, 0); !errors.Is(err, ErrNotExist) {
+	if n, err := obj.ReadAt(buf, 0); !errors.Is(err, staging.ErrNotExist) {
 		t.Errorf("ReadAt after replace = %q, %v; want ErrNotExist", buf[:n], err)
 	}
 	if err := obj.Close(); err != nil {
@@ -365,7 +328,7 @@ func TestGCSOpenKeepsGeneration(t *testing.T) {
 func TestGCSPutIfAbsentLostResponse(t *testing.T) {
 	ctx := t.Context()
 	f := newFakeGCS(t)
-	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})
+	s := f.store(t, "gs://"+testBucket+"/stage", Options{})
 	f.faults.loseNextUploads(1)
 	if err := s.PutIfAbsent(ctx, "log/000001.json", []byte("mine")); err != nil {
 		t.Fatalf("PutIfAbsent with a lost response: %v", err)
@@ -377,7 +340,7 @@ func TestGCSPutIfAbsentLostResponse(t *testing.T) {
 		t.Errorf("content = %q, %v; want %q", got, err, "mine")
 	}
 	// A real conflict is still one.
-	if err := s.PutIfAbsent(ctx, "log/000001.json", []byte("other")); !errors.Is(err, ErrExists) {
+	if err := s.PutIfAbsent(ctx, "log/000001.json", []byte("other")); !errors.Is(err, staging.ErrExists) {
 		t.Errorf("PutIfAbsent over an existing object: err = %v, want ErrExists", err)
 	}
 }
@@ -391,8 +354,8 @@ func TestGCSLockLease(t *testing.T) {
 	const ttl = 9 * time.Minute
 	const lockObject = "stage/.locks/snap/LOCK"
 	uri := "gs://" + testBucket + "/stage"
-	a := f.store(t, uri, GCSOptions{LockTTL: ttl, Owner: "host-a pid 1 run r1", Now: clock.Now})
-	b := f.store(t, uri, GCSOptions{LockTTL: ttl, Owner: "host-b pid 2 run r2", Now: clock.Now})
+	a := f.store(t, uri, Options{LockTTL: ttl, Owner: "host-a pid 1 run r1", Now: clock.Now})
+	b := f.store(t, uri, Options{LockTTL: ttl, Owner: "host-b pid 2 run r2", Now: clock.Now})
 	ticks := make(chan time.Time)
 	refreshed := make(chan error)
 	a.newTicker = func(d time.Duration) (<-chan time.Time, func()) {
@@ -417,7 +380,7 @@ func TestGCSLockLease(t *testing.T) {
 	}
 
 	_, err = b.Lock(ctx, "snap/LOCK")
-	if !errors.Is(err, ErrLocked) {
+	if !errors.Is(err, staging.ErrLocked) {
 		t.Fatalf("Lock by b: err = %v, want ErrLocked", err)
 	}
 	for _, want := range []string{"host-a pid 1 run r1", "2025-01-02T03:09:00Z"} {
@@ -439,7 +402,7 @@ func TestGCSLockLease(t *testing.T) {
 		t.Errorf("lease expires %s after refresh, want %s", got, start.Add(6*time.Minute+ttl))
 	}
 	clock.Advance(4 * time.Minute)
-	if _, err := b.Lock(ctx, "snap/LOCK"); !errors.Is(err, ErrLocked) {
+	if _, err := b.Lock(ctx, "snap/LOCK"); !errors.Is(err, staging.ErrLocked) {
 		t.Fatalf("Lock by b after the first expiry: err = %v, want ErrLocked", err)
 	}
 
@@ -455,16 +418,16 @@ func TestGCSLockLease(t *testing.T) {
 
 	// a's next refresh finds the lease lost; its unlock says so and leaves
 	// b's lease alone.
-	if err := refresh(); !errors.Is(err, ErrLeaseLost) {
+	if err := refresh(); !errors.Is(err, staging.ErrLeaseLost) {
 		t.Errorf("refresh after takeover: err = %v, want ErrLeaseLost", err)
 	}
-	if err := leaseA.Release(); !errors.Is(err, ErrLeaseLost) {
+	if err := leaseA.Release(); !errors.Is(err, staging.ErrLeaseLost) {
 		t.Errorf("Release by a: err = %v, want ErrLeaseLost", err)
 	}
 	if got := f.lease(t, lockObject).Owner; got != "host-b pid 2 run r2" {
 		t.Errorf("lease owner after a's unlock = %q, want b", got)
 	}
-	if _, err := a.Lock(ctx, "snap/LOCK"); !errors.Is(err, ErrLocked) {
+	if _, err := a.Lock(ctx, "snap/LOCK"); !errors.Is(err, staging.ErrLocked) {
 		t.Errorf("Lock by a while b holds it: err = %v, want ErrLocked", err)
 	}
 
@@ -483,8 +446,8 @@ func TestGCSUnlockAfterTakeover(t *testing.T) {
 	f := newFakeGCS(t)
 	clock := newTestClock()
 	uri := "gs://" + testBucket + "/stage"
-	a := f.store(t, uri, GCSOptions{LockTTL: time.Minute, Owner: "a", Now: clock.Now})
-	b := f.store(t, uri, GCSOptions{LockTTL: time.Minute, Owner: "b", Now: clock.Now})
+	a := f.store(t, uri, Options{LockTTL: time.Minute, Owner: "a", Now: clock.Now})
+	b := f.store(t, uri, Options{LockTTL: time.Minute, Owner: "b", Now: clock.Now})
 	a.newTicker = func(time.Duration) (<-chan time.Time, func()) { return nil, func() {} }
 	leaseA, err := a.Lock(ctx, "run")
 	if err != nil {
@@ -495,7 +458,7 @@ func TestGCSUnlockAfterTakeover(t *testing.T) {
 	if err != nil {
 		t.Fatalf("takeover of an expired lease: %v", err)
 	}
-	if err := leaseA.Release(); !errors.Is(err, ErrLeaseLost) {
+	if err := leaseA.Release(); !errors.Is(err, staging.ErrLeaseLost) {
 		t.Errorf("Release by a: err = %v, want ErrLeaseLost", err)
 	}
 	if got := f.lease(t, "stage/.locks/run").Owner; got != "b" {
@@ -514,18 +477,18 @@ func TestGCSLockTakeoverRace(t *testing.T) {
 	clock := newTestClock()
 	f.put(t, "stage/.locks/run", `{"owner":"crashed","expires":"2025-01-02T02:59:00Z"}`)
 	const n = 8
-	stores := make([]*GCS, n)
+	stores := make([]*Store, n)
 	for i := range stores {
-		stores[i] = f.store(t, "gs://"+testBucket+"/stage", GCSOptions{Owner: string(rune('a' + i)), Now: clock.Now})
+		stores[i] = f.store(t, "gs://"+testBucket+"/stage", Options{Owner: string(rune('a' + i)), Now: clock.Now})
 	}
-	leases := make([]Lease, n)
+	leases := make([]staging.Lease, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() { leases[i], errs[i] = stores[i].Lock(ctx, "run") })
 	}
 	wg.Wait()
-	winner := oneWinner(t, errs, ErrLocked, "store taking over the expired lock")
+	winner := stagingtest.OneWinner(t, errs, staging.ErrLocked, "store taking over the expired lock")
 	if got, want := f.lease(t, "stage/.locks/run").Owner, string(rune('a'+winner)); got != want {
 		t.Errorf("lease owner = %q, want the winner %q", got, want)
 	}
@@ -537,9 +500,9 @@ func TestGCSLockTakeoverRace(t *testing.T) {
 func TestGCSLockUnreadableLease(t *testing.T) {
 	f := newFakeGCS(t)
 	f.put(t, "stage/.locks/run", "not json")
-	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})
+	s := f.store(t, "gs://"+testBucket+"/stage", Options{})
 	_, err := s.Lock(t.Context(), "run")
-	if err == nil || errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "unreadable lease in gs://"+testBucket+"/stage/.locks/run") {
+	if err == nil || errors.Is(err, staging.ErrLocked) || !strings.Contains(err.Error(), "unreadable lease in gs://"+testBucket+"/stage/.locks/run") {
 		t.Errorf("Lock over garbage: err = %v, want an unreadable lease error", err)
 	}
 }
@@ -548,7 +511,7 @@ func TestGCSLockUnreadableLease(t *testing.T) {
 // but answered with an error is still taken, not reported as held.
 func TestGCSLockLostResponse(t *testing.T) {
 	f := newFakeGCS(t)
-	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{Owner: "me"})
+	s := f.store(t, "gs://"+testBucket+"/stage", Options{Owner: "me"})
 	f.faults.loseNextUploads(1)
 	lease, err := s.Lock(t.Context(), "run")
 	if err != nil {
@@ -566,7 +529,7 @@ func TestGCSLockLostResponse(t *testing.T) {
 // cancelled since, as on SIGTERM, is still released.
 func TestGCSUnlockAfterCancel(t *testing.T) {
 	f := newFakeGCS(t)
-	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})
+	s := f.store(t, "gs://"+testBucket+"/stage", Options{})
 	ctx, cancel := context.WithCancel(t.Context())
 	lease, err := s.Lock(ctx, "run")
 	if err != nil {
@@ -583,7 +546,7 @@ func TestGCSUnlockAfterCancel(t *testing.T) {
 
 // manualRefresh makes s renew its leases only when the returned function
 // is called; the function returns the outcome of that renewal.
-func manualRefresh(t *testing.T, s *GCS) func() error {
+func manualRefresh(t *testing.T, s *Store) func() error {
 	t.Helper()
 	ticks := make(chan time.Time)
 	refreshed := make(chan error)
@@ -596,7 +559,7 @@ func manualRefresh(t *testing.T, s *GCS) func() error {
 }
 
 // isLost reports whether the lease's Lost channel is closed.
-func isLost(l Lease) bool {
+func isLost(l staging.Lease) bool {
 	select {
 	case <-l.Lost():
 		return true
@@ -628,7 +591,7 @@ func TestGCSLeaseLostSignalled(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeGCS(t)
-			s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{Owner: "me"})
+			s := f.store(t, "gs://"+testBucket+"/stage", Options{Owner: "me"})
 			refresh := manualRefresh(t, s)
 			lease, err := s.Lock(t.Context(), "snap/LOCK")
 			if err != nil {
@@ -638,17 +601,17 @@ func TestGCSLeaseLostSignalled(t *testing.T) {
 				t.Fatalf("refresh of a held lease: %v, lost %v", err, isLost(lease))
 			}
 			tt.change(t, f)
-			if err := refresh(); !errors.Is(err, ErrLeaseLost) {
+			if err := refresh(); !errors.Is(err, staging.ErrLeaseLost) {
 				t.Errorf("refresh after the change: err = %v, want ErrLeaseLost", err)
 			}
 			if !isLost(lease) {
 				t.Fatal("Lost not closed after the lease was lost")
 			}
 			err = lease.Err()
-			if !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "gs://"+testBucket+"/"+lockObject) {
+			if !errors.Is(err, staging.ErrLeaseLost) || !strings.Contains(err.Error(), "gs://"+testBucket+"/"+lockObject) {
 				t.Errorf("Err = %v, want ErrLeaseLost naming the lock object", err)
 			}
-			if err := lease.Release(); !errors.Is(err, ErrLeaseLost) {
+			if err := lease.Release(); !errors.Is(err, staging.ErrLeaseLost) {
 				t.Errorf("Release of a lost lease: err = %v, want ErrLeaseLost", err)
 			}
 			if got := f.objectNames(t); !reflect.DeepEqual(got, tt.want) {
@@ -666,7 +629,7 @@ func TestGCSLeaseLostWhenRenewalsFail(t *testing.T) {
 	f := newFakeGCS(t)
 	clock := newTestClock()
 	const ttl = 9 * time.Minute
-	s := f.store(t, "gs://"+testBucket+"/stage", GCSOptions{LockTTL: ttl, Owner: "me", Now: clock.Now})
+	s := f.store(t, "gs://"+testBucket+"/stage", Options{LockTTL: ttl, Owner: "me", Now: clock.Now})
 	refresh := manualRefresh(t, s)
 	lease, err := s.Lock(t.Context(), "snap/LOCK")
 	if err != nil {
@@ -677,7 +640,7 @@ func TestGCSLeaseLostWhenRenewalsFail(t *testing.T) {
 	// 6m, which succeeds: the lease now runs to 15m.
 	clock.Advance(ttl / 3)
 	f.faults.failNextUploads(1)
-	if err := refresh(); err == nil || errors.Is(err, ErrLeaseLost) || isLost(lease) {
+	if err := refresh(); err == nil || errors.Is(err, staging.ErrLeaseLost) || isLost(lease) {
 		t.Fatalf("first failed renewal: err = %v, lost %v; want a plain error", err, isLost(lease))
 	}
 	clock.Advance(ttl / 3)
@@ -693,17 +656,37 @@ func TestGCSLeaseLostWhenRenewalsFail(t *testing.T) {
 		t.Fatalf("renewal at 9m: err = %v, lost %v; want a plain error", err, isLost(lease))
 	}
 	clock.Advance(ttl / 3)
-	if err := refresh(); !errors.Is(err, ErrLeaseLost) {
+	if err := refresh(); !errors.Is(err, staging.ErrLeaseLost) {
 		t.Fatalf("renewal at 12m: err = %v, want ErrLeaseLost", err)
 	}
 	if !isLost(lease) {
 		t.Fatal("Lost not closed")
 	}
-	if err := lease.Err(); !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "could not renew it before it expires at 2025-01-02T03:15:00Z") {
+	if err := lease.Err(); !errors.Is(err, staging.ErrLeaseLost) || !strings.Contains(err.Error(), "could not renew it before it expires at 2025-01-02T03:15:00Z") {
 		t.Errorf("Err = %v, want a loss naming the expiry", err)
 	}
-	if err := lease.Release(); !errors.Is(err, ErrLeaseLost) {
+	if err := lease.Release(); !errors.Is(err, staging.ErrLeaseLost) {
 		t.Errorf("Release: err = %v, want ErrLeaseLost", err)
+	}
+}
+
+// newTestDir returns a local directory store in a temporary directory,
+// to compare a GCS store with.
+func newTestDir(t *testing.T) *staging.Dir {
+	t.Helper()
+	d, err := staging.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestUploadChunkSize checks that the store's upload chunk is the one
+// the shared suite writes past, so that it exercises multi-request
+// uploads and reads across a chunk boundary.
+func TestUploadChunkSize(t *testing.T) {
+	if chunkSize != stagingtest.UploadChunkSize {
+		t.Errorf("chunkSize = %d, stagingtest.UploadChunkSize = %d; want them equal", chunkSize, stagingtest.UploadChunkSize)
 	}
 }
 
@@ -711,13 +694,13 @@ func TestGCSLeaseLostWhenRenewalsFail(t *testing.T) {
 // lock, nothing for a local one.
 func TestLockTTL(t *testing.T) {
 	f := newFakeGCS(t)
-	if got := LockTTL(f.store(t, "gs://"+testBucket+"/stage", GCSOptions{LockTTL: 2 * time.Minute})); got != 2*time.Minute {
+	if got := staging.LockTTL(f.store(t, "gs://"+testBucket+"/stage", Options{LockTTL: 2 * time.Minute})); got != 2*time.Minute {
 		t.Errorf("LockTTL(GCS with a 2m lease) = %s", got)
 	}
-	if got := LockTTL(f.store(t, "gs://"+testBucket+"/stage", GCSOptions{})); got != DefaultLockTTL {
+	if got := staging.LockTTL(f.store(t, "gs://"+testBucket+"/stage", Options{})); got != DefaultLockTTL {
 		t.Errorf("LockTTL(GCS by default) = %s, want %s", got, DefaultLockTTL)
 	}
-	if got := LockTTL(newTestDir(t)); got != 0 {
+	if got := staging.LockTTL(newTestDir(t)); got != 0 {
 		t.Errorf("LockTTL(Dir) = %s, want 0", got)
 	}
 }

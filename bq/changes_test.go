@@ -17,6 +17,7 @@ import (
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/staging/stagingtest"
 	"github.com/bindsync/bindsync/twilio"
 )
 
@@ -149,7 +150,7 @@ func TestPublishChangesVersions(t *testing.T) {
 	e := newEnv(t, bqtest.Options{})
 	ctx := testContext(t)
 	p := e.changesPublisher(nil)
-	store := newDir(t)
+	store := stagingtest.NewDir(t)
 	day0 := day1.AddDate(0, 0, -1)
 	before := makeBindings("IS01", 5, 1)
 	now := slices.Clone(before[1:]) // the first is removed
@@ -205,7 +206,7 @@ func TestPublishRefreshLeavesOtherTablesAlone(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, bqtest.Options{})
 	ctx := testContext(t)
-	store := newDir(t)
+	store := stagingtest.NewDir(t)
 	part := writeChanges(t, store, day2, day1, makeBindings("IS01", 3, 1), makeBindings("IS01", 4, 1), "refresh.parquet")
 	refresh := exporter.Snapshot{Date: day2, Store: store, RunID: "run1", Journal: newJournal(), Refresh: true,
 		Tables: []exporter.Table{{Name: exporter.ChangesTable, Schema: schemas.Changes(), Parts: []exporter.PartInfo{part}, Version: "v1"}}}

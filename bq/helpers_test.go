@@ -214,15 +214,6 @@ func writeSnapshot(t *testing.T, store staging.Store, date time.Time, bindings [
 	return snap
 }
 
-func newDir(t *testing.T) *staging.Dir {
-	t.Helper()
-	d, err := staging.NewDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 // canonical renders a binding as JSON, with a null message_types list as
 // an empty one: a REPEATED column cannot hold null, so BigQuery loads a
 // null list as an empty one.

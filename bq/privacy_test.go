@@ -18,6 +18,7 @@ import (
 	"github.com/bindsync/bindsync/exporter"
 	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/staging/stagingtest"
 	"github.com/bindsync/bindsync/twilio"
 )
 
@@ -191,10 +192,10 @@ func TestPublishPrivacyPolicy(t *testing.T) {
 			name := fmt.Sprintf("%s/gcs=%v", tr, gcs)
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				var store staging.Store = newDir(t)
+				var store staging.Store = stagingtest.NewDir(t)
 				var opts bqtest.Options
 				if gcs {
-					g := gcsStore{Dir: newDir(t), bucket: "staging-bucket", prefix: "bindsync"}
+					g := gcsStore{Dir: stagingtest.NewDir(t), bucket: "staging-bucket", prefix: "bindsync"}
 					store, opts.GCS = g, g.read
 				}
 				e := newEnv(t, opts)
@@ -284,7 +285,7 @@ func TestPublishHashSameAcrossDaysAndTables(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.publishAll(ctx, e.privacyPublishers(p), writePrivacySnapshot(t, newDir(t), day, privacyBindings(10+i), exporter.PartOptions{Privacy: priv}, fmt.Sprintf("run%d", i)))
+		e.publishAll(ctx, e.privacyPublishers(p), writePrivacySnapshot(t, stagingtest.NewDir(t), day, privacyBindings(10+i), exporter.PartOptions{Privacy: priv}, fmt.Sprintf("run%d", i)))
 	}
 	for _, day := range []string{"20261127", "20261128"} {
 		n := 0

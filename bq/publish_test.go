@@ -12,6 +12,7 @@ import (
 	"github.com/bindsync/bindsync/bq"
 	"github.com/bindsync/bindsync/bq/bqtest"
 	"github.com/bindsync/bindsync/exporter"
+	"github.com/bindsync/bindsync/staging/stagingtest"
 )
 
 func TestPublishFromUploads(t *testing.T) {
@@ -19,7 +20,7 @@ func TestPublishFromUploads(t *testing.T) {
 	e := newEnv(t, bqtest.Options{})
 	p := e.publisher(nil)
 	ctx := testContext(t)
-	store := newDir(t)
+	store := stagingtest.NewDir(t)
 	bindings := makeBindings("IS01", 250, 1)
 	j := newJournal()
 	snap := writeSnapshot(t, store, day1, bindings, 100, "run1", j)
@@ -75,12 +76,12 @@ func TestPublishFromUploads(t *testing.T) {
 	// The same date read again (a new checkpoint, as with --force) replaces
 	// the partition; another date adds one.
 	again := makeBindings("IS01", 120, 2)
-	if err := p.Publish(ctx, writeSnapshot(t, newDir(t), day1, again, 50, "run2", newJournal())); err != nil {
+	if err := p.Publish(ctx, writeSnapshot(t, stagingtest.NewDir(t), day1, again, 50, "run2", newJournal())); err != nil {
 		t.Fatal(err)
 	}
 	e.checkRows(day1, again)
 	other := makeBindings("IS02", 30, 3)
-	if err := p.Publish(ctx, writeSnapshot(t, newDir(t), day2, other, 100, "run3", newJournal())); err != nil {
+	if err := p.Publish(ctx, writeSnapshot(t, stagingtest.NewDir(t), day2, other, 100, "run3", newJournal())); err != nil {
 		t.Fatal(err)
 	}
 	e.checkRows(day1, again)
@@ -90,7 +91,7 @@ func TestPublishFromUploads(t *testing.T) {
 
 func TestPublishFromGCS(t *testing.T) {
 	t.Parallel()
-	store := gcsStore{Dir: newDir(t), bucket: "staging-bucket", prefix: "bindsync"}
+	store := gcsStore{Dir: stagingtest.NewDir(t), bucket: "staging-bucket", prefix: "bindsync"}
 	e := newEnv(t, bqtest.Options{GCS: store.read})
 	p := e.publisher(nil)
 	ctx := testContext(t)
@@ -159,7 +160,7 @@ func TestPublishResumes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, bqtest.Options{JobDelay: 100 * time.Millisecond})
-			store := newDir(t)
+			store := stagingtest.NewDir(t)
 			bindings := makeBindings("IS01", 200, 6)
 			j := newJournal()
 			snap := writeSnapshot(t, store, day1, bindings, 50, "run1", j)
@@ -276,7 +277,7 @@ func TestPublishRetriesFailedJobs(t *testing.T) {
 			}
 			bindings := makeBindings("IS01", 120, 7)
 			j := newJournal()
-			snap := writeSnapshot(t, newDir(t), day1, bindings, 60, "run1", j)
+			snap := writeSnapshot(t, stagingtest.NewDir(t), day1, bindings, 60, "run1", j)
 			e.srv.FailNextJobs(tt.fail, tt.reason, tt.message)
 			err := p.Publish(ctx, snap)
 			if got := e.jobIDs("LOAD", "_p0000_"); !slices.Equal(got, tt.wantJobs) {
@@ -316,10 +317,10 @@ func TestPublishEmptySnapshotEmptiesPartition(t *testing.T) {
 	e := newEnv(t, bqtest.Options{})
 	p := e.publisher(nil)
 	ctx := testContext(t)
-	if err := p.Publish(ctx, writeSnapshot(t, newDir(t), day1, makeBindings("IS01", 10, 8), 100, "run1", newJournal())); err != nil {
+	if err := p.Publish(ctx, writeSnapshot(t, stagingtest.NewDir(t), day1, makeBindings("IS01", 10, 8), 100, "run1", newJournal())); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Publish(ctx, exporter.Snapshot{Date: day1, Store: newDir(t), RunID: "run2", Journal: newJournal(), Tables: []exporter.Table{{Name: exporter.BindingsTable}}}); err != nil {
+	if err := p.Publish(ctx, exporter.Snapshot{Date: day1, Store: stagingtest.NewDir(t), RunID: "run2", Journal: newJournal(), Tables: []exporter.Table{{Name: exporter.BindingsTable}}}); err != nil {
 		t.Fatal(err)
 	}
 	e.checkRows(day1, nil)
@@ -372,7 +373,7 @@ func TestPublishErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			store := gcsStore{Dir: newDir(t), bucket: "staging-bucket", prefix: "bindsync"}
+			store := gcsStore{Dir: stagingtest.NewDir(t), bucket: "staging-bucket", prefix: "bindsync"}
 			e := newEnv(t, bqtest.Options{GCS: store.read})
 			p := e.publisher(nil)
 			ctx := testContext(t)
@@ -383,7 +384,7 @@ func TestPublishErrors(t *testing.T) {
 			if tt.gcs {
 				snap = writeSnapshot(t, store, day1, makeBindings("IS01", 10, 9), 100, "run1", newJournal())
 			} else {
-				snap = writeSnapshot(t, newDir(t), day1, makeBindings("IS01", 10, 9), 100, "run1", newJournal())
+				snap = writeSnapshot(t, stagingtest.NewDir(t), day1, makeBindings("IS01", 10, 9), 100, "run1", newJournal())
 			}
 			tt.setup(e)
 			err := p.Publish(ctx, snap)

@@ -1,41 +1,16 @@
 package bq
 
 import (
-	"bytes"
-	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"cloud.google.com/go/bigquery"
 	"github.com/apache/arrow-go/v18/arrow"
 
+	"github.com/bindsync/bindsync/internal/golden"
 	"github.com/bindsync/bindsync/schemas"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
-
-// checkGolden compares got with testdata/name, or writes it there under
-// -update.
-func checkGolden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden (run go test ./bq -run Golden -update to create it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file (rerun with -update if the change is intended)\ngot:\n%s\nwant:\n%s", name, got, want)
-	}
-}
 
 // schemaJSON is s as the bq command line and the REST API write it.
 func schemaJSON(t *testing.T, s bigquery.Schema) []byte {
@@ -50,11 +25,11 @@ func schemaJSON(t *testing.T, s bigquery.Schema) []byte {
 // TestGoldenSchemas pins the BigQuery schema of every table, as it is and
 // as a privacy policy that treats every column makes it.
 func TestGoldenSchemas(t *testing.T) {
-	checkGolden(t, "bigquery.golden.json", schemaJSON(t, Schema(schemas.Binding())))
-	checkGolden(t, "users.bigquery.golden.json", schemaJSON(t, Schema(schemas.Users())))
-	checkGolden(t, "changes.bigquery.golden.json", schemaJSON(t, Schema(schemas.Changes())))
+	golden.Check(t, "bigquery.golden.json", schemaJSON(t, Schema(schemas.Binding())))
+	golden.Check(t, "users.bigquery.golden.json", schemaJSON(t, Schema(schemas.Users())))
+	golden.Check(t, "changes.bigquery.golden.json", schemaJSON(t, Schema(schemas.Changes())))
 	p := schemas.Policy{Endpoint: schemas.Hash, Identity: schemas.Drop, UsersUser: schemas.Drop, UsersIdentity: schemas.Hash}
-	checkGolden(t, "policy.bigquery.golden.json", append(schemaJSON(t, Schema(p.BindingSchema())), schemaJSON(t, Schema(p.UsersSchema()))...))
+	golden.Check(t, "policy.bigquery.golden.json", append(schemaJSON(t, Schema(p.BindingSchema())), schemaJSON(t, Schema(p.UsersSchema()))...))
 }
 
 func TestSchemaFields(t *testing.T) {

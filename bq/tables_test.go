@@ -13,6 +13,7 @@ import (
 	"github.com/bindsync/bindsync/bq"
 	"github.com/bindsync/bindsync/bq/bqtest"
 	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/staging/stagingtest"
 )
 
 const latestSQL = "SELECT * FROM `test-project.twilio_chat.user_bindings` WHERE snapshot_date = (SELECT MAX(snapshot_date) FROM `test-project.twilio_chat.user_bindings`)"
@@ -80,7 +81,7 @@ func TestEnsureTablesAddsColumn(t *testing.T) {
 	e := newEnv(t, bqtest.Options{})
 	ctx := testContext(t)
 	bindings := makeBindings("IS01", 80, 10)
-	if err := e.publisher(nil).Publish(ctx, writeSnapshot(t, newDir(t), day1, bindings, 50, "run1", newJournal())); err != nil {
+	if err := e.publisher(nil).Publish(ctx, writeSnapshot(t, stagingtest.NewDir(t), day1, bindings, 50, "run1", newJournal())); err != nil {
 		t.Fatal(err)
 	}
 
@@ -118,7 +119,7 @@ func TestEnsureTablesAddsColumn(t *testing.T) {
 
 	// Snapshots keep loading into the wider table.
 	more := makeBindings("IS01", 40, 11)
-	if err := p.Publish(ctx, writeSnapshot(t, newDir(t), day2, more, 50, "run2", newJournal())); err != nil {
+	if err := p.Publish(ctx, writeSnapshot(t, stagingtest.NewDir(t), day2, more, 50, "run2", newJournal())); err != nil {
 		t.Fatal(err)
 	}
 	e.checkRows(day1, bindings)
@@ -277,7 +278,7 @@ func TestEnsureTablesRelaxesBindingType(t *testing.T) {
 			bindings[i].BindingType = nil
 		}
 	}
-	if err := e.publisher(nil).Publish(ctx, writeSnapshot(t, newDir(t), day2, bindings, 25, "run2", newJournal())); err != nil {
+	if err := e.publisher(nil).Publish(ctx, writeSnapshot(t, stagingtest.NewDir(t), day2, bindings, 25, "run2", newJournal())); err != nil {
 		t.Fatal(err)
 	}
 	md, err := tbl.Metadata(ctx)

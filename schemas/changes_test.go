@@ -10,11 +10,12 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/bindsync/bindsync/internal/golden"
 	"github.com/bindsync/bindsync/twilio"
 )
 
 func TestGoldenChangesSchemas(t *testing.T) {
-	checkGolden(t, "changes.golden", []byte(dumpSchema(Changes())))
+	golden.Check(t, "changes.golden", []byte(dumpSchema(Changes())))
 }
 
 func TestChangesHoldTheBindingColumns(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/bindsync/bindsync/internal/golden"
 )
 
 // treatedPolicy treats every column, each way at least once.
@@ -17,7 +19,7 @@ var treatedPolicy = Policy{Endpoint: Hash, Identity: Drop, UsersUser: Drop, User
 // descriptions of treated columns say so, and a dropped user is nullable.
 func TestGoldenPolicySchemas(t *testing.T) {
 	p := treatedPolicy
-	checkGolden(t, "policy.golden", []byte(dumpSchema(p.BindingSchema())+"\n"+dumpSchema(p.UsersSchema())))
+	golden.Check(t, "policy.golden", []byte(dumpSchema(p.BindingSchema())+"\n"+dumpSchema(p.UsersSchema())))
 }
 
 // descriptions adds the description of every column of s to into, under the

@@ -2,10 +2,7 @@ package schemas
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -17,10 +14,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/bindsync/bindsync/internal/golden"
 	"github.com/bindsync/bindsync/twilio"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // dumpSchema renders s one column per line: name, type, nullability and
 // description, so a schema change reads well in a diff.
@@ -42,26 +38,8 @@ func dumpSchema(s *arrow.Schema) string {
 	return buf.String()
 }
 
-func checkGolden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden (run go test ./schemas -update to create it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file (rerun with -update if the change is intended)\ngot:\n%s\nwant:\n%s", name, got, want)
-	}
-}
-
 func TestGoldenArrowSchema(t *testing.T) {
-	checkGolden(t, "schema.golden", []byte(dumpSchema(Binding())))
+	golden.Check(t, "schema.golden", []byte(dumpSchema(Binding())))
 }
 
 func TestColumnOrder(t *testing.T) {

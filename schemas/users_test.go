@@ -7,10 +7,12 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/bindsync/bindsync/internal/golden"
 )
 
 func TestGoldenUsersSchemas(t *testing.T) {
-	checkGolden(t, "users.golden", []byte(dumpSchema(Users())))
+	golden.Check(t, "users.golden", []byte(dumpSchema(Users())))
 }
 
 func TestUsersClusterAndPartitionColumnsExist(t *testing.T) {

@@ -670,17 +670,6 @@ func TestGCSLeaseLostWhenRenewalsFail(t *testing.T) {
 	}
 }
 
-// newTestDir returns a local directory store in a temporary directory,
-// to compare a GCS store with.
-func newTestDir(t *testing.T) *staging.Dir {
-	t.Helper()
-	d, err := staging.NewDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 // TestUploadChunkSize checks that the store's upload chunk is the one
 // the shared suite writes past, so that it exercises multi-request
 // uploads and reads across a chunk boundary.
@@ -700,7 +689,7 @@ func TestLockTTL(t *testing.T) {
 	if got := staging.LockTTL(f.store(t, "gs://"+testBucket+"/stage", Options{})); got != DefaultLockTTL {
 		t.Errorf("LockTTL(GCS by default) = %s, want %s", got, DefaultLockTTL)
 	}
-	if got := staging.LockTTL(newTestDir(t)); got != 0 {
+	if got := staging.LockTTL(stagingtest.NewDir(t)); got != 0 {
 		t.Errorf("LockTTL(Dir) = %s, want 0", got)
 	}
 }

@@ -61,6 +61,16 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	}
 }
 
+// NewDir returns a Dir store in a fresh temporary directory of t.
+func NewDir(t testing.TB) *staging.Dir {
+	t.Helper()
+	d, err := staging.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // WriteObject stores content under name through Create.
 func WriteObject(t *testing.T, s staging.Store, name, content string) {
 	t.Helper()

@@ -15,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/staging/stagingtest"
 	"github.com/bindsync/bindsync/twilio"
 )
 
@@ -70,7 +71,7 @@ func TestPartLargeRows(t *testing.T) {
 		maxHeap = 384 << 20
 	)
 	ctx := context.Background()
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	heap := newHeapSampler()
 	w, err := NewPartWriter(ctx, store, "big", testMeta, PartOptions{})
 	if err != nil {
@@ -202,7 +203,7 @@ func TestPartHugeValue(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("writes a 100 MB field (skipped with -short and -race)")
 	}
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	raw := make([]byte, 75_000_000)
 	rng := rand.NewChaCha8([32]byte{1})
 	rng.Read(raw)
@@ -231,7 +232,7 @@ func TestPartValueTooLarge(t *testing.T) {
 		t.Skip("allocates a 128 MiB field")
 	}
 	ctx := context.Background()
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	w, err := NewPartWriter(ctx, store, "p", testMeta, PartOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +274,7 @@ func TestPartRowGroupBytes(t *testing.T) {
 	}
 	bs[100] = bigEndpointBinding(100, 50_000) // larger than a group
 	opts := PartOptions{BatchRows: 64, BatchBytes: 20_000, RowGroupRows: 40, RowGroupBytes: 30_000}
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	writePart(t, store, "p", bs, opts)
 	if got := readAll(t, store, "p"); !reflect.DeepEqual(got, wantRows(bs, testMeta)) {
 		t.Fatalf("rows differ after the round trip")

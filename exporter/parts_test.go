@@ -19,16 +19,8 @@ import (
 
 	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/staging/stagingtest"
 )
-
-func newDirStore(t testing.TB) *staging.Dir {
-	t.Helper()
-	d, err := staging.NewDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
 
 // openParquet opens a part with the low-level reader to inspect metadata.
 func openParquet(t *testing.T, store staging.Store, name string) (*file.Reader, func()) {
@@ -67,7 +59,7 @@ func TestPartRoundTrip(t *testing.T) {
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 			opts := tt.opts
 			opts.Allocator = mem
-			store := newDirStore(t)
+			store := stagingtest.NewDir(t)
 			bs := testBindings(0, tt.rows)
 
 			info := writePart(t, store, "parts/p1.parquet", bs, opts)
@@ -151,7 +143,7 @@ func sameFields(got, want *arrow.Schema) error {
 }
 
 func TestPartCompressionOption(t *testing.T) {
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	writePart(t, store, "p", testBindings(0, 10), PartOptions{Compression: compress.Codecs.Snappy})
 	pf, done := openParquet(t, store, "p")
 	defer done()
@@ -167,7 +159,7 @@ func TestPartCompressionOption(t *testing.T) {
 func TestPartWriterAbort(t *testing.T) {
 	ctx := context.Background()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	w, err := NewPartWriter(ctx, store, "parts/p.parquet", testMeta, PartOptions{BatchRows: 100, RowGroupRows: 250, Allocator: mem})
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +187,7 @@ func TestPartWriterAbort(t *testing.T) {
 }
 
 func TestPartWriterCloseTwice(t *testing.T) {
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	w, err := NewPartWriter(context.Background(), store, "p", testMeta, PartOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +207,7 @@ func TestPartWriterCloseTwice(t *testing.T) {
 func TestPartWriterCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	w, err := NewPartWriter(ctx, store, "p", testMeta, PartOptions{BatchRows: 10, Allocator: mem})
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +230,7 @@ func TestPartWriterCanceled(t *testing.T) {
 
 func TestReadPartErrors(t *testing.T) {
 	ctx := context.Background()
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	writePart(t, store, "good", testBindings(0, 50), PartOptions{BatchRows: 10})
 	w, err := store.Create(ctx, "garbage")
 	if err != nil {
@@ -321,7 +313,7 @@ func TestFilterPart(t *testing.T) {
 
 func TestFilterPartErrors(t *testing.T) {
 	ctx := context.Background()
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	writePart(t, store, "src", testBindings(0, 10), PartOptions{})
 	keep := func(*schemas.Row) bool { return true }
 	if _, err := FilterPart(ctx, store, "src", "src", keep, PartOptions{}); err == nil {
@@ -361,7 +353,7 @@ func BenchmarkPartWriter(b *testing.B) {
 // TestPartEncodings: columns whose values never repeat are written without
 // a dictionary, the others with one, every column with zstd.
 func TestPartEncodings(t *testing.T) {
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	writePart(t, store, "p", testBindings(0, 500), PartOptions{})
 	pf, done := openParquet(t, store, "p")
 	defer done()
@@ -422,7 +414,7 @@ func TestPartWriterEncodingFailure(t *testing.T) {
 	for _, end := range []string{"close", "abort"} {
 		t.Run(end, func(t *testing.T) {
 			ctx := context.Background()
-			dir := newDirStore(t)
+			dir := stagingtest.NewDir(t)
 			store := failingStore{dir, boom}
 			w, err := NewPartWriter(ctx, store, "p", testMeta, PartOptions{BatchRows: 100, RowGroupRows: 200})
 			if err != nil {

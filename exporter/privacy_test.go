@@ -27,6 +27,7 @@ import (
 
 	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/staging/stagingtest"
 	"github.com/bindsync/bindsync/twilio"
 )
 
@@ -284,7 +285,7 @@ func TestPolicyRowsInLocalWarehouse(t *testing.T) {
 			p := newPrivacy(t, policyOf(tr), testKey)
 			in, users := policyBindings(), policyUsers()
 			inCopy := canonicalBindings(in)
-			store := newDirStore(t)
+			store := stagingtest.NewDir(t)
 			l := LocalWarehouse{Path: t.TempDir()}
 			s := stagePolicySnapshot(t, store, day1, in, users, PartOptions{Privacy: p, BatchRows: 7})
 			if err := CheckPrivacy(ctx, s, p); err != nil {
@@ -364,7 +365,7 @@ func TestHashSameAcrossDaysAndTables(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	l := LocalWarehouse{Path: t.TempDir()}
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	p := schemas.Policy{Endpoint: schemas.Hash, Identity: schemas.Hash, UsersUser: schemas.Hash, UsersIdentity: schemas.Hash}
 	for i, day := range []time.Time{day1, day2} {
 		// A new Privacy per day, as a new process would make.
@@ -463,7 +464,7 @@ func TestEnablingPolicyKeepsPastPartitions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	l := LocalWarehouse{Path: t.TempDir()}
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	if err := l.Publish(ctx, stagePolicySnapshot(t, store, day1, policyBindings(), policyUsers(), PartOptions{})); err != nil {
 		t.Fatal(err)
 	}

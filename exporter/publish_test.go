@@ -17,6 +17,7 @@ import (
 
 	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/staging"
+	"github.com/bindsync/bindsync/staging/stagingtest"
 	"github.com/bindsync/bindsync/twilio"
 )
 
@@ -98,7 +99,7 @@ func TestLocalWarehousePublish(t *testing.T) {
 		name  string
 		store func(t *testing.T) staging.Store
 	}{
-		{"local dir (hard links)", func(t *testing.T) staging.Store { return newDirStore(t) }},
+		{"local dir (hard links)", func(t *testing.T) staging.Store { return stagingtest.NewDir(t) }},
 		{"other store (copies)", func(t *testing.T) staging.Store { return newMemStore() }},
 	}
 	for _, st := range stores {
@@ -160,7 +161,7 @@ func TestLocalWarehousePublish(t *testing.T) {
 
 func TestLocalWarehouseRemovesLeftovers(t *testing.T) {
 	ctx := context.Background()
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	l := LocalWarehouse{Path: t.TempDir()}
 	// What a publish killed halfway would leave, for day 1 and for day 2.
 	for _, dir := range []string{"user_bindings_snapshot_date=2025-06-01.123", "user_bindings_snapshot_date=2025-06-01.456/old", "user_bindings_snapshot_date=2025-06-02.789"} {
@@ -188,7 +189,7 @@ func TestLocalWarehouseRemovesLeftovers(t *testing.T) {
 
 func TestLocalWarehouseFailureKeepsPrevious(t *testing.T) {
 	ctx := context.Background()
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	l := LocalWarehouse{Path: t.TempDir()}
 	old := testBindings(0, 30)
 	if err := l.Publish(ctx, stagedSnapshot(t, store, day1, "v1", old)); err != nil {
@@ -242,7 +243,7 @@ func TestLocalWarehouseFailureKeepsPrevious(t *testing.T) {
 
 func TestLocalWarehouseEmptySnapshot(t *testing.T) {
 	ctx := context.Background()
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	l := LocalWarehouse{Path: t.TempDir()}
 	if err := l.Publish(ctx, stagedSnapshot(t, store, day1, "v1", testBindings(0, 5))); err != nil {
 		t.Fatal(err)
@@ -278,7 +279,7 @@ func TestLocalWarehouseInvalid(t *testing.T) {
 // Hive layout may ever show up.
 func TestLocalWarehouseReadersNeverSeeTmp(t *testing.T) {
 	ctx := context.Background()
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	l := LocalWarehouse{Path: t.TempDir()}
 	small := stagedSnapshot(t, store, day1, "small", testBindings(0, 3))
 	big := stagedSnapshot(t, store, day1, "big", testBindings(0, 3), testBindings(3, 3), testBindings(6, 3))
@@ -412,7 +413,7 @@ func TestPublishFollowsUmask(t *testing.T) {
 				defer syscall.Umask(old)
 				var store staging.Store = newMemStore()
 				if linked {
-					store = newDirStore(t)
+					store = stagingtest.NewDir(t)
 				}
 				l := LocalWarehouse{Path: filepath.Join(t.TempDir(), "warehouse")}
 				snap := stagedSnapshot(t, store, day1, "p", testBindings(0, 10), testBindings(10, 5))

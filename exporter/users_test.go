@@ -8,11 +8,12 @@ import (
 	"testing"
 
 	"github.com/bindsync/bindsync/schemas"
+	"github.com/bindsync/bindsync/staging/stagingtest"
 )
 
 func TestUsersPartPublished(t *testing.T) {
 	ctx := context.Background()
-	store := newDirStore(t)
+	store := stagingtest.NewDir(t)
 	l := LocalWarehouse{Path: t.TempDir()}
 	s := stagedSnapshot(t, store, day1, "v1", testBindings(0, 5))
 	meta := schemas.RowMeta{SnapshotDate: day1, SyncedAt: day1.Add(2 * 3600e9)}

@@ -96,7 +96,7 @@ func sparseWorld(services, users int) twiliotest.WorldSpec {
 // loadWorld is sparseWorld(services, users), or the world that
 // BINDSYNC_BENCH_LOAD_WORLD names as SERVICESxUSERS (users per service),
 // for a measurement on the world of issue 8 ("3x3000"), where a run's fixed
-// cost (lock, checkpoint, publishing: some 40 ms) weighs less than on the
+// cost (lock, checkpoint, publishing: 60 to 80 ms) weighs less than on the
 // short default runs.
 func loadWorld(b *testing.B, services, users int) twiliotest.WorldSpec {
 	if v := os.Getenv("BINDSYNC_BENCH_LOAD_WORLD"); v != "" {

@@ -96,12 +96,13 @@ func TestUserIndex(t *testing.T) {
 	}
 }
 
-// TestUserIndexBytesPerUser measures the heap an index of 250,000 users
+// TestUserIndexBytesPerUser measures the heap an index of 100,000 users
 // holds once built (the cost per user does not depend on their number;
-// the test stays sequential, so that no other test's heap is counted), with identities of 12 characters: about 48 bytes a
-// user (12 for the identity, 32 for its entry, 4 for the index by SID),
-// next to what a map[string]string from identity to SID holds for the
-// same users (about 150 bytes a user).
+// the test stays sequential, so that no other test's heap is counted),
+// with identities of 12 characters: about 48 bytes a user (12 for the
+// identity, 32 for its entry, 4 for the index by SID), next to what a
+// map[string]string from identity to SID holds for the same users (120 to
+// 150 bytes a user, with the map's growth).
 func TestUserIndexBytesPerUser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("100,000 users")

@@ -159,27 +159,46 @@ func BenchmarkChanges(b *testing.B) {
 		}
 		rows = n
 	}
-	ctx := context.Background()
 	store, err := staging.NewDir(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
 	day0 := writeBenchParts(b, store, rows, 0)
 	day1 := writeBenchParts(b, store, rows, 1)
+	// from=runs is publishing as it is done (digests merged from the runs
+	// written beside the parts); from=parts reads the parts back and sorts
+	// their rows, as when a part has no usable runs.
+	for _, fromRuns := range []bool{true, false} {
+		name := "from=parts"
+		if fromRuns {
+			name = "from=runs"
+		}
+		b.Run(name, func(b *testing.B) { benchChanges(b, store, rows, day0, day1, fromRuns) })
+	}
+}
+
+func benchChanges(b *testing.B, store staging.Store, rows int, day0, day1 []PartInfo, fromRuns bool) {
+	ctx := context.Background()
+	digest := func(name string, date time.Time, parts []PartInfo, opts DigestOptions) (DigestInfo, error) {
+		if fromRuns {
+			info, _, err := WritePartsDigest(ctx, store, name, date, parts, opts)
+			return info, err
+		}
+		return WriteDigest(ctx, store, name, date, PartsSource(store, parts), opts)
+	}
 	tmp := b.TempDir()
 	var peak uint64
 	var digestBytes, changes int64
-	b.ResetTimer()
 	for b.Loop() {
 		runtime.GC()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
 		sampler := startHeapPeak()
-		d0, err := WriteDigest(ctx, store, "digest-0", time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC), PartsSource(store, day0), DigestOptions{TempDir: tmp})
+		d0, err := digest("digest-0", time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC), day0, DigestOptions{TempDir: tmp})
 		if err != nil {
 			b.Fatal(err)
 		}
-		d1, err := WriteDigest(ctx, store, "digest-1", time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC), PartsSource(store, day1), DigestOptions{TempDir: tmp})
+		d1, err := digest("digest-1", time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC), day1, DigestOptions{TempDir: tmp})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -137,12 +137,91 @@ func WriteDigest(ctx context.Context, store staging.Store, name string, date tim
 		return DigestInfo{}, fmt.Errorf("write digest %q: %w", name, err)
 	}
 	defer stream.close()
-	return writeDigestFrom(ctx, store, name, date, stream)
+	return writeDigestFrom(ctx, store, name, date, stream, -1)
 }
 
+// DigestBuild says how WritePartsDigest built a digest.
+type DigestBuild struct {
+	// FromRuns is the number of parts whose runs were merged.
+	FromRuns int
+	// ReadBack lists the parts read back and sorted instead, with why
+	// their runs could not be used.
+	ReadBack []string
+	// RunsFailed is why the runs were given up on for every part, after
+	// they failed during the merge (nil when they did not).
+	RunsFailed error
+}
+
+// WritePartsDigest writes the digest of the snapshot of date whose rows
+// are those of parts, as the object name of store: the same digest as
+// WriteDigest with PartsSource(store, parts), merged from the sorted runs
+// written beside each part (RunsName). A part whose runs are missing,
+// damaged or another version's is read back and sorted; runs that fail
+// during the merge (damage that their footer did not show) make the whole
+// digest start over from the parts. Memory is bounded as for WriteDigest.
+func WritePartsDigest(ctx context.Context, store staging.Store, name string, date time.Time, parts []PartInfo, opts DigestOptions) (DigestInfo, DigestBuild, error) {
+	info, build, err := writePartsDigest(ctx, store, name, date, parts, opts)
+	if err == nil || ctx.Err() != nil || !errors.Is(err, errRunsUnusable) {
+		return info, build, err
+	}
+	build = DigestBuild{RunsFailed: err}
+	info, err = WriteDigest(ctx, store, name, date, PartsSource(store, parts), opts)
+	return info, build, err
+}
+
+func writePartsDigest(ctx context.Context, store staging.Store, name string, date time.Time, parts []PartInfo, opts DigestOptions) (DigestInfo, DigestBuild, error) {
+	var build DigestBuild
+	fail := func(err error) (DigestInfo, DigestBuild, error) {
+		return DigestInfo{}, build, fmt.Errorf("write digest %q: %w", name, err)
+	}
+	s, err := newSorter(opts.TempDir, opts.SortBytes)
+	if err != nil {
+		return fail(err)
+	}
+	defer s.close()
+	var rows int64
+	var rec []byte
+	for _, p := range parts {
+		rows += p.Rows
+		runs, err := openPartRuns(ctx, store, p, s.dir)
+		if err == nil {
+			s.addRuns(runs)
+			build.FromRuns++
+			continue
+		}
+		if !errors.Is(err, errRunsUnusable) {
+			return fail(err)
+		}
+		build.ReadBack = append(build.ReadBack, err.Error())
+		err = visitPart(ctx, store, p.Name, func(r *schemas.Row) error {
+			rec = appendRecord(rec[:0], r)
+			return s.add(rec)
+		})
+		if err != nil {
+			return fail(fmt.Errorf("read the snapshot's rows: %w", err))
+		}
+	}
+	stream, err := s.sorted()
+	if err != nil {
+		return fail(err)
+	}
+	defer stream.close()
+	info, err := writeDigestFrom(ctx, store, name, date, stream, rows)
+	if err != nil && build.FromRuns > 0 && errors.Is(err, errRecordsOutOfOrder) {
+		err = fmt.Errorf("%w: %w", errRunsUnusable, err)
+	}
+	return info, build, err
+}
+
+// errRecordsOutOfOrder is returned (wrapped) when a digest's records do
+// not come in order.
+var errRecordsOutOfOrder = errors.New("records out of order")
+
 // writeDigestFrom writes the records of stream, which must be sorted, as
-// a digest.
-func writeDigestFrom(ctx context.Context, store staging.Store, name string, date time.Time, stream recordStream) (DigestInfo, error) {
+// a digest. When want is not negative, the digest is committed only if it
+// holds want records: runs merged must add up to their parts' rows (the
+// footers' counts were checked, so only damage makes them differ).
+func writeDigestFrom(ctx context.Context, store staging.Store, name string, date time.Time, stream recordStream, want int64) (DigestInfo, error) {
 	sink, err := store.Create(ctx, name)
 	if err != nil {
 		return DigestInfo{}, fmt.Errorf("write digest %q: %w", name, err)
@@ -171,7 +250,7 @@ func writeDigestFrom(ctx context.Context, store staging.Store, name string, date
 			break
 		}
 		if err == nil && prev != nil && compareRecords(prev, rec) > 0 {
-			err = errors.New("records out of order")
+			err = errRecordsOutOfOrder
 		}
 		if err == nil {
 			err = w.write(rec)
@@ -181,6 +260,10 @@ func writeDigestFrom(ctx context.Context, store staging.Store, name string, date
 			return fail(err)
 		}
 		prev = append(prev[:0], rec...)
+	}
+	if want >= 0 && w.n != want {
+		w.abort()
+		return fail(fmt.Errorf("%w: %d records merged, the parts hold %d rows", errRunsUnusable, w.n, want))
 	}
 	if err := w.finish(); err != nil {
 		return fail(err)

@@ -110,6 +110,11 @@ type PartOptions struct {
 	// Allocator provides Arrow memory (default memory.DefaultAllocator);
 	// tests pass a checked allocator to prove nothing leaks.
 	Allocator memory.Allocator
+	// RunBytes is the memory a part of bindings fills with the records of
+	// its rows before it writes them, sorted, as a run beside the part
+	// (RunsName; default DefaultPartRunBytes): what the snapshot's digest
+	// is merged from.
+	RunBytes int64
 	// Privacy is the privacy policy applied to every row appended, so that
 	// a hashed or dropped value never reaches a part; nil keeps every
 	// column. FilterPart copies rows as they are stored and ignores it.
@@ -166,8 +171,9 @@ type PartInfo struct {
 type PartWriter struct {
 	ctx     context.Context
 	name    string
-	users   bool    // it holds user rows (UsersPartWriter), not bindings
-	mask    *masker // the privacy policy of appended rows; nil keeps all
+	users   bool      // it holds user rows (UsersPartWriter), not bindings
+	mask    *masker   // the privacy policy of appended rows; nil keeps all
+	runs    *partRuns // the sorted runs of a part of bindings
 	meta    schemas.RowMeta
 	opts    PartOptions
 	sink    staging.Writer
@@ -208,6 +214,7 @@ func NewPartWriter(ctx context.Context, store staging.Store, name string, meta s
 		return nil, err
 	}
 	w.mask = opts.Privacy.newMasker()
+	w.runs = newPartRuns(ctx, store, name, opts.RunBytes)
 	return w, nil
 }
 
@@ -337,7 +344,16 @@ func bindingBytes(bd *twilio.Binding) int64 {
 // add appends one row as it is, with its own meta columns, flushing a
 // full batch. The privacy policy is the caller's to apply.
 func (w *PartWriter) add(meta schemas.RowMeta, bd *twilio.Binding) error {
-	return w.addRow(bindingBytes(bd), func(b *array.RecordBuilder) { schemas.AppendBinding(b, meta, bd) })
+	if err := w.addRow(bindingBytes(bd), func(b *array.RecordBuilder) { schemas.AppendBinding(b, meta, bd) }); err != nil {
+		return err
+	}
+	if w.runs != nil {
+		if err := w.runs.add(bd, meta.SyncedAt); err != nil {
+			w.err = fmt.Errorf("write part %q: %w", w.name, err)
+			return w.err
+		}
+	}
+	return nil
 }
 
 // addRow appends one row of the given estimated size built by fn,
@@ -510,14 +526,24 @@ func (w *PartWriter) Close() (PartInfo, error) {
 			err = fmt.Errorf("write part %q: %w", w.name, ferr)
 		}
 	}
+	info := PartInfo{Name: w.name, Rows: w.rows, Bytes: w.counter.n, CRC32C: w.counter.crc.Sum32()}
+	if err == nil && w.runs != nil {
+		// The runs are committed first: a part is never without them
+		// for want of their commit (runs without their part are
+		// harmless, as they name it).
+		err = w.runs.finish(info)
+	}
 	if err != nil {
+		if w.runs != nil {
+			w.runs.abort()
+		}
 		w.sink.Abort()
 		return PartInfo{}, err
 	}
 	if err := w.sink.Close(); err != nil {
 		return PartInfo{}, fmt.Errorf("commit part %q: %w", w.name, err)
 	}
-	return PartInfo{Name: w.name, Rows: w.rows, Bytes: w.counter.n, CRC32C: w.counter.crc.Sum32()}, nil
+	return info, nil
 }
 
 // Abort discards the part: nothing is committed and memory is released. It
@@ -533,9 +559,12 @@ func (w *PartWriter) Abort() {
 	// it writes goes to a staging writer that is discarded right after.
 	w.fw.Close()
 	w.sink.Abort()
+	if w.runs != nil {
+		w.runs.abort()
+	}
 }
 
-// countingWriter counts and checksums the bytes that reach the staging
+// countingWriter counts and checksums (with a crc) the bytes that reach the staging
 // writer, so the part's size and CRC32C are known without reading it back.
 type countingWriter struct {
 	w   io.Writer
@@ -546,6 +575,8 @@ type countingWriter struct {
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
-	c.crc.Write(p[:n])
+	if c.crc != nil {
+		c.crc.Write(p[:n])
+	}
 	return n, err
 }

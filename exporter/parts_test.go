@@ -323,8 +323,8 @@ func TestFilterPartErrors(t *testing.T) {
 		t.Errorf("missing source: err = %v, want ErrNotExist", err)
 	}
 	names, err := store.List(ctx, "")
-	if err != nil || !reflect.DeepEqual(names, []string{"src"}) {
-		t.Errorf("store holds %v, %v; want only src", names, err)
+	if err != nil || !reflect.DeepEqual(names, []string{"src", RunsName("src")}) {
+		t.Errorf("store holds %v, %v; want only src and its runs", names, err)
 	}
 }
 

@@ -181,6 +181,7 @@ func FilterPart(ctx context.Context, store staging.Store, src, dst string, keep 
 	if err != nil {
 		return PartInfo{}, fmt.Errorf("filter part %q: %w", src, err)
 	}
+	w.runs = newPartRuns(ctx, store, dst, opts.RunBytes)
 	err = ReadPart(ctx, store, src, func(r schemas.Row) error {
 		if !keep(&r) {
 			return nil

@@ -32,7 +32,12 @@ var errBadRecord = errors.New("malformed record")
 
 // appendRecord appends the record of r to dst.
 func appendRecord(dst []byte, r *schemas.Row) []byte {
-	b := &r.Binding
+	return appendBindingRecord(dst, &r.Binding, r.SyncedAt)
+}
+
+// appendBindingRecord appends the record of the row of b read at syncedAt
+// to dst.
+func appendBindingRecord(dst []byte, b *twilio.Binding, syncedAt time.Time) []byte {
 	dst = appendOptString(dst, b.ServiceSID)
 	dst = appendOptString(dst, b.SID)
 	dst = appendOptString(dst, b.AccountSID)
@@ -53,7 +58,7 @@ func appendRecord(dst []byte, r *schemas.Row) []byte {
 		}
 	}
 	dst = appendOptString(dst, b.URL)
-	return binary.AppendVarint(dst, r.SyncedAt.UnixMicro())
+	return binary.AppendVarint(dst, syncedAt.UnixMicro())
 }
 
 func appendOptString(dst []byte, s *string) []byte {

@@ -29,22 +29,100 @@ const (
 	recordOverhead = 24
 )
 
+// recordBuffer holds copies of records in large blocks, which it reuses
+// once emptied, and counts the memory they take.
+type recordBuffer struct {
+	recs   [][]byte
+	used   int64
+	blocks [][]byte // the arena blocks, reused after reset
+	block  int      // index in blocks of the block being filled
+	chunk  []byte   // the free tail of that block
+}
+
+// add copies rec into the buffer.
+func (b *recordBuffer) add(rec []byte) {
+	b.used += int64(len(rec)) + recordOverhead
+	if len(rec) >= arenaChunk/4 {
+		// A large record gets memory of its own, so that a block is
+		// never mostly wasted.
+		b.recs = append(b.recs, slices.Clone(rec))
+		return
+	}
+	if len(rec) > len(b.chunk) {
+		if b.chunk != nil { // a block is in use: take the next
+			b.block++
+		}
+		if b.block == len(b.blocks) {
+			b.blocks = append(b.blocks, make([]byte, arenaChunk))
+		}
+		b.chunk = b.blocks[b.block]
+	}
+	n := copy(b.chunk, rec)
+	b.recs = append(b.recs, b.chunk[:n:n])
+	b.chunk = b.chunk[n:]
+}
+
+// sort orders the records.
+func (b *recordBuffer) sort() { slices.SortFunc(b.recs, compareRecords) }
+
+// reset empties the buffer, keeping its blocks for the next records.
+func (b *recordBuffer) reset() {
+	clear(b.recs)
+	b.recs, b.used, b.block, b.chunk = b.recs[:0], 0, 0, nil
+}
+
+// free releases the buffer's memory.
+func (b *recordBuffer) free() { *b = recordBuffer{} }
+
+// writeRecords writes recs to w as one run and finishes it.
+func writeRecords(w *recordWriter, recs [][]byte) error {
+	for _, rec := range recs {
+		if err := w.write(rec); err != nil {
+			w.abort()
+			return err
+		}
+	}
+	return w.finish()
+}
+
+// sortRun is a sorted run to merge: a run file of the sort's own, or a run
+// of a part's runs (see partRuns).
+type sortRun struct {
+	name string // for errors: a file path or a store URI
+	// open returns the run's compressed stream and what to close after.
+	open func() (io.Reader, io.Closer, error)
+	// records is the number of records the run must hold, or -1.
+	records int64
+	// temp says the run is a file of the sort's own, removed once read.
+	temp bool
+	// fromPart says the run was written beside a part, not by this sort.
+	fromPart bool
+}
+
+// fileRun is the run file name.
+func fileRun(name string, temp bool) sortRun {
+	return sortRun{name: name, records: -1, temp: temp, open: func() (io.Reader, io.Closer, error) {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, f, nil
+	}}
+}
+
 // sorter sorts records of any number with bounded memory: records fill a
 // buffer of about limit bytes, which is sorted and written to a run file
-// in dir when full; the runs are then merged, in passes of mergeFanIn
-// runs, into one sorted stream. Fewer records than fit the buffer never
-// touch the disk.
+// in dir when full; the runs, and any sorted runs added with addRuns, are
+// then merged, in passes of mergeFanIn runs, into one sorted stream.
+// Fewer records than fit the buffer, without runs added, never touch the
+// disk.
 type sorter struct {
 	dir     string
 	release func()
 	limit   int64
-
-	recs  [][]byte
-	used  int64
-	chunk []byte // the free tail of the current arena block
-
-	runs []string
-	seq  int
+	buf     recordBuffer
+	runs    []sortRun
+	seq     int
 }
 
 // newSorter starts a sort whose runs go to a new directory under tempDir
@@ -62,54 +140,33 @@ func newSorter(tempDir string, limit int64) (*sorter, error) {
 
 // add copies rec into the sort.
 func (s *sorter) add(rec []byte) error {
-	if len(rec) > len(s.chunk) {
-		if len(rec) >= arenaChunk/4 {
-			// A large record gets a block of its own, so that a block
-			// is never mostly wasted.
-			s.recs = append(s.recs, slices.Clone(rec))
-			s.used += int64(len(rec)) + recordOverhead
-			return s.maybeSpill()
-		}
-		s.chunk = make([]byte, arenaChunk)
-	}
-	n := copy(s.chunk, rec)
-	s.recs = append(s.recs, s.chunk[:n:n])
-	s.chunk = s.chunk[n:]
-	s.used += int64(n) + recordOverhead
-	return s.maybeSpill()
-}
-
-func (s *sorter) maybeSpill() error {
-	if s.used < s.limit {
+	s.buf.add(rec)
+	if s.buf.used < s.limit {
 		return nil
 	}
 	return s.spill()
 }
 
+// addRuns adds runs that are already sorted to the merge.
+func (s *sorter) addRuns(runs []sortRun) { s.runs = append(s.runs, runs...) }
+
 // spill writes the buffered records, sorted, as a new run.
 func (s *sorter) spill() error {
-	if len(s.recs) == 0 {
+	if len(s.buf.recs) == 0 {
 		return nil
 	}
-	slices.SortFunc(s.recs, compareRecords)
-	name, err := s.writeRun(func(w *recordWriter) error {
-		for _, rec := range s.recs {
-			if err := w.write(rec); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	s.buf.sort()
+	name, err := s.writeRun(func(w *recordWriter) error { return writeRecords(w, s.buf.recs) })
 	if err != nil {
 		return err
 	}
-	s.runs = append(s.runs, name)
-	clear(s.recs)
-	s.recs, s.used, s.chunk = s.recs[:0], 0, nil
+	s.runs = append(s.runs, fileRun(name, true))
+	s.buf.reset()
 	return nil
 }
 
-// writeRun writes a new run file with fill.
+// writeRun writes a new run file with fill, which must finish or abort
+// the run.
 func (s *sorter) writeRun(fill func(*recordWriter) error) (string, error) {
 	s.seq++
 	name := filepath.Join(s.dir, fmt.Sprintf("run-%06d", s.seq))
@@ -118,12 +175,7 @@ func (s *sorter) writeRun(fill func(*recordWriter) error) (string, error) {
 		return "", fmt.Errorf("sort: %w", err)
 	}
 	buf := bufio.NewWriterSize(f, recordReadBuffer)
-	w := newRunWriter(buf)
-	if err = fill(w); err != nil {
-		w.abort()
-	} else {
-		err = w.finish()
-	}
+	err = fill(newRunWriter(buf))
 	if err == nil {
 		err = buf.Flush()
 	}
@@ -141,15 +193,16 @@ func (s *sorter) writeRun(fill func(*recordWriter) error) (string, error) {
 // valid until close.
 func (s *sorter) sorted() (recordStream, error) {
 	if len(s.runs) == 0 {
-		slices.SortFunc(s.recs, compareRecords)
-		return &memStream{recs: s.recs}, nil
+		s.buf.sort()
+		return &memStream{recs: s.buf.recs}, nil
 	}
 	if err := s.spill(); err != nil {
 		return nil, err
 	}
+	s.buf.free()
 	// Merge in passes until one merge can read every run.
 	for len(s.runs) > mergeFanIn {
-		var next []string
+		var next []sortRun
 		for start := 0; start < len(s.runs); start += mergeFanIn {
 			group := s.runs[start:min(start+mergeFanIn, len(s.runs))]
 			if len(group) == 1 {
@@ -160,46 +213,41 @@ func (s *sorter) sorted() (recordStream, error) {
 			if err != nil {
 				return nil, err
 			}
-			next = append(next, name)
+			next = append(next, fileRun(name, true))
 		}
 		s.runs = next
 	}
 	return openMerge(s.runs)
 }
 
-// mergeRuns merges runs into a new run and removes them.
-func (s *sorter) mergeRuns(runs []string) (string, error) {
+// mergeRuns merges runs into a new run file; the runs of its own are
+// removed as they are read.
+func (s *sorter) mergeRuns(runs []sortRun) (string, error) {
 	m, err := openMerge(runs)
 	if err != nil {
 		return "", err
 	}
 	defer m.close()
-	name, err := s.writeRun(func(w *recordWriter) error {
+	return s.writeRun(func(w *recordWriter) error {
 		for {
 			rec, err := m.next()
 			if err == io.EOF {
-				return nil
+				return w.finish()
+			}
+			if err == nil {
+				err = w.write(rec)
 			}
 			if err != nil {
-				return err
-			}
-			if err := w.write(rec); err != nil {
+				w.abort()
 				return err
 			}
 		}
 	})
-	if err != nil {
-		return "", err
-	}
-	for _, r := range runs {
-		os.Remove(r)
-	}
-	return name, nil
 }
 
 // close removes the runs and releases the buffer.
 func (s *sorter) close() {
-	s.recs, s.chunk = nil, nil
+	s.buf.free()
 	s.release()
 }
 
@@ -226,14 +274,15 @@ func (m *memStream) next() ([]byte, error) {
 
 func (m *memStream) close() {}
 
-// mergeStream merges sorted run files with a heap of their heads.
+// mergeStream merges sorted runs with a heap of their heads.
 type mergeStream struct {
 	h   runHeap
 	cur *runHead // the head returned last, advanced on the next call
 }
 
 type runHead struct {
-	f   *os.File
+	run sortRun
+	c   io.Closer
 	r   *recordReader
 	rec []byte
 }
@@ -251,36 +300,48 @@ func (h *runHeap) Pop() any {
 	return x
 }
 
-func openMerge(runs []string) (*mergeStream, error) {
+func openMerge(runs []sortRun) (*mergeStream, error) {
 	m := &mergeStream{}
-	for _, name := range runs {
-		f, err := os.Open(name)
+	for _, run := range runs {
+		in, c, err := run.open()
 		if err != nil {
 			m.close()
-			return nil, fmt.Errorf("sort: %w", err)
+			return nil, run.failed(err)
 		}
-		r := newRunReader(f)
-		head := &runHead{f: f, r: r}
+		head := &runHead{run: run, c: c, r: newRunReader(in)}
 		ok, err := head.advance()
 		if err != nil {
 			head.release()
 			m.close()
-			return nil, fmt.Errorf("sort: read run %s: %w", name, err)
+			return nil, run.failed(err)
 		}
 		if ok {
 			m.h = append(m.h, head)
 		} else {
-			head.release()
+			head.done()
 		}
 	}
 	heap.Init(&m.h)
 	return m, nil
 }
 
-// advance reads the run's next record; false at its end.
+// failed describes a failure to read the run; for a run of a part, it
+// wraps errRunsUnusable.
+func (r sortRun) failed(err error) error {
+	if r.fromPart {
+		return fmt.Errorf("%w: read run %s: %w", errRunsUnusable, r.name, err)
+	}
+	return fmt.Errorf("sort: read run %s: %w", r.name, err)
+}
+
+// advance reads the run's next record; false at its end, where the run
+// must have held the records it announced.
 func (r *runHead) advance() (bool, error) {
 	rec, err := r.r.next()
 	if err == io.EOF {
+		if r.run.records >= 0 && r.r.n != r.run.records {
+			return false, fmt.Errorf("%w: %d records, %d announced", errBadRecord, r.r.n, r.run.records)
+		}
 		return false, nil
 	}
 	if err != nil {
@@ -292,7 +353,18 @@ func (r *runHead) advance() (bool, error) {
 
 func (r *runHead) release() {
 	r.r.close()
-	r.f.Close()
+	if r.c != nil {
+		r.c.Close()
+	}
+}
+
+// done releases a run read to its end; a run of the sort's own goes at
+// once, so that its disk space comes back before the whole merge ends.
+func (r *runHead) done() {
+	r.release()
+	if r.run.temp {
+		os.Remove(r.run.name)
+	}
 }
 
 func (m *mergeStream) next() ([]byte, error) {
@@ -300,16 +372,12 @@ func (m *mergeStream) next() ([]byte, error) {
 		// The record handed out last is no longer in use: move its run on.
 		ok, err := m.cur.advance()
 		if err != nil {
-			return nil, fmt.Errorf("sort: read run %s: %w", m.cur.f.Name(), err)
+			return nil, m.cur.run.failed(err)
 		}
 		if ok {
 			heap.Fix(&m.h, 0)
 		} else {
-			// A run read to its end is no longer needed: its disk space
-			// goes back at once, not when the whole merge ends.
-			done := heap.Pop(&m.h).(*runHead)
-			done.release()
-			os.Remove(done.f.Name())
+			heap.Pop(&m.h).(*runHead).done()
 		}
 		m.cur = nil
 	}

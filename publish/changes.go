@@ -200,18 +200,29 @@ func (c *changesStage) ownDigest(ctx context.Context) (exporter.DigestRef, error
 		c.log.Warn("the snapshot's digest is missing or damaged; writing it again from its parts", zap.Error(err))
 	}
 	parts := bindingParts(c.cp.State().Parts)
-	info, err := exporter.WriteDigest(ctx, c.store, ref.Name, c.date, exporter.PartsSource(c.store, parts), c.digestOptions())
+	info, build, err := exporter.WritePartsDigest(ctx, c.store, ref.Name, c.date, parts, c.digestOptions())
+	if build.RunsFailed != nil {
+		c.log.Warn("the runs beside the snapshot's parts failed while merged; the digest was written from the parts", zap.Error(build.RunsFailed))
+	}
 	if err != nil {
 		return ref, err
+	}
+	if len(build.ReadBack) > 0 {
+		c.log.Info("parts read back for the digest: their runs cannot be used",
+			zap.Int("parts", len(build.ReadBack)), zap.Strings("why", firstN(build.ReadBack, 5)))
 	}
 	ref.Info = info
 	data, _ := json.Marshal(info)
 	if err := j.Set(ctx, map[string]string{keyDigest: string(data)}); err != nil {
 		return ref, err
 	}
-	c.log.Info("wrote the snapshot's digest", zap.String("digest", c.store.URI(ref.Name)), zap.Int64("rows", info.Rows), zap.Int64("bytes", info.Bytes))
+	c.log.Info("wrote the snapshot's digest", zap.String("digest", c.store.URI(ref.Name)), zap.Int64("rows", info.Rows), zap.Int64("bytes", info.Bytes),
+		zap.Int("parts_merged_from_runs", build.FromRuns), zap.Int("parts_read_back", len(build.ReadBack)))
 	return ref, nil
 }
+
+// firstN returns the first n of s.
+func firstN(s []string, n int) []string { return s[:min(n, len(s))] }
 
 func bindingParts(ps []checkpoint.Part) []exporter.PartInfo {
 	out := make([]exporter.PartInfo, len(ps))

@@ -151,7 +151,7 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 		}
 	}
 	for _, name := range names {
-		if err := opts.Store.Delete(ctx, name); err != nil && !errors.Is(err, staging.ErrNotExist) {
+		if err := exporter.DeletePart(ctx, opts.Store, name); err != nil && !errors.Is(err, staging.ErrNotExist) {
 			log.Warn("remove published part from staging", zap.String("part", opts.Store.URI(name)), zap.Error(err))
 			failed = append(failed, fmt.Errorf("remove %s: %w", opts.Store.URI(name), err))
 		}

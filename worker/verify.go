@@ -106,7 +106,7 @@ func (r *run) verifyParts(ctx, saveCtx context.Context) (bool, error) {
 		}
 	}
 	for _, old := range stale {
-		if err := r.store.Delete(saveCtx, old); err != nil {
+		if err := exporter.DeletePart(saveCtx, r.store, old); err != nil {
 			r.log.Warn("remove damaged or replaced part", zap.String("part", old), zap.Error(err))
 		}
 	}

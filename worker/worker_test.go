@@ -126,11 +126,19 @@ func TestRunPublishesEveryBindingOnce(t *testing.T) {
 		twiliotest.Faults{Seed: 3, Rate429: 0.05, Rate503: 0.03, RateDrop: 0.02, RateTruncate: 0.02, RetryAfterEvery: 2, RetryAfter: time.Millisecond})
 	opts := e.options()
 	opts.PartRows = 500 // several parts
+	core, logs := observer.New(zap.InfoLevel)
+	opts.Logger = zap.New(core)
 	res, err := Run(context.Background(), e.client, opts, day)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.checkExact()
+	// The digest is merged from the runs written beside every part.
+	digest := logs.FilterMessage("wrote the snapshot's digest").All()
+	if len(digest) != 1 || digest[0].ContextMap()["parts_merged_from_runs"] != int64(len(res.Parts)) || digest[0].ContextMap()["parts_read_back"] != int64(0) {
+		t.Errorf("digest log = %v, want all %d parts merged from their runs", digest, len(res.Parts))
+	}
+	opts.Logger = nil
 	if res.Summary.Status != "succeeded" || res.Summary.UsersDone == 0 {
 		t.Errorf("summary = %+v", res.Summary)
 	}
@@ -414,7 +422,8 @@ func TestRunWaitsForALockReleased(t *testing.T) {
 	e.checkExact()
 }
 
-// failingStore refuses to create part files after the first n.
+// failingStore refuses to create part files after the first n (the
+// runs beside them are still created).
 type failingStore struct {
 	staging.Store
 	n       atomic.Int64
@@ -424,7 +433,7 @@ type failingStore struct {
 var errDiskFull = errors.New("no space left on device")
 
 func (s *failingStore) Create(ctx context.Context, name string) (staging.Writer, error) {
-	if strings.Contains(name, "/parts/") && s.n.Add(1) > s.allowed {
+	if strings.Contains(name, "/parts/") && strings.HasSuffix(name, ".parquet") && s.n.Add(1) > s.allowed {
 		return nil, errDiskFull
 	}
 	return s.Store.Create(ctx, name)

@@ -517,7 +517,7 @@ func (w *writer) afterRewrite(replaced []checkpoint.Replace) {
 		}
 	}
 	for _, r := range replaced {
-		if err := w.r.store.Delete(w.ctx, r.Old); err != nil {
+		if err := exporter.DeletePart(w.ctx, w.r.store, r.Old); err != nil {
 			w.r.log.Warn("remove replaced part", zap.String("part", r.Old), zap.Error(err))
 		}
 	}

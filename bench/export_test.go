@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,11 +57,19 @@ var exportFake struct {
 	err  error
 }
 
+// exportFakePID is the process ID of the running faketwilio, 0 before.
+var exportFakePID int
+
 // sharedFakeProcess builds faketwilio and starts it once for the package;
 // TestMain stops it.
 func sharedFakeProcess(b *testing.B) *fakeProcess {
 	b.Helper()
-	exportFake.once.Do(func() { exportFake.p, exportFake.err = startFakeProcess() })
+	exportFake.once.Do(func() {
+		exportFake.p, exportFake.err = startFakeProcess()
+		if exportFake.err == nil {
+			exportFakePID = exportFake.p.cmd.Process.Pid
+		}
+	})
 	if exportFake.err != nil {
 		b.Fatal(exportFake.err)
 	}
@@ -301,6 +310,41 @@ func (r rssReader) peak() uint64 {
 	return 0
 }
 
+// cpuTime returns the CPU time (user and system) this process used so
+// far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// childCPU returns the CPU time the process pid used so far, from
+// /proc/PID/stat (in clock ticks of 10 ms); false where it cannot be read.
+func childCPU(pid int) (time.Duration, bool) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// The command name, in parentheses, may hold spaces: fields count
+	// from after its closing one. utime and stime are fields 14 and 15.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, true
+}
+
 // exportRun is one workload of BenchmarkExport.
 type exportRun func(ctx context.Context, dir string) (int64, error)
 
@@ -320,6 +364,8 @@ func measureExportAfter(b *testing.B, want int64, prepare exportRun, work export
 	rss := newRSSReader()
 	var fig figures
 	var peakRSS uint64
+	var cpu, fakeCPU time.Duration
+	fakeOK := exportFakePID != 0
 	for b.Loop() {
 		b.StopTimer()
 		dir, err := os.MkdirTemp(root, "run-")
@@ -335,6 +381,14 @@ func measureExportAfter(b *testing.B, want int64, prepare exportRun, work export
 		rss.reset()
 		b.StartTimer()
 		fig.measure(b, func() (outcome, error) {
+			start := cpuTime()
+			fakeStart, ok1 := childCPU(exportFakePID)
+			defer func() {
+				cpu += cpuTime() - start
+				fakeEnd, ok2 := childCPU(exportFakePID)
+				fakeCPU += fakeEnd - fakeStart
+				fakeOK = fakeOK && ok1 && ok2
+			}()
 			n, err := work(ctx, dir)
 			if err == nil && n != want {
 				err = fmt.Errorf("read %d bindings, the world has %d", n, want)
@@ -351,6 +405,10 @@ func measureExportAfter(b *testing.B, want int64, prepare exportRun, work export
 	rate := float64(fig.bindings) / b.Elapsed().Seconds()
 	b.ReportMetric(rate, "bindings/s")
 	b.ReportMetric(float64(fig.allocated)/float64(fig.bindings), "B/binding")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(fig.bindings), "cpu-µs/binding")
+	if fakeOK {
+		b.ReportMetric(float64(fakeCPU.Microseconds())/float64(fig.bindings), "fake-cpu-µs/binding")
+	}
 	if rss.ok {
 		b.ReportMetric(float64(peakRSS)/(1<<20), "peak-RSS-MiB")
 	} else {

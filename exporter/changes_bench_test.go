@@ -137,19 +137,26 @@ func (p *heapPeak) Stop() uint64 {
 // BenchmarkChanges builds the digests of two daily snapshots from their
 // parts and the changes between them: twice the work a publish adds for
 // the changes table. BINDSYNC_BENCH_ROWS sets the size (default 200,000
-// bindings). Measured on a shared 2-core machine (AMD EPYC):
+// bindings). from=runs merges the digests from the runs written beside
+// the parts, as publishing does; from=parts reads the parts back and
+// sorts their rows (a part without usable runs). Measured on a shared
+// 2-core machine (AMD EPYC):
 //
-//	bindings   time    rows/s   peak-heap-MiB  digest-B/row  changes
-//	  200,000    7.8s  51,300   104            161           15,884
-//	1,000,000   32.7s  61,200   142            164           79,342
-//	5,000,000  224.5s  44,500   155            164           399,300
+//	bindings   from   time    rows/s   peak-heap-MiB  digest-B/row  changes
+//	  200,000  runs    2.4s  165,500    42            161           15,884
+//	  200,000  parts   4.8s   83,200    80            161           15,884
+//	1,000,000  runs   14.6s  136,900    73            164           79,342
+//	1,000,000  parts  20.7s   96,800    80            164           79,342
+//
+// Before runs, from parts only: 44,500 rows/s and a peak heap of 155 MiB
+// for 5,000,000 bindings (224.5 s).
 //
 // peak-heap-MiB is the highest heap (live and garbage) sampled during the
-// work, above the heap before it: the sort's buffer (DefaultSortBytes),
-// a row group of the parts being read, the row group of changes being
-// written (up to DefaultRowGroupRows rows) and the runs being merged (at
-// most mergeFanIn, half a megabyte each). It stops growing once the
-// changes fill a row group; the sort's runs go to disk instead.
+// work, above the heap before it: the sort's buffer (DefaultSortBytes,
+// from=parts), a row group of the parts being read (from=parts), the row
+// group of changes being written (up to DefaultRowGroupRows rows) and the
+// runs being merged (at most mergeFanIn, half a megabyte each). It stops
+// growing once the changes fill a row group.
 func BenchmarkChanges(b *testing.B) {
 	rows := 200_000
 	if v := os.Getenv("BINDSYNC_BENCH_ROWS"); v != "" {

@@ -107,8 +107,9 @@ type PartOptions struct {
 	// Compression is the Parquet codec. The zero value (Uncompressed)
 	// selects zstd: parts are always compressed.
 	Compression compress.Compression
-	// Allocator provides Arrow memory (default memory.DefaultAllocator);
-	// tests pass a checked allocator to prove nothing leaks.
+	// Allocator provides Arrow memory (default: a GoAllocator that reuses
+	// the large buffers freed, see bufferPool); tests pass a checked
+	// allocator to prove nothing leaks.
 	Allocator memory.Allocator
 	// RunBytes is the memory a part of bindings fills with the records of
 	// its rows before it writes them, sorted, as a run beside the part
@@ -139,7 +140,7 @@ func (o PartOptions) withDefaults() PartOptions {
 		o.Compression = compress.Codecs.Zstd
 	}
 	if o.Allocator == nil {
-		o.Allocator = memory.DefaultAllocator
+		o.Allocator = bufferPool
 	}
 	return o
 }

@@ -202,12 +202,22 @@ func openPartRuns(ctx context.Context, store staging.Store, p PartInfo, dir stri
 		return unusable("%s", why)
 	}
 	open := func() (staging.Object, error) { return store.Open(ctx, name) }
+	var done func()
 	if _, local := store.(*staging.Dir); !local && len(runs) > 0 {
 		path, err := copyObject(obj, dir)
 		if err != nil {
 			return nil, fmt.Errorf("copy runs %s to %s: %w", uri, dir, err)
 		}
 		open = func() (staging.Object, error) { return openFileObject(path) }
+		// The copy goes once its last run is read, so that the
+		// temporary directory holds about one copy of the runs, merged
+		// or not, whatever the passes of the merge.
+		left := len(runs)
+		done = func() {
+			if left--; left == 0 {
+				os.Remove(path)
+			}
+		}
 	}
 	out := make([]sortRun, len(runs))
 	for i, run := range runs {
@@ -215,6 +225,7 @@ func openPartRuns(ctx context.Context, store staging.Store, p PartInfo, dir stri
 			name:     fmt.Sprintf("%s (run %d of %d)", uri, i+1, len(runs)),
 			records:  run.records,
 			fromPart: true,
+			done:     done,
 			open: func() (io.Reader, io.Closer, error) {
 				o, err := open()
 				if err != nil {

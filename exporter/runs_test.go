@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bindsync/bindsync/schemas"
 	"github.com/bindsync/bindsync/staging"
@@ -95,6 +98,7 @@ func TestPartsDigestFromRunsEqualsReadBack(t *testing.T) {
 		{"two merge passes", func(t *testing.T) staging.Store { return stagingtest.NewDir(t) }, PartOptions{RunBytes: 1}, DigestOptions{}},
 		// A store other than a local directory: runs are copied first.
 		{"remote store", func(t *testing.T) staging.Store { return newMemStore() }, PartOptions{RunBytes: 8_000}, DigestOptions{}},
+		{"remote store, two merge passes", func(t *testing.T) staging.Store { return newMemStore() }, PartOptions{RunBytes: 1}, DigestOptions{}},
 		{"privacy policy", func(t *testing.T) staging.Store { return stagingtest.NewDir(t) }, PartOptions{RunBytes: 8_000, Privacy: privacy}, DigestOptions{}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -314,4 +318,47 @@ func putObj(t *testing.T, store staging.Store, name string, data []byte) {
 func copyObj(t *testing.T, store staging.Store, from, to string) {
 	t.Helper()
 	putObj(t, store, to, readObj(t, store, from))
+}
+
+// TestRecordBufferSortAgreesWithCompareRecords sorts records with keys
+// that tie on their first 16 bytes, null and empty fields, other lengths,
+// several services and long keys, and checks the order is compareRecords'.
+func TestRecordBufferSortAgreesWithCompareRecords(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := func(options ...*string) *string { return options[rng.IntN(len(options))] }
+	sids := []*string{nil, ptr(""), ptr("BS0123456789abcdef"), ptr("BS0123456789abcdef0"), ptr("BS0123456789abcdee"), ptr("BS0123456789abcd"), ptr("BS\x00"), ptr("BS")}
+	services := []*string{nil, ptr(""), ptr("ISa"), ptr("ISb"), ptr("IS" + strings.Repeat("b", 32)), ptr("IS" + strings.Repeat("a", 32))}
+	long := ptr(strings.Repeat("L", 200))
+	for round := range 50 {
+		var b recordBuffer
+		for i := range 300 {
+			bd := testBinding(rng.IntN(1000))
+			bd.ServiceSID = pick(services...)
+			switch rng.IntN(4) {
+			case 0:
+				bd.SID = pick(sids...)
+			case 1:
+				bd.SID = ptr(fmt.Sprintf("BS%032x", rng.IntN(50)))
+			case 2:
+				// Bytes that differ anywhere in the first 16, or after.
+				sid := make([]byte, rng.IntN(20))
+				for j := range sid {
+					sid[j] = "\x000az\x7f\xff"[rng.IntN(6)]
+				}
+				bd.SID = ptr(string(sid))
+			}
+			if round%10 == 9 && i == 150 {
+				bd.SID = long // a key the short form cannot hold
+			}
+			b.add(appendBindingRecord(nil, &bd, time.Unix(int64(rng.IntN(3)), 0)))
+		}
+		want := slices.Clone(b.recs)
+		slices.SortFunc(want, compareRecords)
+		b.sort()
+		for i := range want {
+			if !bytes.Equal(b.recs[i], want[i]) {
+				t.Fatalf("round %d: record %d out of compareRecords' order", round, i)
+			}
+		}
+	}
 }

@@ -2,7 +2,9 @@ package exporter
 
 import (
 	"bufio"
+	"bytes"
 	"container/heap"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -37,6 +39,7 @@ type recordBuffer struct {
 	blocks [][]byte // the arena blocks, reused after reset
 	block  int      // index in blocks of the block being filled
 	chunk  []byte   // the free tail of that block
+	keys   []sortKey
 }
 
 // add copies rec into the buffer.
@@ -62,8 +65,129 @@ func (b *recordBuffer) add(rec []byte) {
 	b.chunk = b.chunk[n:]
 }
 
-// sort orders the records.
-func (b *recordBuffer) sort() { slices.SortFunc(b.recs, compareRecords) }
+// sort orders the records by compareRecords. Records are compared
+// through a small key of their own first (the rank of their service_sid
+// among the buffer's, and the first 16 bytes of their sid), in an array
+// that stays in the processor's cache, instead of in the records spread
+// over the arena: only records whose keys tie are compared whole.
+func (b *recordBuffer) sort() {
+	keys, ok := b.sortKeys()
+	if !ok {
+		slices.SortFunc(b.recs, compareRecords)
+		return
+	}
+	slices.SortFunc(keys, func(x, y sortKey) int {
+		switch {
+		case x.svc != y.svc:
+			return cmpUint(x.svc, y.svc)
+		case x.hi != y.hi:
+			return cmpUint(x.hi, y.hi)
+		case x.lo != y.lo:
+			return cmpUint(x.lo, y.lo)
+		}
+		return compareRecords(x.rec, y.rec)
+	})
+	for i := range keys {
+		b.recs[i] = keys[i].rec
+	}
+	clear(keys)
+	b.keys = keys[:0]
+}
+
+// sortKey is a record with a key whose order never contradicts
+// compareRecords: svc ranks the record's service_sid (null first), hi
+// and lo are the first 16 bytes of its sid (big-endian, zero-padded; 0
+// for null). Equal keys say nothing: the records decide.
+type sortKey struct {
+	svc    uint32
+	hi, lo uint64
+	rec    []byte
+}
+
+// sortKeys returns the records' keys; false when a record's key fields
+// are not in the short form (a length under 128), where the records are
+// sorted by compareRecords alone.
+func (b *recordBuffer) sortKeys() ([]sortKey, bool) {
+	keys := slices.Grow(b.keys[:0], len(b.recs))
+	services := map[string]uint32{}
+	var last []byte
+	lastNull, haveLast := false, false
+	for _, rec := range b.recs {
+		svc, svcNull, sid, ok := shortKey(rec)
+		if !ok {
+			return nil, false
+		}
+		if !haveLast || svcNull != lastNull || !bytes.Equal(svc, last) {
+			if !svcNull {
+				services[string(svc)] = 0
+			}
+			last, lastNull, haveLast = svc, svcNull, true
+		}
+		var pad [16]byte
+		copy(pad[:], sid)
+		keys = append(keys, sortKey{hi: binary.BigEndian.Uint64(pad[:8]), lo: binary.BigEndian.Uint64(pad[8:]), rec: rec})
+	}
+	// Rank the services: null is 0, the others from 1 in byte order.
+	names := make([]string, 0, len(services))
+	for name := range services {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for i, name := range names {
+		services[name] = uint32(i + 1)
+	}
+	var lastRank uint32
+	last, haveLast = nil, false
+	for i := range keys {
+		svc, svcNull, _, _ := shortKey(keys[i].rec)
+		switch {
+		case svcNull:
+			keys[i].svc = 0
+			continue
+		case !haveLast || !bytes.Equal(svc, last):
+			lastRank, last, haveLast = services[string(svc)], svc, true
+		}
+		keys[i].svc = lastRank
+	}
+	return keys, true
+}
+
+// shortKey returns the key fields of a record whose service_sid and sid
+// each take a length byte under 128 (or are null); false otherwise.
+func shortKey(rec []byte) (svc []byte, svcNull bool, sid []byte, ok bool) {
+	field := func() ([]byte, bool, bool) {
+		if len(rec) == 0 || rec[0] >= 0x80 {
+			return nil, false, false
+		}
+		n := int(rec[0])
+		if n == 0 {
+			rec = rec[1:]
+			return nil, true, true
+		}
+		if len(rec) < n {
+			return nil, false, false
+		}
+		f := rec[1:n]
+		rec = rec[n:]
+		return f, false, true
+	}
+	svc, svcNull, ok = field()
+	if !ok {
+		return nil, false, nil, false
+	}
+	sid, _, ok = field()
+	return svc, svcNull, sid, ok
+}
+
+func cmpUint[T uint32 | uint64](a, b T) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
 
 // reset empties the buffer, keeping its blocks for the next records.
 func (b *recordBuffer) reset() {
@@ -93,15 +217,16 @@ type sortRun struct {
 	open func() (io.Reader, io.Closer, error)
 	// records is the number of records the run must hold, or -1.
 	records int64
-	// temp says the run is a file of the sort's own, removed once read.
-	temp bool
+	// done, if set, is called once the run is read to its end: a run file
+	// of the sort's own is removed then.
+	done func()
 	// fromPart says the run was written beside a part, not by this sort.
 	fromPart bool
 }
 
-// fileRun is the run file name.
-func fileRun(name string, temp bool) sortRun {
-	return sortRun{name: name, records: -1, temp: temp, open: func() (io.Reader, io.Closer, error) {
+// tempRun is the run file name of the sort's own, removed once read.
+func tempRun(name string) sortRun {
+	return sortRun{name: name, records: -1, done: func() { os.Remove(name) }, open: func() (io.Reader, io.Closer, error) {
 		f, err := os.Open(name)
 		if err != nil {
 			return nil, nil, err
@@ -160,7 +285,7 @@ func (s *sorter) spill() error {
 	if err != nil {
 		return err
 	}
-	s.runs = append(s.runs, fileRun(name, true))
+	s.runs = append(s.runs, tempRun(name))
 	s.buf.reset()
 	return nil
 }
@@ -213,7 +338,7 @@ func (s *sorter) sorted() (recordStream, error) {
 			if err != nil {
 				return nil, err
 			}
-			next = append(next, fileRun(name, true))
+			next = append(next, tempRun(name))
 		}
 		s.runs = next
 	}
@@ -362,8 +487,8 @@ func (r *runHead) release() {
 // once, so that its disk space comes back before the whole merge ends.
 func (r *runHead) done() {
 	r.release()
-	if r.run.temp {
-		os.Remove(r.run.name)
+	if r.run.done != nil {
+		r.run.done()
 	}
 }
 

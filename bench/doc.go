@@ -18,6 +18,17 @@
 //     (the large one with four times the users), to show invariant 4 of the
 //     design: memory grows with concurrency and batch size, never with the
 //     number of users or bindings.
+//   - BenchmarkExport: against faketwilio running as a child process, so
+//     that the server's CPU and memory are not the benchmark's, at page
+//     sizes 50 and 1,000: DecodeJSON (net/http and encoding/json, the
+//     usual client), DecodeFast (the same with bindjson), Pipeline
+//     (worker.Run on a first snapshot) and PipelineNextDay (the night
+//     after, whose changes compare with the day before). Beside
+//     bindings/s, B/binding and peak-RSS-MiB it prints cpu-µs/binding, the
+//     CPU time (user and system) this process spent per binding, and
+//     fake-cpu-µs/binding, the server's: both processes share the cores,
+//     so the rates of a run depend on the server's share, and the CPU per
+//     binding is the figure that compares readers whatever that share.
 //
 // How to read the figures:
 //

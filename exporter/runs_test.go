@@ -362,3 +362,49 @@ func TestRecordBufferSortAgreesWithCompareRecords(t *testing.T) {
 		}
 	}
 }
+
+func TestArenaBlocks(t *testing.T) {
+	b := newBlock()
+	if len(b) != arenaChunk || cap(b) != arenaChunk {
+		t.Fatalf("block of %d bytes (cap %d), want %d", len(b), cap(b), arenaChunk)
+	}
+	for i := range b {
+		b[i] = byte(i)
+	}
+	if last := arenaChunk - 1; b[last] != byte(last) {
+		t.Error("block does not keep what is written")
+	}
+	freeBlock(b)
+	// A block of the heap is left alone.
+	h := make([]byte, arenaChunk)
+	freeBlock(h)
+	h[0], h[arenaChunk-1] = 1, 2
+	if h[0] != 1 || h[arenaChunk-1] != 2 {
+		t.Error("a heap block was disturbed")
+	}
+	// A buffer reused after reset and freed at the end keeps its records
+	// whole until then.
+	var buf recordBuffer
+	for round := range 3 {
+		for i := range 3000 {
+			buf.add([]byte(fmt.Sprintf("%d-%0500d", round, i)))
+		}
+		for i, rec := range buf.recs {
+			if want := fmt.Sprintf("%d-%0500d", round, i); string(rec) != want {
+				t.Fatalf("round %d: record %d is %.20q…", round, i, rec)
+			}
+		}
+		if round == 0 && len(buf.blocks) < 2 {
+			t.Fatalf("%d blocks: the test needs several", len(buf.blocks))
+		}
+		blocks := len(buf.blocks)
+		buf.reset()
+		if round > 0 && len(buf.blocks) != blocks {
+			t.Errorf("reset dropped blocks")
+		}
+	}
+	buf.free()
+	if buf.blocks != nil || buf.recs != nil {
+		t.Error("free left memory behind")
+	}
+}

@@ -56,7 +56,7 @@ func (b *recordBuffer) add(rec []byte) {
 			b.block++
 		}
 		if b.block == len(b.blocks) {
-			b.blocks = append(b.blocks, make([]byte, arenaChunk))
+			b.blocks = append(b.blocks, newBlock())
 		}
 		b.chunk = b.blocks[b.block]
 	}
@@ -195,8 +195,13 @@ func (b *recordBuffer) reset() {
 	b.recs, b.used, b.block, b.chunk = b.recs[:0], 0, 0, nil
 }
 
-// free releases the buffer's memory.
-func (b *recordBuffer) free() { *b = recordBuffer{} }
+// free releases the buffer's memory: its records must no longer be used.
+func (b *recordBuffer) free() {
+	for _, block := range b.blocks {
+		freeBlock(block)
+	}
+	*b = recordBuffer{}
+}
 
 // writeRecords writes recs to w as one run and finishes it.
 func writeRecords(w *recordWriter, recs [][]byte) error {

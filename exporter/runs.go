@@ -108,12 +108,8 @@ func (r *partRuns) spill() error {
 	if len(r.buf.recs) == 0 {
 		return nil
 	}
-	if r.sink == nil {
-		sink, err := r.store.Create(r.ctx, r.name)
-		if err != nil {
-			return fmt.Errorf("write runs %q: %w", r.name, err)
-		}
-		r.sink, r.out = sink, &countingWriter{w: sink}
+	if err := r.create(); err != nil {
+		return err
 	}
 	r.buf.sort()
 	start := r.out.n
@@ -125,6 +121,19 @@ func (r *partRuns) spill() error {
 	return nil
 }
 
+// create starts the object, once.
+func (r *partRuns) create() error {
+	if r.sink != nil {
+		return nil
+	}
+	sink, err := r.store.Create(r.ctx, r.name)
+	if err != nil {
+		return fmt.Errorf("write runs %q: %w", r.name, err)
+	}
+	r.sink, r.out = sink, &countingWriter{w: sink}
+	return nil
+}
+
 // finish writes the last run and the footer naming part, and commits the
 // object.
 func (r *partRuns) finish(part PartInfo) error {
@@ -132,12 +141,8 @@ func (r *partRuns) finish(part PartInfo) error {
 		return err
 	}
 	r.buf.free()
-	if r.sink == nil {
-		sink, err := r.store.Create(r.ctx, r.name)
-		if err != nil {
-			return fmt.Errorf("write runs %q: %w", r.name, err)
-		}
-		r.sink, r.out = sink, &countingWriter{w: sink}
+	if err := r.create(); err != nil {
+		return err
 	}
 	footer := binary.AppendUvarint(nil, runsVersion)
 	footer = binary.AppendUvarint(footer, uint64(len(part.Name)))

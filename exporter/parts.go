@@ -108,10 +108,7 @@ type PartOptions struct {
 	// selects zstd: parts are always compressed.
 	Compression compress.Compression
 	// Allocator provides Arrow memory (default memory.DefaultAllocator);
-	// tests pass a checked allocator to prove nothing leaks. (A pool of
-	// the large buffers freed saved 5 to 8% of the CPU of a run and cost
-	// 15 to 30 MiB more resident memory, even bounded to 8 MiB: the
-	// default leaves them to the garbage collector.)
+	// tests pass a checked allocator to prove nothing leaks.
 	Allocator memory.Allocator
 	// RunBytes is the memory a part of bindings fills with the records of
 	// its rows before it writes them, sorted, as a run beside the part

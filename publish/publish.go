@@ -156,10 +156,38 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 			failed = append(failed, fmt.Errorf("remove %s: %w", opts.Store.URI(name), err))
 		}
 	}
+	if len(failed) == 0 {
+		failed = removeLeftovers(ctx, opts.Store, date, log)
+	}
 	if len(failed) > 0 {
 		return published, fmt.Errorf("snapshot %s: %w (%d): %w", date.Format(time.DateOnly), ErrNotCleaned, len(failed), errors.Join(failed...))
 	}
 	return published, cp.Append(ctx, checkpoint.Entry{Kind: checkpoint.KindCleaned, RunID: opts.RunID})
+}
+
+// removeLeftovers removes what is left in the snapshot's parts directory
+// once its parts are gone: files that no checkpoint entry names, written
+// by a run that stopped between committing them and recording them (a
+// part, or the runs committed just before their part). It returns the
+// removals that failed.
+func removeLeftovers(ctx context.Context, store staging.Store, date time.Time, log *zap.Logger) []error {
+	dir := checkpoint.PartName(date, "")
+	left, err := store.List(ctx, strings.TrimSuffix(dir, "/")+"/")
+	if err != nil {
+		log.Warn("list the snapshot's parts directory for leftovers", zap.Error(err))
+		return []error{fmt.Errorf("list %s: %w", store.URI(dir), err)}
+	}
+	var failed []error
+	for _, name := range left {
+		if err := store.Delete(ctx, name); err != nil && !errors.Is(err, staging.ErrNotExist) {
+			log.Warn("remove a leftover file from staging", zap.String("file", store.URI(name)), zap.Error(err))
+			failed = append(failed, fmt.Errorf("remove %s: %w", store.URI(name), err))
+		}
+	}
+	if len(left) > 0 {
+		log.Info("removed files no checkpoint named from the snapshot's parts", zap.Int("files", len(left)))
+	}
+	return failed
 }
 
 // Of is the snapshot of cp as publishers see it: its committed parts as

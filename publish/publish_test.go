@@ -153,6 +153,13 @@ func TestSnapshotAllRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	cp := committed(t, dir, "alice")
+	// Files no checkpoint names, as a run that stopped between committing
+	// a part (or its runs) and recording it leaves them.
+	for _, name := range []string{checkpoint.PartName(day, "run-0-00007.parquet"), exporter.RunsName(checkpoint.PartName(day, "run-0-00008.parquet"))} {
+		if err := dir.PutIfAbsent(ctx, name, []byte("left over")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := publish.Snapshot(ctx, cp, publish.Options{Store: dir, RunID: "run-1"}); err != nil {
 		t.Fatal(err)
 	}

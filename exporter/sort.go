@@ -3,6 +3,7 @@ package exporter
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"container/heap"
 	"encoding/binary"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 )
 
 // Bounds of the external sort.
@@ -79,11 +81,11 @@ func (b *recordBuffer) sort() {
 	slices.SortFunc(keys, func(x, y sortKey) int {
 		switch {
 		case x.svc != y.svc:
-			return cmpUint(x.svc, y.svc)
+			return cmp.Compare(x.svc, y.svc)
 		case x.hi != y.hi:
-			return cmpUint(x.hi, y.hi)
+			return cmp.Compare(x.hi, y.hi)
 		case x.lo != y.lo:
-			return cmpUint(x.lo, y.lo)
+			return cmp.Compare(x.lo, y.lo)
 		}
 		return compareRecords(x.rec, y.rec)
 	})
@@ -109,45 +111,46 @@ type sortKey struct {
 // sorted by compareRecords alone.
 func (b *recordBuffer) sortKeys() ([]sortKey, bool) {
 	keys := slices.Grow(b.keys[:0], len(b.recs))
-	services := map[string]uint32{}
+	// Services get an ID in order of appearance (0 for null), looked up
+	// only when it changes from one record to the next, then are ranked.
+	ids := map[string]uint32{}
+	var names []string // by ID - 1
 	var last []byte
-	lastNull, haveLast := false, false
-	for _, rec := range b.recs {
+	var lastID uint32
+	for i, rec := range b.recs {
 		svc, svcNull, sid, ok := shortKey(rec)
 		if !ok {
+			clear(keys)
 			return nil, false
 		}
-		if !haveLast || svcNull != lastNull || !bytes.Equal(svc, last) {
-			if !svcNull {
-				services[string(svc)] = 0
+		switch {
+		case svcNull:
+			lastID, last = 0, nil
+		case i == 0 || lastID == 0 || !bytes.Equal(svc, last):
+			id, seen := ids[string(svc)]
+			if !seen {
+				names = append(names, string(svc))
+				id = uint32(len(names))
+				ids[string(svc)] = id
 			}
-			last, lastNull, haveLast = svc, svcNull, true
+			lastID, last = id, svc
 		}
 		var pad [16]byte
 		copy(pad[:], sid)
-		keys = append(keys, sortKey{hi: binary.BigEndian.Uint64(pad[:8]), lo: binary.BigEndian.Uint64(pad[8:]), rec: rec})
+		keys = append(keys, sortKey{svc: lastID, hi: binary.BigEndian.Uint64(pad[:8]), lo: binary.BigEndian.Uint64(pad[8:]), rec: rec})
 	}
-	// Rank the services: null is 0, the others from 1 in byte order.
-	names := make([]string, 0, len(services))
-	for name := range services {
-		names = append(names, name)
+	// Rank: null stays 0, the others from 1 in byte order.
+	rank := make([]uint32, len(names)+1)
+	order := make([]uint32, len(names))
+	for i := range order {
+		order[i] = uint32(i + 1)
 	}
-	slices.Sort(names)
-	for i, name := range names {
-		services[name] = uint32(i + 1)
+	slices.SortFunc(order, func(x, y uint32) int { return strings.Compare(names[x-1], names[y-1]) })
+	for r, id := range order {
+		rank[id] = uint32(r + 1)
 	}
-	var lastRank uint32
-	last, haveLast = nil, false
 	for i := range keys {
-		svc, svcNull, _, _ := shortKey(keys[i].rec)
-		switch {
-		case svcNull:
-			keys[i].svc = 0
-			continue
-		case !haveLast || !bytes.Equal(svc, last):
-			lastRank, last, haveLast = services[string(svc)], svc, true
-		}
-		keys[i].svc = lastRank
+		keys[i].svc = rank[keys[i].svc]
 	}
 	return keys, true
 }
@@ -177,16 +180,6 @@ func shortKey(rec []byte) (svc []byte, svcNull bool, sid []byte, ok bool) {
 	}
 	sid, _, ok = field()
 	return svc, svcNull, sid, ok
-}
-
-func cmpUint[T uint32 | uint64](a, b T) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // reset empties the buffer, keeping its blocks for the next records.

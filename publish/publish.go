@@ -171,8 +171,8 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 // part, or the runs committed just before their part). It returns the
 // removals that failed.
 func removeLeftovers(ctx context.Context, store staging.Store, date time.Time, log *zap.Logger) []error {
-	dir := checkpoint.PartName(date, "")
-	left, err := store.List(ctx, strings.TrimSuffix(dir, "/")+"/")
+	dir := checkpoint.Dir(date) + "/parts/"
+	left, err := store.List(ctx, dir)
 	if err != nil {
 		log.Warn("list the snapshot's parts directory for leftovers", zap.Error(err))
 		return []error{fmt.Errorf("list %s: %w", store.URI(dir), err)}

@@ -58,7 +58,7 @@ func TestGoodFiles(t *testing.T) {
 		}
 		tw, ex := cfg.Twilio, cfg.Export
 		if tw.PageSize != 50 || tw.UsersPageSize != 100 || tw.MaxResponseBytes != 32<<20 || tw.UnavailableAfter != 2*time.Minute ||
-			ex.BatchBytes != 16<<20 || ex.RowGroupBytes != 32<<20 {
+			ex.BatchBytes != 8<<20 || ex.RowGroupBytes != 16<<20 {
 			t.Errorf("defaults of the sizes: %+v %+v", tw, ex)
 		}
 		if w := cfg.Warnings(); len(w) != 0 {

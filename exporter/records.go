@@ -396,8 +396,15 @@ func newRecordWriter(w io.Writer) (*recordWriter, error) {
 // disk, where speed matters more than size. Measured on sorted binding
 // records, S2 runs take 215 bytes a record against zstd's 160, and
 // BenchmarkChanges (16 MiB runs) takes 3.0 s instead of 3.9 s. Each open
-// run costs about two blocks of memory.
-const runBlock = 128 << 10
+// run costs about two blocks of memory and runReadBuffer: a merge of
+// mergeFanIn runs holds about 3 MiB, where blocks of 128 KiB held 11.
+// Runs written with blocks up to maxRunBlock (as earlier versions wrote
+// them) are still read.
+const (
+	runBlock      = 32 << 10
+	maxRunBlock   = 128 << 10
+	runReadBuffer = 16 << 10
+)
 
 // newRunWriter is newRecordWriter for a run of the external sort.
 func newRunWriter(w io.Writer) *recordWriter {
@@ -465,8 +472,8 @@ func newRecordReader(r io.Reader) (*recordReader, error) {
 
 // newRunReader reads a run written by newRunWriter.
 func newRunReader(r io.Reader) *recordReader {
-	dec := s2.NewReader(r, s2.ReaderMaxBlockSize(runBlock))
-	return &recordReader{buf: bufio.NewReaderSize(dec, recordReadBuffer), release: func() {}}
+	dec := s2.NewReader(r, s2.ReaderMaxBlockSize(maxRunBlock), s2.ReaderAllocBlock(runBlock))
+	return &recordReader{buf: bufio.NewReaderSize(dec, runReadBuffer), release: func() {}}
 }
 
 // next returns the next record, valid until the following call, or

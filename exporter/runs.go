@@ -38,8 +38,10 @@ const runsMagic = "bsdgruns"
 const runsVersion = 1
 
 // DefaultPartRunBytes is the memory a part writer fills with records
-// before it writes them as a sorted run.
-const DefaultPartRunBytes = DefaultSortBytes / 2
+// before it writes them as a sorted run (outside the Go heap, see
+// arena.go): about 40,000 records of bindings, so that a part of a
+// million rows makes some 25 runs, one merge pass.
+const DefaultPartRunBytes = 8 << 20
 
 // maxRunsFooter bounds the footer read back: far more than the footer of
 // the largest part takes (a few bytes a run), so a larger length means

@@ -23,7 +23,7 @@ const (
 	// memory than reading.
 	DefaultSortBytes = DefaultRowGroupBytes / 2
 	// mergeFanIn is how many runs one merge reads at once; more runs are
-	// merged in several passes. Each open run costs about half a megabyte.
+	// merged in several passes. Each open run costs about 90 KiB (runBlock).
 	mergeFanIn = 32
 	// arenaChunk is the size of the blocks records are copied into, so
 	// that a run of small records is a few large allocations.

@@ -26,11 +26,11 @@ func init() {
 	compress.RegisterCodec(compress.Codecs.Zstd, &pageCodec{Codec: arrow})
 }
 
-// pageWindow is the zstd window of pages: a page is about a megabyte
-// (Parquet's default data page size), so a larger window finds nothing
-// more, while each block encoder keeps a history of twice the window (16
-// MiB for the two of a 2-core machine at the default window of 4 MiB).
-const pageWindow = 1 << 20
+// pageWindow is the zstd window of pages: a page is about dataPageBytes,
+// so a larger window finds nothing more, while each block encoder keeps a
+// history of twice the window (16 MiB for the two of a 2-core machine at
+// the default window of 4 MiB, 1 MiB at this one).
+const pageWindow = dataPageBytes
 
 // pageCodec is arrow's zstd codec with encoders kept for the process.
 type pageCodec struct {

@@ -37,6 +37,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bindsync/bindsync/internal/keyset"
 	"github.com/bindsync/bindsync/staging"
 )
 
@@ -472,8 +473,9 @@ type State struct {
 	PerUser   map[string]bool
 
 	// done holds a 128-bit hash of every finished or gone user: 16 bytes
-	// a user instead of the user's name, since it only answers IsDone.
-	done map[userKey]struct{}
+	// a user instead of the user's name, since it only answers IsDone, in
+	// a set that costs about 16 bytes a key.
+	done keyset.Set
 }
 
 // userKey is the first 16 bytes of the SHA-256 of a user's service and
@@ -484,7 +486,7 @@ type State struct {
 // hash gave 2.7·10⁻⁶). SHA-256 also keeps users whose names an outsider
 // chooses (identities) from being crafted to collide: that would take
 // about 2⁶⁴ hash computations.
-type userKey [16]byte
+type userKey = keyset.Key
 
 func newState(date time.Time) *State {
 	return &State{
@@ -494,7 +496,6 @@ func newState(date time.Time) *State {
 		Gone:     map[UserRef]bool{},
 		NotFound: map[UserRef]bool{},
 		Publish:  map[string]string{},
-		done:     map[userKey]struct{}{},
 
 		Walks:     map[string]*Walk{},
 		WalksDone: map[string]*WalkDone{},
@@ -517,7 +518,7 @@ func userHash(u UserRef) userKey {
 // clone copies s but for its set of finished users.
 func (s *State) clone() *State {
 	c := *s
-	c.done = nil
+	c.done = keyset.Set{}
 	c.Parts = slices.Clone(s.Parts)
 	c.InFlight = make(map[UserRef]*InFlight, len(s.InFlight))
 	for u, f := range s.InFlight {
@@ -542,8 +543,7 @@ func (s *State) clone() *State {
 
 // isDone reports whether every binding of u is already committed.
 func (s *State) isDone(u UserRef) bool {
-	_, ok := s.done[userHash(u)]
-	return ok
+	return s.done.Has(userHash(u))
 }
 
 // Rows is the number of rows in the committed parts.
@@ -597,11 +597,9 @@ func (s *State) apply(e *Entry) {
 	s.applyReplaced(e.Replaced)
 	s.applyInvalid(e.Invalid)
 	for _, d := range e.Undone {
-		k := userHash(d.UserRef)
-		if _, ok := s.done[k]; !ok {
+		if !s.done.Remove(userHash(d.UserRef)) {
 			continue
 		}
-		delete(s.done, k)
 		s.UsersDone--
 		s.BindingsDone -= d.Bindings
 		s.PagesDone -= d.Pages
@@ -626,7 +624,7 @@ func (s *State) apply(e *Entry) {
 		s.markPerUser(u.Service)
 	}
 	for _, d := range e.Done {
-		s.done[userHash(d.UserRef)] = struct{}{}
+		s.done.Add(userHash(d.UserRef))
 		delete(s.InFlight, d.UserRef)
 		delete(s.Failed, d.UserRef)
 		s.UsersDone++
@@ -635,13 +633,13 @@ func (s *State) apply(e *Entry) {
 	}
 	for _, g := range e.Gone {
 		s.Gone[g] = true
-		s.done[userHash(g)] = struct{}{}
+		s.done.Add(userHash(g))
 		delete(s.InFlight, g)
 		delete(s.Failed, g)
 	}
 	for _, g := range e.NotFound {
 		s.NotFound[g] = true
-		s.done[userHash(g)] = struct{}{}
+		s.done.Add(userHash(g))
 		delete(s.InFlight, g)
 		delete(s.Failed, g)
 	}

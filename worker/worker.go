@@ -591,6 +591,9 @@ func (r *run) read(ctx, saveCtx context.Context) error {
 			}
 		}
 	}
+	// Every user is claimed by now: the set (some 16 bytes a user) is not
+	// needed for publishing, whose peak memory it would add to.
+	r.claimed = nil
 	w.close()
 	werr := <-writerDone
 	// The writer is done: what it recorded is the run's now.

@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/bindsync/bindsync/staging"
 	"github.com/bindsync/bindsync/staging/stagingtest"
 	"github.com/bindsync/bindsync/twilio"
+	"github.com/klauspost/compress/s2"
 )
 
 // runsWorld returns bindings with every shape testBinding makes, keys that
@@ -406,5 +408,63 @@ func TestArenaBlocks(t *testing.T) {
 	buf.free()
 	if buf.blocks != nil || buf.recs != nil {
 		t.Error("free left memory behind")
+	}
+}
+
+// TestRunBlocks: runs are written in blocks of runBlock, and runs written
+// in larger blocks, up to maxRunBlock (as earlier versions wrote them),
+// read back the same records; a block larger than that is damage.
+func TestRunBlocks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 2))
+	var recs [][]byte
+	for range 3000 {
+		rec := make([]byte, 1+rng.IntN(300))
+		for i := range rec {
+			rec[i] = byte('a' + rng.IntN(4)) // compressible, as records are
+		}
+		recs = append(recs, rec)
+	}
+	write := func(block int) []byte {
+		var out bytes.Buffer
+		enc := s2.NewWriter(&out, s2.WriterBlockSize(block))
+		w := &recordWriter{enc: enc, buf: bufio.NewWriterSize(enc, recordReadBuffer)}
+		if block == runBlock {
+			w = newRunWriter(&out)
+		}
+		for _, rec := range recs {
+			if err := w.write(rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.finish(); err != nil {
+			t.Fatal(err)
+		}
+		return out.Bytes()
+	}
+	read := func(data []byte) ([][]byte, error) {
+		r := newRunReader(bytes.NewReader(data))
+		var got [][]byte
+		for {
+			rec, err := r.next()
+			if errors.Is(err, errStreamEnd) {
+				return got, nil
+			}
+			if err != nil {
+				return got, err
+			}
+			got = append(got, bytes.Clone(rec))
+		}
+	}
+	for _, block := range []int{runBlock, maxRunBlock} {
+		got, err := read(write(block))
+		if err != nil {
+			t.Fatalf("blocks of %d: %v", block, err)
+		}
+		if !slices.EqualFunc(got, recs, bytes.Equal) {
+			t.Fatalf("blocks of %d: %d records read back, not the %d written", block, len(got), len(recs))
+		}
+	}
+	if got, err := read(write(4 * maxRunBlock)); err == nil {
+		t.Fatalf("blocks of %d read back (%d records), want an error", 4*maxRunBlock, len(got))
 	}
 }

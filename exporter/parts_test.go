@@ -351,7 +351,8 @@ func BenchmarkPartWriter(b *testing.B) {
 }
 
 // TestPartEncodings: columns whose values never repeat are written without
-// a dictionary, the others with one, every column with zstd.
+// a dictionary, the others with one, every column with zstd; the columns of
+// random values have no min/max statistics, the others do.
 func TestPartEncodings(t *testing.T) {
 	store := stagingtest.NewDir(t)
 	writePart(t, store, "p", testBindings(0, 500), PartOptions{})
@@ -373,6 +374,20 @@ func TestPartEncodings(t *testing.T) {
 		wantDict := !slices.Contains(schemas.UniqueColumns, top)
 		if cc.HasDictionaryPage() != wantDict {
 			t.Errorf("column %s: dictionary page %v, want %v", col, cc.HasDictionaryPage(), wantDict)
+		}
+		wantStats := !slices.Contains(noStatsColumns, top)
+		hasMinMax := false
+		if set, err := cc.StatsSet(); err != nil {
+			t.Fatalf("column %s: %v", col, err)
+		} else if set {
+			st, err := cc.Statistics()
+			if err != nil {
+				t.Fatalf("column %s: %v", col, err)
+			}
+			hasMinMax = st.HasMinMax()
+		}
+		if hasMinMax != wantStats {
+			t.Errorf("column %s: min/max statistics %v, want %v", col, hasMinMax, wantStats)
 		}
 	}
 	for _, col := range append([]string{schemas.ColAccountSID, schemas.ColUserSID}, schemas.UniqueColumns...) {

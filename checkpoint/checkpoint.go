@@ -223,8 +223,12 @@ var (
 // Dir returns the staging directory of a snapshot date.
 func Dir(date time.Time) string { return "snapshots/" + date.Format(time.DateOnly) }
 
+// PartsDir returns the staging directory of the part files of a snapshot
+// date.
+func PartsDir(date time.Time) string { return path.Join(Dir(date), "parts") }
+
 // PartName returns the staging name of a part file of the snapshot.
-func PartName(date time.Time, file string) string { return path.Join(Dir(date), "parts", file) }
+func PartName(date time.Time, file string) string { return path.Join(PartsDir(date), file) }
 
 // Log is the open checkpoint of one snapshot, replayed into State. Append
 // is safe for concurrent use.

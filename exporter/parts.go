@@ -585,8 +585,9 @@ func (w *PartWriter) Abort() {
 	}
 }
 
-// countingWriter counts and checksums (with a crc) the bytes that reach the staging
-// writer, so the part's size and CRC32C are known without reading it back.
+// countingWriter counts the bytes that reach the staging writer and, with
+// a crc, checksums them, so a part's size and CRC32C are known without
+// reading it back.
 type countingWriter struct {
 	w   io.Writer
 	n   int64

@@ -117,7 +117,7 @@ func (b *recordBuffer) sortKeys() ([]sortKey, bool) {
 	var names []string // by ID - 1
 	var last []byte
 	var lastID uint32
-	for i, rec := range b.recs {
+	for _, rec := range b.recs {
 		svc, svcNull, sid, ok := shortKey(rec)
 		if !ok {
 			clear(keys)
@@ -126,7 +126,7 @@ func (b *recordBuffer) sortKeys() ([]sortKey, bool) {
 		switch {
 		case svcNull:
 			lastID, last = 0, nil
-		case i == 0 || lastID == 0 || !bytes.Equal(svc, last):
+		case lastID == 0 || !bytes.Equal(svc, last):
 			id, seen := ids[string(svc)]
 			if !seen {
 				names = append(names, string(svc))

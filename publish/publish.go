@@ -171,7 +171,7 @@ func Snapshot(ctx context.Context, cp *checkpoint.Log, opts Options) (published 
 // part, or the runs committed just before their part). It returns the
 // removals that failed.
 func removeLeftovers(ctx context.Context, store staging.Store, date time.Time, log *zap.Logger) []error {
-	dir := checkpoint.Dir(date) + "/parts/"
+	dir := checkpoint.PartsDir(date) + "/"
 	left, err := store.List(ctx, dir)
 	if err != nil {
 		log.Warn("list the snapshot's parts directory for leftovers", zap.Error(err))

@@ -154,7 +154,7 @@ func (s *Set) merge(a, b []Key) []Key {
 	for ; j < len(b); j++ {
 		add(b[j])
 	}
-	return slices.Clip(out)
+	return out
 }
 
 func compare(a, b Key) int { return bytes.Compare(a[:], b[:]) }

@@ -3,7 +3,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/bindsync
 
-.PHONY: build test deploy-check demo bench lint fuzz clean
+.PHONY: build test deploy-check demo bench bench-memory lint fuzz clean
 
 ## build: the bindsync binary in bin/
 build:
@@ -52,9 +52,13 @@ demo:
 # to its resident memory and their live data to its collections.
 LOAD_BENCHMARKS := ^Benchmark(ConcurrencyLimit|LatencyBound|SparseWorld|AccountLimits)$$
 bench:
-	$(GO) test -run '^$$' -bench . -skip '$(LOAD_BENCHMARKS)|^BenchmarkExport$$' -benchmem -benchtime 3x ./bench/
+	$(GO) test -run '^$$' -bench . -skip '$(LOAD_BENCHMARKS)|^BenchmarkExport$$|^BenchmarkRunMemory$$' -benchmem -benchtime 3x ./bench/
 	$(GO) test -run '^$$' -bench '^BenchmarkExport$$' -benchmem -benchtime 3x ./bench/
 	BINDSYNC_BENCH_LOAD_WORLD=3x3000 $(GO) test -run '^$$' -bench '$(LOAD_BENCHMARKS)' -benchtime 1x ./bench/
+
+## bench-memory: peak RSS of whole `bindsync run` processes on 5 million bindings (about 5 minutes)
+bench-memory:
+	BINDSYNC_BENCH_MEMORY_USERS=83000 $(GO) test -run '^$$' -bench '^BenchmarkRunMemory$$' -benchtime 1x -timeout 1h ./bench/
 
 ## lint: formatting and vet
 lint:

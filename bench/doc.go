@@ -29,6 +29,12 @@
 //     fake-cpu-µs/binding, the server's: both processes share the cores,
 //     so the rates of a run depend on the server's share, and the CPU per
 //     binding is the figure that compares readers whatever that share.
+//   - BenchmarkRunMemory (`make bench-memory`; skipped unless
+//     BINDSYNC_BENCH_MEMORY_USERS is set): whole `bindsync run` processes
+//     against faketwilio on 2 services of that many users (83,000: 5
+//     million bindings), at page sizes 1,000 (first snapshot and next
+//     night) and 50, printing each child's peak-RSS-MiB (ru_maxrss, the
+//     executable's own pages included), bindings/s and cpu-s.
 //
 // How to read the figures:
 //

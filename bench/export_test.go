@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -66,7 +67,8 @@ var exportFakePID int
 func sharedFakeProcess(b *testing.B) *fakeProcess {
 	b.Helper()
 	exportFake.once.Do(func() {
-		exportFake.p, exportFake.err = startFakeProcess()
+		exportFake.p, exportFake.err = startFakeProcess(twiliotest.WorldSpec{Seed: worldSeed, Services: worldServices,
+			UsersPerService: exportUsersPerService, MaxBindingsPerUser: maxBindingsPerUser})
 		if exportFake.err == nil {
 			exportFakePID = exportFake.p.cmd.Process.Pid
 		}
@@ -77,17 +79,11 @@ func sharedFakeProcess(b *testing.B) *fakeProcess {
 	return exportFake.p
 }
 
-func startFakeProcess() (*fakeProcess, error) {
-	dir, err := os.MkdirTemp("", "bindsync-bench-")
+func startFakeProcess(spec twiliotest.WorldSpec) (*fakeProcess, error) {
+	bin, err := buildCommand("github.com/bindsync/bindsync/twilio/twiliotest/cmd/faketwilio")
 	if err != nil {
 		return nil, err
 	}
-	bin := filepath.Join(dir, "faketwilio")
-	build := exec.Command("go", "build", "-o", bin, "github.com/bindsync/bindsync/twilio/twiliotest/cmd/faketwilio")
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build faketwilio: %v\n%s", err, out)
-	}
-	spec := twiliotest.WorldSpec{Seed: worldSeed, Services: worldServices, UsersPerService: exportUsersPerService, MaxBindingsPerUser: maxBindingsPerUser}
 	cmd := exec.Command(bin, "-addr", "127.0.0.1:0",
 		"-seed", strconv.FormatInt(spec.Seed, 10), "-services", strconv.Itoa(spec.Services),
 		"-users", strconv.Itoa(spec.UsersPerService), "-max-bindings", strconv.Itoa(spec.MaxBindingsPerUser))
@@ -112,6 +108,20 @@ func startFakeProcess() (*fakeProcess, error) {
 	// The same spec gives the same world: the benchmark knows the
 	// services and the count of bindings without asking the server.
 	return &fakeProcess{cmd: cmd, base: base, world: twiliotest.NewWorld(spec)}, nil
+}
+
+// buildCommand builds the command of package pkg into a new temporary
+// directory and returns the binary's path.
+func buildCommand(pkg string) (string, error) {
+	dir, err := os.MkdirTemp("", "bindsync-bench-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, path.Base(pkg))
+	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+	}
+	return bin, nil
 }
 
 func (p *fakeProcess) stop() {
